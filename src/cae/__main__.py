@@ -1,0 +1,3 @@
+from cae.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,297 @@
+"""Architectures: a compact text description, named presets, the shape trace, the model.
+
+An architecture is written as encoder layers, `|`, decoder layers, separated by spaces:
+
+    conv8 pool2 conv12 pool2 conv16 | up2 conv12 up2 conv3:sigmoid
+
+Layer tokens (`C` channels, `K` kernel, `S` stride, `P` padding):
+  convC[kK][sS][pP]   convolution; K defaults to 3, S to 1, P to 'same' (K//2, odd K only);
+                      P may be a number or `v` / `valid` (0). Activation suffix `:relu` (default),
+                      `:sigmoid`, `:tanh`, `:lrelu`, `:gelu` or `:none`.
+  tconvC[kK][sS][pP]  transposed convolution (K defaults to S, P to 0), e.g. tconv12k2s2.
+  poolN               max-pooling with kernel and stride N.
+  upN / upNb          nearest / bilinear upsampling by N.
+The last decoder layer defaults to `:sigmoid` when it has no suffix (outputs live in [0, 1]).
+`convout` / `tconvout` take the task's output channels (3 for RGB, 2 for chrominance), so one
+spec serves reconstruction and colorization.
+A token may be repeated with `xN`, e.g. `conv16x2` is two conv16 layers.
+
+Special architectures that are not plain chains are named: `unetW` (e.g. `unet32`), a U-Net
+whose skip connections bypass the bottleneck (so it is not an autoencoder in the strict sense).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from cae.errors import CaeError
+
+PRESETS: dict[str, str] = {
+    # the handout's 9-layer CAE: latent 16x8x8 = 1,024 values, 4,911 parameters
+    "reference": "conv8 pool2 conv12 pool2 conv16 | up2 conv12 up2 convout",
+}
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "lrelu": lambda: nn.LeakyReLU(0.1),
+               "gelu": nn.GELU, "none": nn.Identity}
+
+_TOKEN = re.compile(r"^(?P<kind>tconv|conv|pool|up)(?P<n>\d+)(?P<bil>b)?"
+                    r"(?:k(?P<k>\d+))?(?:s(?P<s>\d+))?(?:p(?P<p>\d+|v|valid|same))?"
+                    r"(?:x(?P<rep>\d+))?(?::(?P<act>[a-z]+))?$")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a chain architecture."""
+
+    kind: str  # 'conv', 'tconv', 'pool', 'up'
+    channels: int = 0  # conv / tconv output channels
+    kernel: int = 0
+    stride: int = 1
+    padding: int = 0
+    scale: int = 0  # pool / up factor
+    mode: str = "nearest"  # up: 'nearest' or 'bilinear'
+    activation: str = "none"
+
+    def __str__(self) -> str:
+        if self.kind in ("conv", "tconv"):
+            return f"{self.kind}{self.channels}k{self.kernel}s{self.stride}p{self.padding}:{self.activation}"
+        if self.kind == "pool":
+            return f"pool{self.scale}"
+        return f"up{self.scale}{'b' if self.mode == 'bilinear' else ''}"
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """One row of the shape trace: a layer, its output shape, parameters and cost."""
+
+    stage: str  # 'input', 'encoder', 'decoder'
+    layer: str
+    shape: tuple[int, int, int]  # (C, H, W)
+    params: int
+    macs: int
+    formula: str  # the handout's size formula C*((W-K+2P)/S+1)^2 where it applies
+
+    @property
+    def size(self) -> int:
+        c, h, w = self.shape
+        return c * h * w
+
+
+@dataclass
+class ArchInfo:
+    """What `cae info` reports for an architecture."""
+
+    spec: str
+    trace: list[TraceRow]
+    latent_shape: tuple[int, int, int]
+    latent_size: int
+    params: int
+    macs: int
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["trace"] = [dict(asdict(r), size=r.size) for r in self.trace]
+        return d
+
+
+def expand(spec: str, out_channels: int = 3) -> str:
+    """The chain spec for a preset name or a spec, with `out` channels filled in."""
+    text = PRESETS.get(spec.strip(), spec.strip())
+    return re.sub(r"\b(t?conv)out", rf"\g<1>{out_channels}", text)
+
+
+def parse(spec: str, out_channels: int = 3) -> tuple[list[Layer], list[Layer]]:
+    """Parse a chain spec into encoder and decoder layers; refuse malformed tokens."""
+    text = expand(spec, out_channels)
+    if text.count("|") != 1:
+        raise CaeError(f"architecture {spec!r} must have exactly one '|' between encoder and decoder "
+                       f"(e.g. {PRESETS['reference']!r}), or be a preset: {', '.join(PRESETS)}")
+    halves = []
+    for half in text.split("|"):
+        layers: list[Layer] = []
+        for tok in half.split():
+            layers.extend(_parse_token(tok, spec))
+        halves.append(layers)
+    enc, dec = halves
+    if not enc or not dec:
+        raise CaeError(f"architecture {spec!r} needs at least one layer on each side of '|'")
+    if not any(layer.kind in ("conv", "tconv") for layer in dec):
+        raise CaeError(f"architecture {spec!r}: the decoder needs a conv or tconv layer to set the output channels")
+    last = max(i for i, layer in enumerate(dec) if layer.kind in ("conv", "tconv"))
+    if not re.search(r":[a-z]+$", text.split()[-1]) and dec[last].activation == "relu":
+        dec[last] = Layer(**{**asdict(dec[last]), "activation": "sigmoid"})
+    return enc, dec
+
+
+def _parse_token(tok: str, spec: str) -> list[Layer]:
+    m = _TOKEN.match(tok)
+    if not m:
+        raise CaeError(f"architecture {spec!r}: cannot read layer {tok!r}; write e.g. conv16k3s1p1:relu, "
+                       "tconv12k2s2, pool2, up2 or up2b")
+    kind, n = m["kind"], int(m["n"])
+    rep = int(m["rep"] or 1)
+    act = m["act"] or ("relu" if kind in ("conv", "tconv") else "none")
+    if act not in ACTIVATIONS:
+        raise CaeError(f"architecture {spec!r}: unknown activation {act!r} in {tok!r}; use {', '.join(ACTIVATIONS)}")
+    if n < 1 or rep < 1:
+        raise CaeError(f"architecture {spec!r}: layer {tok!r} has a zero channel count or factor")
+    if kind in ("conv", "tconv"):
+        stride = int(m["s"] or 1)
+        k = int(m["k"] or (3 if kind == "conv" else stride))
+        if k < 1 or stride < 1:
+            raise CaeError(f"architecture {spec!r}: layer {tok!r} needs kernel and stride of at least 1")
+        p = m["p"]
+        if p in (None, "same") and kind == "conv":
+            if k % 2 == 0:
+                raise CaeError(f"architecture {spec!r}: 'same' padding needs an odd kernel in {tok!r}; "
+                               "give the padding explicitly, e.g. k4s2p1")
+            pad = k // 2
+        elif p in ("v", "valid", None, "same"):
+            pad = 0
+        else:
+            pad = int(p)
+        layer = Layer(kind, channels=n, kernel=k, stride=stride, padding=pad, activation=act)
+    elif kind == "pool":
+        layer = Layer("pool", scale=n)
+    else:
+        layer = Layer("up", scale=n, mode="bilinear" if m["bil"] else "nearest")
+    if m["bil"] and kind != "up":
+        raise CaeError(f"architecture {spec!r}: 'b' (bilinear) only applies to up layers, not {tok!r}")
+    return [layer] * rep
+
+
+def trace(spec: str, in_shape: tuple[int, int, int] = (3, 32, 32),
+          out_channels: int | None = None) -> ArchInfo:
+    """Follow the shapes through the architecture; refuse one that cannot work.
+
+    Refused (a `CaeError` whose message holds the trace so far): a size that does not divide
+    (the formula's (W-K+2P)/S is not whole, or a pool that does not divide W), a size that
+    shrinks to nothing, and a decoder that does not return `in_shape` (with `out_channels`
+    channels, if given).
+    """
+    if _unet_width(spec):
+        return _unet_info(spec, in_shape, out_channels)
+    want_c = out_channels if out_channels is not None else in_shape[0]
+    enc, dec = parse(spec, want_c)
+    rows = [TraceRow("input", "input", in_shape, 0, 0, "")]
+    c, h, w = in_shape
+
+    def fail(msg: str) -> CaeError:
+        lines = "; ".join(f"{r.layer} -> {r.shape[0]}x{r.shape[1]}x{r.shape[2]}" for r in rows)
+        return CaeError(f"impossible architecture {spec!r}: {msg} (trace: {lines})")
+
+    latent = None
+    for stage, layers in (("encoder", enc), ("decoder", dec)):
+        for layer in layers:
+            formula = ""
+            if layer.kind == "conv":
+                num_h, num_w = h - layer.kernel + 2 * layer.padding, w - layer.kernel + 2 * layer.padding
+                if num_h < 0 or num_w < 0:
+                    raise fail(f"{layer} does not fit a {h}x{w} input")
+                if num_h % layer.stride or num_w % layer.stride:
+                    raise fail(f"{layer} on {h}x{w}: (W-K+2P)/S = ({w}-{layer.kernel}+2*{layer.padding})/{layer.stride} "
+                               "is not whole; change kernel, padding or stride")
+                oh, ow = num_h // layer.stride + 1, num_w // layer.stride + 1
+                params = layer.channels * (c * layer.kernel ** 2 + 1)
+                macs = layer.channels * c * layer.kernel ** 2 * oh * ow
+                formula = (f"{layer.channels}*(({w}-{layer.kernel}+2*{layer.padding})/{layer.stride}+1)^2"
+                           f" = {layer.channels * oh * ow:,}") if h == w else ""
+                c, h, w = layer.channels, oh, ow
+            elif layer.kind == "tconv":
+                oh = (h - 1) * layer.stride - 2 * layer.padding + layer.kernel
+                ow = (w - 1) * layer.stride - 2 * layer.padding + layer.kernel
+                if oh < 1 or ow < 1:
+                    raise fail(f"{layer} on {h}x{w} gives an empty output")
+                params = layer.channels * (c * layer.kernel ** 2 + 1)
+                macs = layer.channels * c * layer.kernel ** 2 * h * w
+                formula = (f"{layer.channels}*(({w}-1)*{layer.stride}-2*{layer.padding}+{layer.kernel})^2"
+                           f" = {layer.channels * oh * ow:,}") if h == w else ""
+                c, h, w = layer.channels, oh, ow
+            elif layer.kind == "pool":
+                if h % layer.scale or w % layer.scale:
+                    raise fail(f"pool{layer.scale} does not divide {h}x{w}")
+                h, w = h // layer.scale, w // layer.scale
+                params, macs = 0, 0
+                formula = f"{c}*(({w * layer.scale}-{layer.scale})/{layer.scale}+1)^2 = {c * h * w:,}" if h == w else ""
+            else:
+                h, w = h * layer.scale, w * layer.scale
+                params, macs = 0, 0
+            if h < 1 or w < 1:
+                raise fail(f"{layer} shrinks the image to nothing")
+            rows.append(TraceRow(stage, str(layer), (c, h, w), params, macs, formula))
+        if stage == "encoder":
+            latent = (c, h, w)
+    if (c, h, w) != (want_c, in_shape[1], in_shape[2]):
+        raise fail(f"the decoder returns {c}x{h}x{w}, not {want_c}x{in_shape[1]}x{in_shape[2]}")
+    assert latent is not None
+    return ArchInfo(spec=spec, trace=rows, latent_shape=latent, latent_size=latent[0] * latent[1] * latent[2],
+                    params=sum(r.params for r in rows), macs=sum(r.macs for r in rows))
+
+
+class AutoEncoder(nn.Module):
+    """A chain autoencoder: `encoder(x)` is the latent code, `decoder(z)` the reconstruction."""
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, spec: str):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def _module(layer: Layer, in_c: int) -> list[nn.Module]:
+    if layer.kind == "conv":
+        mods: list[nn.Module] = [nn.Conv2d(in_c, layer.channels, layer.kernel, layer.stride, layer.padding)]
+    elif layer.kind == "tconv":
+        mods = [nn.ConvTranspose2d(in_c, layer.channels, layer.kernel, layer.stride, layer.padding)]
+    elif layer.kind == "pool":
+        return [nn.MaxPool2d(layer.scale)]
+    else:
+        return [nn.Upsample(scale_factor=layer.scale, mode=layer.mode)]
+    if layer.activation != "none":
+        mods.append(ACTIVATIONS[layer.activation]())
+    return mods
+
+
+def build_model(spec: str, in_channels: int = 3, out_channels: int | None = None,
+                image_size: int = 32) -> nn.Module:
+    """Build the model for a spec after checking its shape trace (refuses impossible ones)."""
+    out_channels = in_channels if out_channels is None else out_channels
+    trace(spec, (in_channels, image_size, image_size), out_channels)
+    width = _unet_width(spec)
+    if width:
+        from cae.unet import UNet
+
+        return UNet(in_channels, out_channels, width)
+    enc, dec = parse(spec, out_channels)
+    mods: list[list[nn.Module]] = [[], []]
+    c = in_channels
+    for i, layers in enumerate((enc, dec)):
+        for layer in layers:
+            mods[i].extend(_module(layer, c))
+            c = layer.channels if layer.kind in ("conv", "tconv") else c
+    return AutoEncoder(nn.Sequential(*mods[0]), nn.Sequential(*mods[1]), expand(spec, out_channels))
+
+
+def _unet_width(spec: str) -> int:
+    m = re.fullmatch(r"unet(\d+)", spec.strip())
+    if m and int(m[1]) < 1:
+        raise CaeError(f"architecture {spec!r}: the U-Net width must be at least 1")
+    return int(m[1]) if m else 0
+
+
+def _unet_info(spec: str, in_shape: tuple[int, int, int], out_channels: int | None) -> ArchInfo:
+    from cae.unet import UNet
+
+    c, h, w = in_shape
+    if h % 8 or w % 8:
+        raise CaeError(f"architecture {spec!r}: the U-Net needs sides divisible by 8, got {h}x{w}")
+    oc = out_channels if out_channels is not None else c
+    model = UNet(c, oc, _unet_width(spec))
+    return model.info(spec, in_shape)

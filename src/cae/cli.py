@@ -1,0 +1,228 @@
+"""The `cae` command: argument parsing over the API, known errors as one line (exit 2).
+
+Every command is a few lines calling one API function; no logic lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from cae.errors import CaeError
+
+
+def _config_from_args(a: argparse.Namespace):  # noqa: ANN202 - RunConfig
+    """A RunConfig from --config (if any) with the flags given beside it overriding it."""
+    from cae.config import RunConfig, load_config
+
+    cfg = load_config(a.config) if a.config else RunConfig()
+    overrides = {"task": a.task, "target": a.target, "arch": a.arch}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    for key in ("epochs", "batch_size", "lr", "schedule", "seed", "precision", "device"):
+        value = getattr(a, key)
+        if value is not None:
+            setattr(cfg.train, key, value)
+    if a.data is not None:
+        cfg.data.dir = a.data
+    if a.limit is not None:
+        cfg.data.limit = a.limit
+    if a.normalize is not None:
+        cfg.data.normalize = a.normalize
+    if a.split_seed is not None:
+        cfg.data.seed = a.split_seed
+    return cfg.validate()
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from cae.train import train_run
+
+    cfg = _config_from_args(a)
+    train_run(cfg, a.out, force=a.force, progress=not a.quiet)
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from cae.data import load_cifar10
+    from cae.train import eval_run
+
+    data = load_cifar10(a.data) if a.data else None
+    result = eval_run(a.run, data=data, device=a.device)
+    if a.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        print("  ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from cae.arch import trace
+    from cae.config import load_config
+    from cae.tasks import Task
+
+    if a.config:
+        cfg = load_config(a.config)
+        task = Task.from_config(cfg)
+        spec = a.arch or cfg.arch
+    else:
+        spec, task = a.arch or "reference", None
+    in_c = task.in_channels if task else 3
+    out_c = task.out_channels if task else 3
+    info = trace(spec, (in_c, 32, 32), out_c)
+    if a.json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    print(f"architecture: {spec}")
+    print(f"{'stage':<8} {'layer':<22} {'output':>10} {'size':>7} {'params':>7} {'MACs':>11}  formula C*((W-K+2P)/S+1)^2")
+    for r in info.trace:
+        shape = "x".join(map(str, r.shape))
+        print(f"{r.stage:<8} {r.layer:<22} {shape:>10} {r.size:>7,} {r.params:>7,} {r.macs:>11,}  {r.formula}")
+    c, h, w = info.latent_shape
+    print(f"latent: {c}x{h}x{w} = {info.latent_size:,} values (compression {in_c * 32 * 32 / info.latent_size:.2f}x)")
+    print(f"parameters: {info.params:,}   multiply-adds per image: {info.macs:,}")
+    return 0
+
+
+def cmd_sweep(a: argparse.Namespace) -> int:
+    from cae.study import run_sweep
+
+    run_sweep(a.study, a.out, epochs=a.epochs, limit=a.limit, data_dir=a.data, force=a.force)
+    return 0
+
+
+def cmd_colorize(a: argparse.Namespace) -> int:
+    from cae.colorize import colorize_files
+
+    failures = colorize_files(a.images, a.out, model_dir=a.model, compare=a.compare, device=a.device)
+    return 1 if failures else 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from cae.bench import run_bench
+
+    run_bench(steps=a.steps, data_dir=a.data, json_path=a.json, batch_size=a.batch_size)
+    return 0
+
+
+def cmd_reproduce(a: argparse.Namespace) -> int:
+    from cae.reproduce import reproduce
+
+    reproduce(a.out, quick=a.quick, epochs=a.epochs, data_dir=a.data, force=a.force)
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from cae.report import write_report
+
+    html, md = write_report(a.dir)
+    print(f"wrote {html} and {md}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cae import __version__
+
+    p = argparse.ArgumentParser(prog="cae", description="Convolutional autoencoders on CIFAR-10: "
+                                "reconstruction, architecture study, colorization.")
+    p.add_argument("--version", action="version", version=f"cae {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run into a run folder (resumes an unfinished one)")
+    t.add_argument("--config", help="a config file (.toml/.json) as saved with every run")
+    t.add_argument("--task", choices=("reconstruct", "colorize"))
+    t.add_argument("--target", choices=("rgb", "ycbcr", "lab"), help="colorize: predict RGB or chrominance")
+    t.add_argument("--arch", help="a preset name or an architecture spec (see `cae info`)")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="peak learning rate")
+    t.add_argument("--schedule", choices=("onecycle", "cosine", "constant"))
+    t.add_argument("--seed", type=int, help="model initialisation and shuffling seed")
+    t.add_argument("--split-seed", type=int, help="seed of the 80/10/10 split")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    t.add_argument("--normalize", choices=("unit", "standardize"))
+    t.add_argument("--device", help="auto, cpu or cuda")
+    t.add_argument("--data", help="folder holding cifar-10-batches-bin/ (or that folder)")
+    t.add_argument("--limit", type=int, help="train on a stratified subset of N images")
+    t.add_argument("--out", required=True, help="the run folder")
+    t.add_argument("--force", action="store_true", help="start over even if the run is finished")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="recompute a run's test metrics from its checkpoint")
+    e.add_argument("run")
+    e.add_argument("--data")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    i = sub.add_parser("info", help="layer table, latent size, parameters and multiply-adds")
+    i.add_argument("--arch")
+    i.add_argument("--config")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("sweep", help="train every variant of a study file, then tabulate and plot")
+    s.add_argument("study")
+    s.add_argument("--out", required=True)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--limit", type=int)
+    s.add_argument("--data")
+    s.add_argument("--force", action="store_true")
+    s.set_defaults(func=cmd_sweep)
+
+    c = sub.add_parser("colorize", help="colorize photos with a trained (or the shipped) model")
+    c.add_argument("images", nargs="+")
+    c.add_argument("--model", help="a colorization run folder (default: the weights shipped with cae)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--compare", action="store_true", help="also write the original next to the output")
+    c.add_argument("--device", default="auto")
+    c.set_defaults(func=cmd_colorize)
+
+    b = sub.add_parser("bench", help="training/evaluation speed against a naive loop, side by side")
+    b.add_argument("--steps", type=int, default=200)
+    b.add_argument("--batch-size", type=int)
+    b.add_argument("--data")
+    b.add_argument("--json", help="write the figures to this JSON file")
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("reproduce", help="the whole study, resumably, ending in report.html")
+    r.add_argument("--out", required=True)
+    r.add_argument("--quick", action="store_true", help="small subset, few epochs (minutes)")
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--data")
+    r.add_argument("--force", action="store_true")
+    r.set_defaults(func=cmd_reproduce)
+
+    rep = sub.add_parser("report", help="regenerate report.html/report.md from finished results")
+    rep.add_argument("dir")
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)  # same clean stop as Ctrl-C
+    try:
+        return a.func(a)
+    except CaeError as e:
+        print(f"cae: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cae: interrupted; finished epochs are saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,427 @@
+"""Training and evaluation: a fit loop you can read top to bottom.
+
+Fast by design (airbench habits): the split's images live on the device as one uint8 tensor;
+each epoch does one shuffle (a single gather) and then takes contiguous slices; batches are
+converted to float and channels_last only when taken; evaluation runs under
+`torch.inference_mode()`; bf16 autocast is used where the hardware supports it (the loss
+and all metrics stay float32). The same loop runs under `torchrun` (DistributedDataParallel):
+each rank trains on its shard of every epoch's permutation, with the global batch size of
+the config, and validation/test sums are all-reduced, so figures are exact.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from cae import runs
+from cae.arch import build_model, trace
+from cae.config import RunConfig, load_config, save_config
+from cae.data import Cifar10, channel_stats, load_cifar10, split_indices
+from cae.errors import CaeError
+from cae.metrics import MetricSums
+from cae.tasks import Task
+
+Log = Callable[[str], None]
+NORMALIZATION = "normalization.json"
+
+
+# ----------------------------------------------------------------------------- devices
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is a CaeError."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CaeError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise CaeError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 runs natively (CPU: AVX512-BF16 or AMX; CUDA: Ampere and later)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return bool(cpu or amx)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for float32. 'auto' uses bf16 only where it is native."""
+    if name == "fp32":
+        return None
+    if name == "auto":
+        return torch.bfloat16 if bf16_supported(device) else None
+    if name == "bf16":
+        if not bf16_supported(device):
+            raise CaeError(f"--precision bf16 is not supported natively on this {device.type}; use auto or fp32")
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise CaeError("--precision fp16 needs a CUDA GPU; use auto, bf16 or fp32 on CPU")
+    return torch.float16
+
+
+# ----------------------------------------------------------------------------- distributed
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        cuda = device_name != "cpu" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(rank, world, local)
+
+
+def _all_reduce(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        # gloo reduces CPU tensors only; nccl needs them on the GPU
+        dev = torch.device("cuda", d.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = t.to(dev)
+        dist.all_reduce(t)
+        t = t.cpu()
+    return t
+
+
+# ----------------------------------------------------------------------------- schedule
+def lr_at(step: int, total: int, cfg: RunConfig) -> float:
+    """Learning rate at a step: one-cycle (linear warm-up, cosine down), cosine, or constant."""
+    peak, t = cfg.train.lr, cfg.train
+    if t.schedule == "constant":
+        return peak
+    warm = int(total * t.warmup) if t.schedule == "onecycle" else 0
+    if step < warm:
+        return peak * (0.04 + 0.96 * step / warm)
+    frac = (step - warm) / max(1, total - warm)
+    return peak * (0.5 * (1 + math.cos(math.pi * min(1.0, frac))) * 0.999 + 0.001)
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate(model: nn.Module, images: torch.Tensor, task: Task, batch_size: int = 1000,
+             amp: torch.dtype | None = None, full: bool = True, d: Dist = Dist()) -> dict[str, float]:
+    """Metrics of `model` on uint8 images (this rank's shard in a distributed run).
+
+    `full=False` computes the MSE only (used for validation each epoch).
+    """
+    was_training = model.training
+    model.eval()
+    sums = MetricSums(colour=task.colour and full)
+    device = next(model.parameters()).device
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        for i in range(0, len(images), batch_size):
+            rgb = images[i:i + batch_size].to(device, non_blocking=True).float().div_(255)
+            pred = task.predict_rgb(model, rgb)
+            if full:
+                sums.add(pred, rgb)
+            else:
+                p = pred.float().clamp(0, 1)
+                s = sums.sums
+                s["sse"] = s.get("sse", 0.0) + torch.sum((p - rgb) ** 2).item()
+                s["values"] = s.get("values", 0.0) + p.numel()
+                s["images"] = s.get("images", 0.0) + p.shape[0]
+                s["ssim"] = 0.0
+    model.train(was_training)
+    if d.world > 1:
+        sums.load_tensor(_all_reduce(sums.as_tensor(), d))
+    return sums.result()
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class Prepared:
+    """Everything a run's training and evaluation need, on the device."""
+
+    cfg: RunConfig
+    device: torch.device
+    amp: torch.dtype | None
+    task: Task
+    split: dict[str, np.ndarray]
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    classes: tuple[str, ...]
+
+
+def prepare(cfg: RunConfig, data: Cifar10 | None = None, split: dict[str, np.ndarray] | None = None,
+            d: Dist = Dist()) -> Prepared:
+    """Load the data, split it, fit the normalization, put the splits on the device."""
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and d.world > 1:
+        device = torch.device("cuda", d.local_rank)
+    amp = resolve_precision(cfg.train.precision, device)
+    data = data if data is not None else load_cifar10(cfg.data.dir or None)
+    split = split if split is not None else split_indices(data.labels, cfg.data.seed, cfg.data.limit)
+    train = data.images[split["train"]]
+    mean = std = None
+    if cfg.data.normalize == "standardize":
+        src = train if cfg.task == "reconstruct" else _luma_u8(train)
+        mean, std = channel_stats(src)
+    task = Task.from_config(cfg, mean, std)
+    # the whole split on the device when it fits (CIFAR-10 is 184 MB as uint8)
+    on = device if device.type == "cpu" or _fits_on_gpu(data.images, device) else torch.device("cpu")
+    return Prepared(cfg, device, amp, task, split, train.to(on), data.images[split["val"]].to(on),
+                    data.images[split["test"]].to(on), data.classes)
+
+
+def _luma_u8(images: torch.Tensor) -> torch.Tensor:
+    from cae.data import luma
+
+    return (luma(images.float()).round().clamp(0, 255)).to(torch.uint8)
+
+
+def _fits_on_gpu(images: torch.Tensor, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * 2 < free
+
+
+def make_model(cfg: RunConfig, task: Task, device: torch.device) -> nn.Module:
+    """The run's model, initialised from the run's seed, channels_last on its device."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.arch, task.in_channels, task.out_channels)
+    return model.to(device, memory_format=torch.channels_last)
+
+
+def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
+              data: Cifar10 | None = None, log: Log = print) -> dict[str, float]:
+    """Train `cfg` into the run folder `out` and return its test metrics.
+
+    A finished run is left alone unless `force`; an unfinished one resumes from its last
+    finished epoch. Every file is written atomically; a lock keeps a second process out.
+    """
+    cfg.validate()
+    out = Path(out)
+    d = init_distributed(cfg.train.device)
+    cfg.world_size = d.world
+    info = trace(cfg.arch, (Task.from_config(cfg).in_channels, 32, 32), Task.from_config(cfg).out_channels)
+    lock = runs.RunLock(out) if d.main else None
+    try:
+        if lock:
+            lock.acquire()
+        if runs.is_finished(out) and not force:
+            if d.main:
+                log(f"{out} is already finished (test MSE {runs.read_json(out / runs.TEST_METRICS)['mse']:.5f}); "
+                    "use --force to train again")
+            return runs.read_json(out / runs.TEST_METRICS, ("mse",))
+        state = None
+        if force:
+            _barrier(d)
+            if d.main:
+                _clear_run(out)
+            _barrier(d)
+        elif (out / runs.LAST).exists():
+            state = _load_resume(out, cfg)
+        split = runs.load_split(out / runs.SPLIT) if state is not None else None
+        p = prepare(cfg, data, split, d)
+        if d.main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / runs.CONFIG)
+            if split is None:
+                runs.save_split(out / runs.SPLIT, p.split)
+            if p.task.mean:  # the fitted input statistics, needed to use the model later
+                runs.write_json(out / NORMALIZATION, {"mean": list(p.task.mean), "std": list(p.task.std)})
+        return _fit(p, out, info.params, info.latent_size, state, d, progress, log)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def _clear_run(out: Path) -> None:
+    for name in (runs.LAST, runs.BEST, runs.TEST_METRICS, runs.METRICS, runs.SPLIT, "loss.png", "samples.png"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _load_resume(out: Path, cfg: RunConfig) -> dict:
+    """The resume state; a config that differs from the saved one is refused (not retrained over)."""
+    saved = load_config(out / runs.CONFIG)
+    mine, theirs = cfg.to_dict(), saved.to_dict()
+    for k in ("world_size",):
+        mine.pop(k), theirs.pop(k)
+    mine["train"].pop("epochs"), theirs["train"].pop("epochs")  # more epochs may be asked for
+    mine["train"].pop("device"), theirs["train"].pop("device")
+    if mine != theirs:
+        diff = [f"{k}" for k in mine if mine[k] != theirs[k]]
+        raise CaeError(f"{out / runs.CONFIG} does not match the settings given ({', '.join(diff)} differ); "
+                       "use the same settings to resume, another --out, or --force to start over")
+    state = runs.load_torch(out / runs.LAST)
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "rows"} <= set(state):
+        raise CaeError(f"checkpoint {out / runs.LAST} is not a cae resume checkpoint; rerun with --force")
+    return state
+
+
+def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | None, d: Dist,
+         progress: bool, log: Log) -> dict[str, float]:
+    cfg, t = p.cfg, p.cfg.train
+    model = make_model(cfg, p.task, p.device)
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    rows: list[dict] = []
+    best_val = math.inf
+    start_epoch = 0
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise CaeError(f"checkpoint {out / runs.LAST} does not fit the model of {out / runs.CONFIG} "
+                           f"({str(e).splitlines()[0]}); rerun with --force") from None
+        rows, best_val, start_epoch = list(state["rows"]), float(state["best_val"]), int(state["epoch"])
+        if d.main:
+            log(f"resuming {out} after epoch {start_epoch}")
+    net: nn.Module = model
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[p.device.index] if p.device.type == "cuda" else None)
+
+    n = len(p.train)
+    global_bs = min(t.batch_size, n)
+    if global_bs % d.world:
+        raise CaeError(f"batch size {global_bs} is not divisible by the {d.world} processes; choose a multiple")
+    bs = global_bs // d.world
+    steps_per_epoch = n // global_bs
+    total = steps_per_epoch * t.epochs
+    for epoch in range(start_epoch, t.epochs):
+        t0 = time.perf_counter()
+        # one shuffle per epoch from (seed, epoch): resumable without saving RNG state
+        g = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=g)[: steps_per_epoch * global_bs]
+        shard = perm.view(steps_per_epoch, d.world, bs)[:, d.rank].reshape(-1)
+        xs = p.train[shard.to(p.train.device)]
+        net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
+        bar = _bar(steps_per_epoch, f"epoch {epoch + 1}/{t.epochs}", progress and d.main)
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            lr = lr_at(step, total, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            rgb = xs[i * bs:(i + 1) * bs].to(p.device, non_blocking=True).float().div_(255)
+            with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
+                pred = p.task.predict_rgb(net, rgb)
+            loss = F.mse_loss(pred.float(), rgb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            if p.device.type == "cpu" or i % 50 == 0 or i == steps_per_epoch - 1:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise CaeError(f"training diverged: loss {value} at epoch {epoch + 1}, step {i + 1} "
+                                   f"(lr {lr:.2e}); lower --lr or use --precision fp32")
+                if bar is not None and (i % 20 == 0 or i == steps_per_epoch - 1):
+                    bar.set_postfix_str(f"loss {value:.5f}", refresh=False)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        train_mse = _all_reduce(loss_sum.cpu(), d).item() / (steps_per_epoch * d.world)
+        val = evaluate(model, _shard(p.val, d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
+        seconds = time.perf_counter() - t0
+        rows.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val, "lr": lr, "seconds": seconds})
+        if d.main:
+            log(f"epoch {epoch + 1:>3}/{t.epochs}  train_mse {train_mse:.5f}  val_mse {val:.5f}  "
+                f"lr {lr:.2e}  {seconds:.1f}s")
+            if val < best_val:
+                best_val = val
+                runs.save_torch(out / runs.BEST, model.state_dict())
+            runs.write_metrics_csv(out / runs.METRICS, rows)
+            # last.pt is written after best.pt and metrics.csv: if it says epoch k, both are at k
+            runs.save_torch(out / runs.LAST, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                              "epoch": epoch + 1, "rows": rows, "best_val": best_val})
+        best_val = min(best_val, val)
+        _barrier(d)
+    return _finish(p, model, out, rows, params, latent_size, d, log)
+
+
+def _shard(images: torch.Tensor, d: Dist) -> torch.Tensor:
+    return images[d.rank::d.world] if d.world > 1 else images
+
+
+def _bar(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm or None
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: int, latent_size: int,
+            d: Dist, log: Log) -> dict[str, float]:
+    """Evaluate the best checkpoint on the test split; write plots, then test_metrics.json last."""
+    model.load_state_dict(runs.load_torch(out / runs.BEST, p.device))
+    test = evaluate(model, _shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
+    best = min(rows, key=lambda r: r["val_mse"])
+    result = {**test, "best_epoch": best["epoch"], "val_mse": best["val_mse"], "epochs": len(rows),
+              "train_seconds": sum(r["seconds"] for r in rows), "params": params, "latent_size": latent_size,
+              "task": p.cfg.task, "target": p.cfg.target, "arch": p.cfg.arch, "world_size": d.world,
+              "device": p.device.type, "precision": str(p.amp).replace("torch.", "") if p.amp else "float32",
+              "torch": torch.__version__, "python": platform.python_version()}
+    if d.main:
+        from cae.plots import plot_loss, save_samples
+
+        plot_loss(rows, out / "loss.png", title=f"{p.cfg.arch} ({p.cfg.task})")
+        save_samples(model, p.test[:10], p.task, out / "samples.png")
+        runs.write_json(out / runs.TEST_METRICS, result)
+        log(f"test  mse {test['mse']:.5f}  psnr {test['psnr']:.2f} dB  ssim {test['ssim']:.4f}  -> {out}")
+    _barrier(d)
+    return result
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunConfig, Task]:
+    """Load a finished run's best model, its config and its task (for eval and colorize)."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / runs.CONFIG)
+    dev = resolve_device(device)
+    mean = std = None
+    if cfg.data.normalize == "standardize":
+        stats = runs.read_json(run_dir / NORMALIZATION, ("mean", "std"))
+        mean, std = stats["mean"], stats["std"]
+    task = Task.from_config(cfg, mean, std)
+    model = build_model(cfg.arch, task.in_channels, task.out_channels)
+    try:
+        model.load_state_dict(runs.load_torch(run_dir / runs.BEST, dev))
+    except RuntimeError as e:
+        raise CaeError(f"checkpoint {run_dir / runs.BEST} does not fit the model of {run_dir / runs.CONFIG} "
+                       f"({str(e).splitlines()[0]}); retrain with --force") from None
+    return model.to(dev, memory_format=torch.channels_last).eval(), cfg, task
+
+
+def eval_run(run_dir: str | Path, data: Cifar10 | None = None, device: str = "auto") -> dict[str, float]:
+    """Recompute a finished run's test metrics from its saved checkpoint and split."""
+    run_dir = Path(run_dir)
+    model, cfg, task = load_run(run_dir, device)
+    split = runs.load_split(run_dir / runs.SPLIT)
+    data = data if data is not None else load_cifar10(cfg.data.dir or None)
+    dev = next(model.parameters()).device
+    amp = resolve_precision(cfg.train.precision, dev)
+    return evaluate(model, data.images[split["test"]].to(dev), task, cfg.train.eval_batch_size, amp, full=True)
