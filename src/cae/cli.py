@@ -210,6 +210,8 @@ def _sigterm(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # epoch lines show up at once in logs too
     signal.signal(signal.SIGTERM, _sigterm)  # same clean stop as Ctrl-C
     try:
         return a.func(a)
