@@ -3,8 +3,8 @@
 Conversions come from kornia (differentiable, any device). The network always sees BT.601
 luma Y (cae.data.luma) and predicts chrominance scaled to about [0, 1] for a sigmoid output:
   ycbcr: Cb, Cr (0.5-centred, in [0, 1]); merged with Y exactly (Y is BT.601 in both);
-  lab:   a* and b* as a/256 + 0.5; merged with L* of the gray image (R = G = B = Y), since only
-         the gray image is given at inference time.
+  lab:   a* and b* as a/256 + 0.5; merged with the L* that gives the colour the given luma Y
+         (found by bisection), since only the gray image is given at inference time.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import kornia.color as kc
 import torch
 
+from cae.data import luma
 from cae.errors import CaeError
 
 CHROMA_SPACES = ("ycbcr", "lab")
@@ -35,8 +36,29 @@ def merge_chroma(y: torch.Tensor, chroma_: torch.Tensor, space: str = "ycbcr") -
     _check(space)
     if space == "ycbcr":
         return kc.ycbcr_to_rgb(torch.cat([y, chroma_], dim=1))
-    lightness = kc.rgb_to_lab(y.clamp(0, 1).expand(-1, 3, -1, -1))[:, :1]
-    return kc.lab_to_rgb(torch.cat([lightness, (chroma_ - 0.5) * 256.0], dim=1), clip=False)
+    ab = (chroma_ - 0.5) * 256.0
+    lightness = _lightness_for_luma(y, ab)
+    return kc.lab_to_rgb(torch.cat([lightness, ab], dim=1), clip=False)
+
+
+def _lightness_for_luma(y: torch.Tensor, ab: torch.Tensor, iters: int = 16) -> torch.Tensor:
+    """The L* whose colour (L*, a*, b*) has BT.601 luma `y`, found by bisection per pixel.
+
+    CIE L* is not BT.601 luma: a colour and the gray of the same Y have different L*, so
+    merging a*b* with the gray image's L* would change the luminance given to the colorizer
+    (MSE 0.02 on random colours). Luma grows with L* for fixed a*b*, so bisection over
+    [0, 100] finds it; 16 halvings leave 0.0015 L*. No gradient flows through the search
+    (the loss still reaches a*b* through the final conversion)."""
+    with torch.no_grad():
+        lo = torch.zeros_like(y)
+        hi = torch.full_like(y, 100.0)
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            rgb = kc.lab_to_rgb(torch.cat([mid, ab.detach()], dim=1), clip=False)
+            bright = luma(rgb) > y
+            hi = torch.where(bright, mid, hi)
+            lo = torch.where(bright, lo, mid)
+    return 0.5 * (lo + hi)
 
 
 def gray_rgb(y: torch.Tensor) -> torch.Tensor:

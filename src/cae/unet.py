@@ -1,0 +1,99 @@
+"""A small U-Net for colorization (architecture spec `unetW`, e.g. `unet16`).
+
+Three encoder levels (conv 3x3 + batch norm + ReLU, then 2x2 max-pooling), a bottleneck
+conv at 1/8 of the input side, and three decoder levels (bilinear 2x upsampling, concatenation
+with the encoder's output of the same size, conv 3x3 + batch norm + ReLU), then a 1x1 conv
+with a sigmoid. Channels: W, 2W, 4W down; 4W at the bottleneck; 2W, W, W up.
+
+Not an autoencoder in the strict sense: the skip connections carry full-resolution features
+from the encoder straight to the decoder, bypassing the bottleneck, so the bottleneck does not
+limit what reaches the output. Its "latent" (reported by `info`) is only the deepest feature
+map, which gives the net its context (receptive field of about 50 pixels, the whole CIFAR-10
+image), which is what colorization needs: the colour of a region depends on what it is.
+Sides must be divisible by 8 (three poolings); `cae.colorize` pads other sizes.
+
+`chroma_gain` (a buffer saved with the weights, not learned, 1 during training) scales the
+output's distance from 0.5, i.e. from gray for a chroma target: an MSE-trained colorizer
+predicts the conditional mean colour, which is desaturated, and `cae.colorization` calibrates
+this gain on the validation split after training to give some saturation back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cae.errors import CaeError
+
+LEVELS = 3  # poolings: the total stride is 2**LEVELS = 8
+STRIDE = 2 ** LEVELS
+
+
+def _block(in_c: int, out_c: int) -> nn.Sequential:
+    # batch norm: trains a deeper net quickly at a high learning rate; in eval mode it is a fixed affine map
+    return nn.Sequential(nn.Conv2d(in_c, out_c, 3, padding=1, bias=False), nn.BatchNorm2d(out_c), nn.ReLU(inplace=True))
+
+
+class UNet(nn.Module):
+    """U-Net of width `width`: `encoder` (list of levels), `bottleneck`, `decoder` (list), `head`."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, width: int = 16):
+        super().__init__()
+        if width < 1:
+            raise CaeError(f"the U-Net width must be at least 1, got {width}")
+        w = width
+        self.in_channels, self.out_channels, self.width = in_channels, out_channels, width
+        enc_c = [w * 2 ** i for i in range(LEVELS)]  # W, 2W, 4W
+        self.encoder = nn.ModuleList(_block(c_in, c) for c_in, c in zip([in_channels, *enc_c[:-1]], enc_c))
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = _block(enc_c[-1], enc_c[-1])
+        dec_c = [*enc_c[-2::-1], w]  # 2W, W, W
+        ins = [enc_c[-1] + enc_c[-1], *(d + s for d, s in zip(dec_c[:-1], enc_c[-2::-1]))]
+        self.decoder = nn.ModuleList(_block(c_in, c) for c_in, c in zip(ins, dec_c))
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.head = nn.Sequential(nn.Conv2d(dec_c[-1], out_channels, 1), nn.Sigmoid())
+        self.register_buffer("chroma_gain", torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % STRIDE or x.shape[-2] % STRIDE:
+            raise CaeError(f"the U-Net needs sides divisible by {STRIDE}, got {x.shape[-2]}x{x.shape[-1]}")
+        skips = []
+        for level in self.encoder:
+            x = level(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for level, skip in zip(self.decoder, reversed(skips)):
+            x = level(torch.cat([self.up(x), skip], dim=1))
+        y = self.head(x)
+        # fixed saturation gain around 0.5 (gray chroma); exactly the sigmoid output while it is 1
+        return y if self.chroma_gain.item() == 1.0 else 0.5 + self.chroma_gain.to(y.dtype) * (y - 0.5)
+
+    def info(self, spec: str, in_shape: tuple[int, int, int]):  # noqa: ANN201 - cae.arch.ArchInfo
+        """The shape trace (per layer: output shape, parameters, multiply-adds) for `cae info`."""
+        from cae.arch import ArchInfo, TraceRow
+
+        c, h, w = in_shape
+        if h % STRIDE or w % STRIDE:
+            raise CaeError(f"architecture {spec!r}: the U-Net needs sides divisible by {STRIDE}, got {h}x{w}")
+        rows = [TraceRow("input", "input", (c, h, w), 0, 0, "")]
+
+        def conv_row(stage: str, name: str, block: nn.Module, hh: int, ww: int) -> TraceRow:
+            conv = block[0] if isinstance(block, nn.Sequential) else block
+            params = sum(p.numel() for p in block.parameters())
+            macs = conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] * hh * ww
+            return TraceRow(stage, name, (conv.out_channels, hh, ww), params, macs, "")
+
+        for i, level in enumerate(self.encoder):
+            rows.append(conv_row("encoder", f"conv{level[0].out_channels}k3+bn", level, h, w))
+            h, w = h // 2, w // 2
+            rows.append(TraceRow("encoder", f"pool2 (skip {i + 1} saved)", (level[0].out_channels, h, w), 0, 0, ""))
+        rows.append(conv_row("encoder", f"conv{self.bottleneck[0].out_channels}k3+bn (bottleneck)",
+                             self.bottleneck, h, w))
+        latent = rows[-1].shape
+        for i, level in enumerate(self.decoder):
+            h, w = h * 2, w * 2
+            rows.append(conv_row("decoder", f"up2b+skip{LEVELS - i} conv{level[0].out_channels}k3+bn", level, h, w))
+        rows.append(conv_row("decoder", f"conv{self.out_channels}k1:sigmoid", self.head[0], h, w))
+        return ArchInfo(spec=spec, trace=rows, latent_shape=latent, latent_size=latent[0] * latent[1] * latent[2],
+                        params=sum(p.numel() for p in self.parameters()), macs=sum(r.macs for r in rows))

@@ -1,0 +1,66 @@
+"""Colour conversions, the chroma merge, and the metric functions against known values."""
+
+import math
+
+import pytest
+import torch
+
+from cae.color import chroma, gray_rgb, merge_chroma
+from cae.data import luma
+from cae.metrics import colorfulness, psnr_from_mse, ssim_per_image
+
+
+@pytest.fixture
+def rgb() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.rand(8, 3, 16, 16)
+
+
+def test_ycbcr_round_trip_is_exact(rgb):
+    back = merge_chroma(luma(rgb), chroma(rgb, "ycbcr"), "ycbcr")
+    assert (back - rgb).abs().max().item() < 1e-5
+
+
+def test_lab_round_trip_within_bisection_tolerance(rgb):
+    # L* is solved by 16 bisection halvings (0.0015 L*); one L* unit moves RGB by < 0.03,
+    # so the round trip is within ~5e-5; 2e-4 leaves room for float32 rounding in kornia
+    back = merge_chroma(luma(rgb), chroma(rgb, "lab"), "lab")
+    assert (back - rgb).abs().max().item() < 2e-4
+
+
+@pytest.mark.parametrize("space", ["ycbcr", "lab"])
+def test_merge_keeps_the_given_luma(space):
+    torch.manual_seed(1)
+    y = torch.rand(4, 1, 8, 8) * 0.6 + 0.2  # away from the gamut edges
+    pred = 0.5 + (torch.rand(4, 2, 8, 8) - 0.5) * 0.1  # any plausible predicted chroma
+    merged = merge_chroma(y, pred, space)
+    assert (luma(merged) - y).abs().max().item() < 2e-4
+
+
+def test_gray_has_neutral_chroma_and_zero_colorfulness():
+    y = torch.rand(3, 1, 8, 8)
+    g = gray_rgb(y)
+    assert torch.allclose(chroma(g, "ycbcr"), torch.full((3, 2, 8, 8), 0.5), atol=1e-6)
+    assert colorfulness(g).abs().max().item() == pytest.approx(0.0, abs=1e-4)
+
+
+def test_colorfulness_of_known_images():
+    red = torch.zeros(1, 3, 4, 4)
+    red[:, 0] = 1.0
+    # uniform red: rg = 255, yb = 127.5, no spread: M = 0.3 * sqrt(255^2 + 127.5^2)
+    assert colorfulness(red).item() == pytest.approx(0.3 * math.hypot(255, 127.5), rel=1e-5)
+    half = red.clone()
+    half[:, :, :2] = 0.0  # half red, half black: mean and std of rg, yb are both half the values
+    expected = 1.3 * math.hypot(127.5, 63.75)
+    assert colorfulness(half).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_psnr_of_known_mse():
+    assert psnr_from_mse(0.01) == pytest.approx(20.0)
+    assert psnr_from_mse(1e-3) == pytest.approx(30.0)
+    assert psnr_from_mse(0.0) == math.inf
+
+
+def test_ssim_of_identical_images_is_one(rgb):
+    assert torch.allclose(ssim_per_image(rgb, rgb), torch.ones(len(rgb)), atol=1e-5)
+    assert (ssim_per_image(rgb, rgb.flip(-1)) < 0.5).all()

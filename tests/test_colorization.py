@@ -1,0 +1,97 @@
+"""Baselines on synthetic images, the U-Net, the chroma gain, and the study on tiny synthetic data."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from cae.arch import trace
+from cae.colorization import (baseline_predictions, choose_gain, compute_baselines, mean_chroma,
+                              run_colorization_study, study_runs)
+from cae.config import RunConfig
+from cae.data import Cifar10, luma
+from cae.unet import UNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # smooth colour blobs: a random colour per image plus a gradient, as uint8
+    base = torch.randint(0, 256, (n, 3, 1, 1), generator=g).float()
+    ramp = torch.linspace(-40, 40, 32).view(1, 1, 1, 32)
+    return (base + ramp).clamp(0, 255).to(torch.uint8).expand(-1, -1, 32, -1).contiguous()
+
+
+def test_baseline_a_is_gray_and_b_adds_the_mean_chroma():
+    train = torch.zeros(10, 3, 4, 4, dtype=torch.uint8)
+    train[:, 0] = 200  # reddish training set
+    m = mean_chroma(train)
+    assert m[1] > 0.5 > m[0]  # Cr above neutral, Cb below
+    rgb = torch.rand(2, 3, 4, 4) * 0.2 + 0.4  # mid-gray: the tinted result stays in gamut (no clipping)
+    preds = baseline_predictions(rgb, torch.tensor([0.48, 0.53]))
+    assert torch.allclose(preds["a"], luma(rgb).expand(-1, 3, -1, -1))
+    assert torch.allclose(luma(preds["b"]), luma(rgb), atol=1e-5)  # the given luma is kept
+    assert (preds["b"][:, 0] > preds["b"][:, 2]).all()  # red tint (Cr > 0.5 > Cb)
+
+
+def test_baselines_on_gray_data_are_perfect_and_b_beats_a_on_tinted_data():
+    gray = torch.randint(0, 256, (20, 1, 8, 8), dtype=torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    b = compute_baselines(gray, gray)
+    assert b["a"]["mse"] < 1e-10 and b["b"]["mse"] < 1e-4
+    tinted = gray.clone()
+    tinted[:, 2] = (tinted[:, 2].int() * 3 // 4).to(torch.uint8)  # every image bluish-poor (yellow cast)
+    b = compute_baselines(tinted[:10], tinted[10:])
+    assert b["b"]["mse"] < b["a"]["mse"]
+    assert b["a"]["colorfulness"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_unet_shapes_info_and_skip_docstring():
+    m = UNet(1, 2, 4)
+    y = m(torch.rand(2, 1, 24, 40))
+    assert y.shape == (2, 2, 24, 40) and 0 <= y.min() and y.max() <= 1
+    info = trace("unet4", (1, 32, 32), 2)
+    assert info.latent_shape == (16, 4, 4) and info.params == sum(p.numel() for p in m.parameters())
+    assert info.trace[-1].shape == (2, 32, 32) and info.macs > 0
+    import cae.unet
+
+    assert "not an autoencoder" in cae.unet.__doc__.lower()
+
+
+def test_chroma_gain_scales_around_gray_and_choice_respects_tolerance():
+    m = UNet(1, 2, 4).eval()
+    x = torch.rand(1, 1, 16, 16)
+    base = m(x)
+    m.chroma_gain.fill_(2.0)
+    assert torch.allclose(m(x), 0.5 + 2 * (base - 0.5), atol=1e-6)
+    curve = [{"gain": 1.0, "mse": 1.0, "colorfulness": 1}, {"gain": 1.5, "mse": 1.04, "colorfulness": 2},
+             {"gain": 2.0, "mse": 1.2, "colorfulness": 3}]
+    assert choose_gain(curve, 0.05) == 1.5
+
+
+def test_config_files_match_the_study_runs():
+    runs = study_runs()
+    for name, path in (("rgb", "colorize-rgb.toml"), ("best", "colorize-best.toml")):
+        file_cfg = RunConfig.from_dict(tomllib.loads((ROOT / "configs" / path).read_text()))
+        assert file_cfg.to_dict() == runs[name].to_dict(), path
+
+
+def test_study_on_tiny_synthetic_data(tmp_path):
+    imgs = _images(300)
+    data = Cifar10(images=imgs, labels=torch.arange(300) % 10, classes=tuple("abcdefghij"), source=tmp_path)
+    logs = []
+    res = run_colorization_study(tmp_path / "col", epochs=1, data=data, log=logs.append)
+    out = tmp_path / "col"
+    for f in ("baselines.json", "results.csv", "results.md", "samples.png", "shortcomings.md"):
+        assert (out / f).is_file(), f
+    names = [r["name"] for r in res["rows"]]
+    assert names[:2] == ["baseline (a) gray", "baseline (b) gray + mean chroma"]
+    assert {"rgb", "chroma"} <= set(names) and any(n.startswith("best (gain") for n in names)
+    text = (out / "shortcomings.md").read_text()
+    assert "Desaturation" in text and "RGB-output reference" in text
+    # a second call skips the finished runs and rewrites the same tables
+    before = (out / "results.csv").read_text()
+    run_colorization_study(out, epochs=1, data=data, log=logs.append)
+    assert (out / "results.csv").read_text() == before
+    assert any("already finished" in line for line in logs)

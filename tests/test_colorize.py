@@ -1,0 +1,165 @@
+"""`cae colorize` on real-photo situations: odd sizes, image modes, tiles, bad files, shipped weights."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cae import runs
+from cae.cli import main
+from cae.colorize import predict, read_image, shipped_model_dir, total_stride
+from cae.config import RunConfig, save_config
+from cae.data import luma
+from cae.tasks import Task
+
+
+def _make_run(d: Path, arch: str, target: str) -> Path:
+    """A colorize run folder with an untrained model (enough to exercise the plumbing)."""
+    from cae.arch import build_model
+
+    cfg = RunConfig(task="colorize", target=target, arch=arch)
+    task = Task.from_config(cfg)
+    torch.manual_seed(0)
+    model = build_model(arch, task.in_channels, task.out_channels)
+    d.mkdir(parents=True)
+    save_config(cfg, d / runs.CONFIG)
+    runs.save_torch(d / runs.BEST, model.state_dict())
+    return d
+
+
+@pytest.fixture(scope="module")
+def unet_run(tmp_path_factory) -> Path:
+    return _make_run(tmp_path_factory.mktemp("m") / "unet", "unet4", "ycbcr")
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_odd_sizes_and_modes(tmp_path, unet_run):
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = Image.fromarray(_photo(17, 33))
+    rgb.save(src / "odd.png")
+    rgb.save(src / "photo.jpg", quality=90)
+    rgb.convert("L").save(src / "gray.png")
+    rgb.convert("LA").save(src / "la.png")
+    rgba = rgb.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(src / "rgba.png")
+    rgb.convert("P", palette=Image.Palette.ADAPTIVE).save(src / "pal.png")
+    rgb.convert("CMYK").save(src / "cmyk.jpg")
+    Image.fromarray((np.arange(17 * 33, dtype=np.uint16).reshape(17, 33) * 100)).save(src / "deep.png")
+    Image.fromarray(_photo(1, 1)).save(src / "tiny.png")
+    files = sorted(src.iterdir())
+    out = tmp_path / "out"
+    assert main(["colorize", *map(str, files), "--out", str(out), "--model", str(unet_run), "--compare",
+                 "--device", "cpu"]) == 0
+    for f in files:
+        result = Image.open(out / f"{f.stem}.png")
+        want = Image.open(f).size
+        assert result.size == want and result.mode == "RGB", f.name
+        assert (out / f"{f.stem}_original.png").is_file() and (out / f"{f.stem}_gray.png").is_file()
+    # the output keeps the input's luma (chroma target): compare with the written gray image
+    gray = np.asarray(Image.open(out / "odd_gray.png"), dtype=np.float32)
+    col = torch.from_numpy(np.asarray(Image.open(out / "odd.png"), dtype=np.float32)).permute(2, 0, 1)
+    assert np.abs(luma(col)[0].numpy() - gray).mean() < 3.0  # rounding and gamut clipping only
+
+
+def test_sixteen_bit_gray_keeps_its_range(tmp_path):
+    a = np.full((8, 8), 65535, dtype=np.uint16)
+    a[:4] = 1000
+    Image.fromarray(a).save(tmp_path / "d.png")
+    img = read_image(tmp_path / "d.png")
+    assert img.shape == (3, 8, 8)
+    assert img.max().item() == pytest.approx(1.0) and img[:, :4].max().item() == pytest.approx(1000 / 65535, rel=1e-3)
+
+
+def test_tiles_match_a_single_pass(unet_run):
+    from cae.train import load_run
+
+    model, cfg, task = load_run(unet_run, "cpu")
+    rgb = torch.rand(3, 70, 90)
+    whole = predict(model, task, rgb, total_stride(cfg.arch))
+    tiled = predict(model, task, rgb, total_stride(cfg.arch), tile=32, overlap=16)
+    assert tiled.shape == whole.shape == (3, 70, 90)
+    # the margin is smaller than the U-Net's receptive field, so tiles differ slightly at their seams
+    assert (tiled - whole).abs().mean().item() < 0.02
+
+
+def test_chain_rgb_model_on_odd_size(tmp_path):
+    run = _make_run(tmp_path / "ref", "reference", "rgb")
+    assert total_stride("reference") == 4
+    Image.fromarray(_photo(17, 33)).save(tmp_path / "x.png")
+    assert main(["colorize", str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--model", str(run)]) == 0
+    assert Image.open(tmp_path / "o" / "x.png").size == (33, 17)
+
+
+def test_bad_files_are_reported_and_the_rest_processed(tmp_path, unet_run, capsys):
+    good = tmp_path / "good.png"
+    Image.fromarray(_photo(20, 20)).save(good)
+    (tmp_path / "random.png").write_bytes(os.urandom(500))
+    png = good.read_bytes()
+    (tmp_path / "trunc.png").write_bytes(png[: len(png) // 2])
+    Image.fromarray(_photo(64, 64)).save(tmp_path / "full.jpg", quality=95)
+    jpg = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "trunc.jpg").write_bytes(jpg[: len(jpg) // 3])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "x.png").mkdir()
+    bad = ["random.png", "trunc.png", "trunc.jpg", "empty.png", "x.png", "missing.png"]
+    args = [str(tmp_path / n) for n in ("good.png", *bad)]
+    code = main(["colorize", *args, "--out", str(tmp_path / "out"), "--model", str(unet_run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == len(bad)  # one line per bad file
+    for name, line in zip(bad, err):
+        assert name in line and line.startswith("cae: error:"), line
+    assert (tmp_path / "out" / "good.png").is_file()
+
+
+def test_not_a_colorizer_is_refused(tmp_path, capsys):
+    d = tmp_path / "rec"
+    d.mkdir()
+    save_config(RunConfig(), d / runs.CONFIG)
+    from cae.arch import build_model
+
+    runs.save_torch(d / runs.BEST, build_model("reference").state_dict())
+    Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
+    assert main(["colorize", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--model", str(d)]) == 2
+    assert "not a colorizer" in capsys.readouterr().err
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "cae" / "weights" / "colorizer" / "best.pt"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped weights")
+def test_default_model_is_the_shipped_colorizer(tmp_path):
+    Image.fromarray(_photo(40, 50)).save(tmp_path / "p.jpg")
+    assert main(["colorize", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o")]) == 0
+    assert Image.open(tmp_path / "o" / "p.png").size == (50, 40)
+
+
+def _data_dir() -> str | None:
+    d = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
+    return d if Path(d, "test_batch.bin").is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_data_dir() is None or not SHIPPED.is_file(), reason="needs CIFAR-10 and shipped weights")
+@pytest.mark.parametrize("name", ["colorizer", "reference"])
+def test_shipped_weights_reach_their_recorded_test_mse(name):
+    """The shipped model on its recorded split (seed and limit of its config) gives its recorded MSE."""
+    from cae.data import load_cifar10, split_indices
+    from cae.train import evaluate, load_run
+
+    d = shipped_model_dir(name)
+    model, cfg, task = load_run(d, "cpu")
+    data = load_cifar10(_data_dir())
+    split = split_indices(data.labels, cfg.data.seed, cfg.data.limit)
+    got = evaluate(model, data.images[split["test"]], task, 1000, None, full=False)["mse"]
+    recorded = runs.read_json(d / runs.TEST_METRICS, ("mse",))["mse"]
+    assert got == pytest.approx(recorded, rel=0.02)
