@@ -223,12 +223,9 @@ def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
     info = trace(cfg.arch, (Task.from_config(cfg).in_channels, 32, 32), Task.from_config(cfg).out_channels)
     lock = runs.RunLock(out) if d.main else None
     try:
-        if lock:
-            lock.acquire()
-        if runs.is_finished(out) and not force:
-            if d.main:
-                log(f"{out} is already finished (test MSE {runs.read_json(out / runs.TEST_METRICS)['mse']:.5f}); "
-                    "use --force to train again")
+        # rank 0 alone takes the lock and judges the folder; every rank follows its verdict, so a
+        # refusal stops all ranks at once instead of leaving some waiting in a collective
+        if _on_main(d, lambda: _start(out, cfg, force, lock, log)) == "finished":
             return runs.read_json(out / runs.TEST_METRICS, ("mse",))
         state = None
         if force:
@@ -253,6 +250,33 @@ def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
             lock.release()
 
 
+def _start(out: Path, cfg: RunConfig, force: bool, lock: runs.RunLock, log: Log) -> str:
+    """Rank 0's check before training: take the lock; 'finished' (same settings) or 'train'."""
+    lock.acquire()
+    if runs.is_finished(out) and not force:
+        result = runs.read_json(out / runs.TEST_METRICS, ("mse",))
+        _check_same_config(out, cfg)  # never report another configuration's result as this one's
+        log(f"{out} is already finished (test MSE {result['mse']:.5f}); use --force to train again")
+        return "finished"
+    return "train"
+
+
+def _on_main(d: Dist, fn: Callable[[], str]) -> str:
+    """Run `fn` on rank 0 and give its result, or its CaeError, to every rank."""
+    outcome: list = [("ok", "")]
+    if d.main:
+        try:
+            outcome = [("ok", fn())]
+        except CaeError as e:
+            outcome = [("error", str(e))]
+    if d.world > 1:
+        dist.broadcast_object_list(outcome, src=0)
+    kind, value = outcome[0]
+    if kind == "error":
+        raise CaeError(value)
+    return value
+
+
 def _barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
@@ -263,18 +287,29 @@ def _clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def _check_same_config(out: Path, cfg: RunConfig) -> None:
+    """Refuse settings that differ from the run's saved config.
+
+    Not compared: epochs (more may be asked for), device, world size, and the data folder's
+    location (the same files may live elsewhere now)."""
+    def flat(c: RunConfig) -> dict:
+        items = {}
+        for k, v in c.to_dict().items():
+            items.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
+        for k in ("world_size", "train.epochs", "train.device", "data.dir"):
+            items.pop(k)
+        return items
+
+    mine, theirs = flat(cfg), flat(load_config(out / runs.CONFIG))
+    diff = [f"{k} {theirs[k]!r} saved, {mine[k]!r} given" for k in mine if mine[k] != theirs[k]]
+    if diff:
+        raise CaeError(f"{out / runs.CONFIG} does not match the settings given ({'; '.join(diff)}); "
+                       "use the same settings to resume, another --out, or --force to start over")
+
+
 def _load_resume(out: Path, cfg: RunConfig) -> dict:
     """The resume state; a config that differs from the saved one is refused (not retrained over)."""
-    saved = load_config(out / runs.CONFIG)
-    mine, theirs = cfg.to_dict(), saved.to_dict()
-    for k in ("world_size",):
-        mine.pop(k), theirs.pop(k)
-    mine["train"].pop("epochs"), theirs["train"].pop("epochs")  # more epochs may be asked for
-    mine["train"].pop("device"), theirs["train"].pop("device")
-    if mine != theirs:
-        diff = [f"{k}" for k in mine if mine[k] != theirs[k]]
-        raise CaeError(f"{out / runs.CONFIG} does not match the settings given ({', '.join(diff)} differ); "
-                       "use the same settings to resume, another --out, or --force to start over")
+    _check_same_config(out, cfg)
     state = runs.load_torch(out / runs.LAST)
     if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "rows"} <= set(state):
         raise CaeError(f"checkpoint {out / runs.LAST} is not a cae resume checkpoint; rerun with --force")

@@ -1,0 +1,105 @@
+"""RunConfig: exact TOML/JSON round trips, refusal of unknown keys, wrong types and bad values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from cae.config import DataConfig, RunConfig, TrainConfig, load_config, save_config
+from cae.errors import CaeError
+
+
+def _custom() -> RunConfig:
+    return RunConfig(task="colorize", target="lab", arch="conv8 pool2 | up2 convout",
+                     data=DataConfig(dir="/some/where", seed=5, limit=600, normalize="standardize"),
+                     train=TrainConfig(epochs=3, batch_size=128, lr=1.2345678901234567e-3, schedule="cosine",
+                                       warmup=0.1, weight_decay=1e-5, seed=9, precision="fp32", device="cpu",
+                                       eval_batch_size=500),
+                     world_size=2)
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+@pytest.mark.parametrize("cfg", [RunConfig(), _custom()], ids=["default", "custom"])
+def test_round_trip_is_exact(tmp_path: Path, suffix: str, cfg: RunConfig) -> None:
+    path = tmp_path / f"c{suffix}"
+    save_config(cfg, path)
+    back = load_config(path)
+    assert back == cfg
+    assert back.train.lr == cfg.train.lr  # floats survive bit for bit
+
+
+def test_unknown_key_refused(tmp_path: Path) -> None:
+    d = RunConfig().to_dict()
+    d["train"]["epochs_"] = 3
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps(d))
+    with pytest.raises(CaeError, match=r"unknown key\(s\) epochs_"):
+        load_config(path)
+    d = RunConfig().to_dict()
+    d["colour"] = "red"
+    path.write_text(tomli_w.dumps(d))
+    with pytest.raises(CaeError, match="colour"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("section,key,value", [
+    ("train", "epochs", "10"), ("train", "epochs", True), ("train", "lr", "fast"), ("train", "epochs", 2.5),
+    (None, "arch", 3), ("data", "limit", [1]), (None, "train", 5),
+])
+def test_wrong_type_refused(tmp_path: Path, section: str | None, key: str, value: object) -> None:
+    d = RunConfig().to_dict()
+    (d[section] if section else d)[key] = value
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(CaeError, match=key):
+        load_config(path)
+
+
+def test_int_accepted_for_float(tmp_path: Path) -> None:
+    d = RunConfig().to_dict()
+    d["train"]["lr"] = 1
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(d))
+    assert load_config(path).train.lr == 1.0
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda c: setattr(c, "task", "denoise"), "task"),
+    (lambda c: setattr(c, "target", "hsv"), "target"),
+    (lambda c: setattr(c, "target", "lab"), "colorize"),  # a chroma target needs --task colorize
+    (lambda c: setattr(c.train, "precision", "fp8"), "precision"),
+    (lambda c: setattr(c.train, "schedule", "step"), "schedule"),
+    (lambda c: setattr(c.data, "normalize", "zca"), "normalize"),
+    (lambda c: setattr(c.train, "epochs", 0), "epochs"),
+    (lambda c: setattr(c.train, "batch_size", -1), "batch_size"),
+    (lambda c: setattr(c.train, "eval_batch_size", 0), "eval_batch_size"),
+    (lambda c: setattr(c.train, "lr", 0.0), "lr"),
+    (lambda c: setattr(c.train, "lr", float("nan")), "lr"),
+    (lambda c: setattr(c.data, "limit", 10), "limit"),
+    (lambda c: setattr(c.data, "limit", -1), "limit"),
+])
+def test_validate_refusals(change, match: str) -> None:  # noqa: ANN001
+    cfg = RunConfig()
+    change(cfg)
+    with pytest.raises(CaeError, match=match):
+        cfg.validate()
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(CaeError, match="not found"):
+        load_config(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("task = [unclosed")
+    with pytest.raises(CaeError, match="not valid TOML"):
+        load_config(bad)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(CaeError, match="not valid JSON"):
+        load_config(bad)
+    bad = tmp_path / "bin.toml"
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(CaeError, match="bin.toml"):
+        load_config(bad)

@@ -1,0 +1,333 @@
+"""Reliability: interruption and exact resume, corrupt run state, divergence, concurrent
+writers, determinism, and two security invariants of the source tree.
+
+Training runs on a small synthetic CIFAR-10 folder (2,400 smooth random images) so the test is
+fast and independent of the real files; subprocesses run `python -m cae train` for real.
+Every process uses one intra-op thread: results are bit-identical only for the same thread
+count, and on a busy 2-core machine one thread is also far faster than two spinning ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cae import runs
+from cae.cli import main
+from cae.data import TEST_FILE, TRAIN_FILES
+from cae.tasks import Task
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "cae"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+IGNORED = {"seconds", "train_seconds"}  # wall-clock figures differ between runs
+
+
+def write_smooth_cifar(folder: Path, per_file: int = 400, seed: int = 0) -> Path:
+    """Synthetic batch files of blocky images plus noise (learnable, unlike pure noise)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (*TRAIN_FILES, TEST_FILE):
+        labels = rng.permutation(np.arange(per_file) % 10).astype(np.uint8)
+        coarse = rng.integers(0, 256, (per_file, 3, 4, 4)).astype(np.float32)
+        img = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3) + rng.normal(0, 8, (per_file, 3, 32, 32))
+        pixels = img.clip(0, 255).astype(np.uint8).reshape(per_file, -1)
+        np.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():  # noqa: ANN201
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def syn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_smooth_cifar(tmp_path_factory.mktemp("data") / "cifar-10-batches-bin")
+
+
+def train_args(syn: Path, out: Path, precision: str = "auto", epochs: int = 3, limit: int = 1000,
+               arch: str | None = None, batch_size: int = 16) -> list[str]:
+    args = ["train", "--data", str(syn), "--limit", str(limit), "--batch-size", str(batch_size),
+            "--epochs", str(epochs),
+            "--device", "cpu", "--precision", precision, "--out", str(out), "--quiet"]
+    return args + (["--arch", arch] if arch else [])
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cae", *args], env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended before {path.name} appeared: {proc.communicate()}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.02)
+
+
+def comparable(run: Path) -> tuple[list[dict], dict]:
+    rows = [{k: v for k, v in r.items() if k not in IGNORED} for r in runs.read_metrics_csv(run / runs.METRICS)]
+    result = {k: v for k, v in runs.read_json(run / runs.TEST_METRICS).items() if k not in IGNORED}
+    return rows, result
+
+
+@pytest.fixture(scope="module")
+def reference(syn: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Uninterrupted 3-epoch runs, one per precision, trained in this process."""
+    out = {}
+    for precision in ("fp32", "auto"):
+        out[precision] = tmp_path_factory.mktemp("ref") / precision
+        assert main(train_args(syn, out[precision], precision)) == 0
+    return out
+
+
+# ----------------------------------------------------------------------------- determinism
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "auto"])
+def test_same_seed_same_metrics(precision: str, syn: Path, reference: dict[str, Path], tmp_path: Path) -> None:
+    """The same command twice gives bit-identical metrics (auto = bf16 autocast where native)."""
+    assert main(train_args(syn, tmp_path / "again", precision)) == 0
+    assert comparable(tmp_path / "again") == comparable(reference[precision])
+
+
+def test_other_seed_other_metrics(syn: Path, reference: dict[str, Path], tmp_path: Path) -> None:
+    assert main([*train_args(syn, tmp_path / "s1", "fp32", epochs=1), "--seed", "1"]) == 0
+    assert comparable(tmp_path / "s1")[0][0] != comparable(reference["fp32"])[0][0]
+
+
+# ----------------------------------------------------------------------------- interruption
+def stop_and_check(proc: subprocess.Popen, sig: int, out: Path) -> int:
+    """Send `sig`, check the way the process ended; return the number of epochs it saved."""
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert not runs.is_finished(out), "the run finished before the signal; the test needs a longer epoch"
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        assert (out / runs.LOCK).exists()  # a dead owner's lock: the rerun must take it over
+    else:
+        assert proc.returncode == 130
+        assert "Traceback" not in err and "resume" in err and len(err.strip().splitlines()) == 1, err
+        assert not (out / runs.LOCK).exists()  # released on the way out
+    done = len(runs.read_metrics_csv(out / runs.METRICS))
+    assert 1 <= done < 3
+    return done
+
+
+def resume_and_compare(args: list[str], out: Path, done: int, ref: Path, capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert main(args) == 0  # the same command again
+    assert f"resuming {out} after epoch {done}" in capsys.readouterr().out
+    assert comparable(out) == comparable(ref)  # bit-identical to the uninterrupted run
+    assert not (out / runs.LOCK).exists()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_exact(syn: Path, reference: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    args = train_args(syn, out, "fp32")
+    proc = start(args)
+    wait_for(out / runs.LAST, proc)  # epoch 1 is saved: stop it in the middle of epoch 2
+    done = stop_and_check(proc, signal.SIGKILL, out)
+    resume_and_compare(args, out, done, reference["fp32"], capsys)
+
+
+@pytest.mark.slow
+def test_concurrent_writer_refused_then_sigterm_and_resume(syn: Path, reference: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    args = train_args(syn, out, "auto")
+    proc = start(args)
+    try:
+        wait_for(out / runs.LOCK, proc)
+        capsys.readouterr()
+        assert main(args) == 2  # a second writer while the first is alive
+        err = capsys.readouterr().err
+        assert f"in use by process {proc.pid}" in err and len(err.strip().splitlines()) == 1, err
+        wait_for(out / runs.LAST, proc)
+    finally:
+        done = stop_and_check(proc, signal.SIGTERM, out)
+    resume_and_compare(args, out, done, reference["auto"], capsys)
+
+
+def test_ctrl_c_in_process_then_resume_is_exact(syn: Path, reference: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    """SIGINT (Ctrl-C) delivered to this very process while it trains."""
+    out = tmp_path / "run"
+    args = train_args(syn, out, "fp32")
+    running = threading.Event()
+
+    def interrupt_after_first_epoch() -> None:
+        while running.is_set() and not (out / runs.LAST).exists():
+            time.sleep(0.01)
+        if running.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    running.set()
+    watcher = threading.Thread(target=interrupt_after_first_epoch, daemon=True)
+    watcher.start()
+    try:
+        code = main(args)
+    finally:
+        running.clear()
+        watcher.join()
+        signal.signal(signal.SIGTERM, handler)  # cli.main installs its own
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "resume" in err and len(err.strip().splitlines()) == 1, err
+    assert not runs.is_finished(out) and not (out / runs.LOCK).exists()
+    resume_and_compare(args, out, len(runs.read_metrics_csv(out / runs.METRICS)), reference["fp32"], capsys)
+
+
+# ----------------------------------------------------------------------------- corrupt state
+@pytest.fixture(scope="module")
+def small_run(syn: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("small") / "run"
+    assert main(train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32)) == 0
+    return out
+
+
+def copy_run(small_run: Path, tmp_path: Path, finished: bool) -> Path:
+    out = Path(shutil.copytree(small_run, tmp_path / "run"))
+    if not finished:
+        (out / runs.TEST_METRICS).unlink()
+    return out
+
+
+def error_of(capsys: pytest.CaptureFixture, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "wrong-content"])
+def test_corrupt_last_checkpoint(damage: str, small_run: Path, syn: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture) -> None:
+    out = copy_run(small_run, tmp_path, finished=False)
+    last = out / runs.LAST
+    raw = last.read_bytes()
+    if damage == "truncate":
+        last.write_bytes(raw[: len(raw) // 2])
+    elif damage == "garbage":
+        last.write_bytes(os.urandom(len(raw)))
+    elif damage == "empty":
+        last.write_bytes(b"")
+    else:
+        runs.save_torch(last, {"model": {}})  # loads, but is not a resume checkpoint
+    before = (out / runs.METRICS).read_bytes()
+    args = train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32)
+    err = error_of(capsys, args)
+    assert str(last) in err and "--force" in err
+    assert (out / runs.METRICS).read_bytes() == before and not runs.is_finished(out)  # no silent retrain
+    if damage == "truncate":  # --force starts over (once is enough: it deletes the state first)
+        assert main([*args, "--force"]) == 0
+        assert len(runs.read_metrics_csv(out / runs.METRICS)) == 2 and runs.is_finished(out)
+
+
+def test_corrupt_best_checkpoint(small_run: Path, syn: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = copy_run(small_run, tmp_path, finished=True)
+    (out / runs.BEST).write_bytes(b"PK\x03\x04 not really a zip")
+    assert str(out / runs.BEST) in error_of(capsys, ["eval", str(out), "--device", "cpu"])
+    (out / runs.TEST_METRICS).unlink()  # unfinished, all epochs done: finishing needs best.pt
+    assert str(out / runs.BEST) in error_of(capsys, train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32))
+
+
+@pytest.mark.parametrize("content", ['{"psnr": 20.0}', "{garbage", ""])
+def test_bad_test_metrics(content: str, small_run: Path, syn: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture) -> None:
+    out = copy_run(small_run, tmp_path, finished=True)
+    (out / runs.TEST_METRICS).write_text(content)
+    err = error_of(capsys, train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32))
+    assert str(out / runs.TEST_METRICS) in err and "--force" in err
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["unfinished", "finished"])
+def test_other_config_into_same_folder(finished: bool, small_run: Path, syn: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    out = copy_run(small_run, tmp_path, finished=finished)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32, arch="conv8 pool2 | up2 convout")
+    err = error_of(capsys, other)
+    assert "does not match" in err and "arch" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
+    err = error_of(capsys, [*train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32), "--lr", "0.01"])
+    assert "lr" in err
+    assert main([*other, "--force"]) == 0
+    assert "conv8 pool2 | up2" in (out / runs.CONFIG).read_text()
+
+
+def test_more_epochs_resume_a_finished_run_folder(small_run: Path, syn: Path, tmp_path: Path) -> None:
+    """Asking an unfinished run for more epochs continues it (epochs may differ on resume)."""
+    out = copy_run(small_run, tmp_path, finished=False)
+    assert main(train_args(syn, out, "fp32", epochs=3, limit=600, batch_size=32)) == 0
+    rows = runs.read_metrics_csv(out / runs.METRICS)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[:2] == runs.read_metrics_csv(small_run / runs.METRICS)
+
+
+# ----------------------------------------------------------------------------- divergence
+def test_divergence_stops_at_once(syn: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A linear network with an absurd learning rate overflows to inf/NaN within two steps."""
+    out = tmp_path / "run"
+    linear = train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32, arch="conv8:none | convout:none")
+    err = error_of(capsys, [*linear, "--lr", "1e20"])
+    assert re.search(r"training diverged: loss (nan|inf|-inf) at epoch 1, step \d+ \(lr [0-9.]+e\+\d+\)", err), err
+    assert not (out / runs.LAST).exists() and not (out / runs.LOCK).exists()
+
+
+def test_divergence_reports_epoch_step_lr(syn: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = 480 // 32  # the 600-image subset trains on 480 images: 15 steps per epoch of 32
+    poison_at = steps + 4  # step 4 of epoch 2
+    calls = {"train": 0}
+    original = Task.predict_rgb
+
+    def poisoned(self: Task, model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
+        pred = original(self, model, rgb)
+        if model.training:
+            calls["train"] += 1
+            if calls["train"] == poison_at:
+                return pred * float("inf")
+        return pred
+
+    monkeypatch.setattr(Task, "predict_rgb", poisoned)
+    err = error_of(capsys, train_args(syn, tmp_path / "run", "fp32", epochs=3, limit=600, batch_size=32))
+    assert "training diverged: loss" in err and "at epoch 2, step 4 (lr " in err, err
+    assert len(runs.read_metrics_csv(tmp_path / "run" / runs.METRICS)) == 1  # epoch 1 stays saved
+
+
+# ----------------------------------------------------------------------------- security
+def test_every_torch_load_is_weights_only() -> None:
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        for m in re.finditer(r"torch\.load\(", text):
+            call = text[m.start(): text.find(")", m.start()) + 1]
+            assert "weights_only=True" in call, f"{path.name}: {call}"
+
+
+def test_no_pickle_in_src() -> None:
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import\s+(c?pickle|dill)|from\s+(c?pickle|dill)\s+import)", text, re.M), path.name
+        assert "allow_pickle=True" not in text, path.name

@@ -1,0 +1,145 @@
+"""End to end through the CLI (in process): a short real training writes the whole run folder,
+`cae eval` reproduces its test MSE, a finished run is left alone unless --force, `cae info`
+reports the reference figures, and user mistakes end in one line with exit code 2.
+
+The training reads the real CIFAR-10 files (600-image subset, 1 epoch); it is skipped with the
+reason when they are not there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from cae import runs
+from cae.cli import main
+from cae.config import load_config
+from cae.data import TEST_FILE, _as_batches_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_data_dir() -> Path | None:
+    for cand in (os.environ.get("CAE_DATA_DIR"), REPO.parent / "shared" / "datasets"):
+        if cand and Path(cand).is_dir():
+            found = _as_batches_folder(Path(cand))
+            if found is not None and (found / TEST_FILE).is_file():
+                return found
+    return None
+
+
+@pytest.fixture(scope="module")
+def one_thread():  # noqa: ANN201
+    """One intra-op thread: on a busy 2-core machine two spinning OpenMP threads are ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    d = real_data_dir()
+    if d is None:
+        pytest.skip("real CIFAR-10 not found: set CAE_DATA_DIR or place it at ../shared/datasets next to the repo")
+    return d
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, one_thread: None) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "ref"
+    assert main(["train", "--data", str(data_dir), "--limit", "600", "--epochs", "1", "--device", "cpu",
+                 "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def one_error_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("cae: error: ")
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_run_folder_is_complete(run: Path) -> None:
+    for name in ("config.toml", "split.npz", "metrics.csv", "loss.png", "best.pt", "last.pt", "test_metrics.json",
+                 "samples.png"):
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert not (run / runs.LOCK).exists()
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_mse,val_mse,lr,seconds" and len(lines) == 2
+    result = runs.read_json(run / "test_metrics.json", ("mse", "psnr", "ssim"))
+    assert 0 < result["mse"] < 0.2 and result["psnr"] > 5 and -1 <= result["ssim"] <= 1
+    cfg = load_config(run / "config.toml")
+    assert cfg.data.limit == 600 and cfg.train.epochs == 1 and cfg.world_size == 1
+    split = runs.load_split(run / "split.npz")
+    assert [len(split[k]) for k in ("train", "val", "test")] == [480, 60, 60]
+    for png in ("loss.png", "samples.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_eval_reproduces_test_mse(run: Path, capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    assert main(["eval", str(run), "--json", "--device", "cpu"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    saved = runs.read_json(run / "test_metrics.json")
+    assert got["mse"] == pytest.approx(saved["mse"], rel=1e-6, abs=1e-9)
+    assert got["psnr"] == pytest.approx(saved["psnr"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_finished_run_is_left_alone_then_force_retrains(run: Path, data_dir: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    args = ["train", "--data", str(data_dir), "--limit", "600", "--epochs", "1", "--device", "cpu",
+            "--out", str(run), "--quiet"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "already finished" in out and "--force" in out and "epoch" not in out
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == stamps  # nothing rewritten
+
+    assert main([*args, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1/1" in out and "test  mse" in out
+    assert all((run / n).stat().st_mtime_ns > stamps[n] for n in ("metrics.csv", "best.pt", "test_metrics.json"))
+    assert len(runs.read_metrics_csv(run / "metrics.csv")) == 1
+
+
+def test_info_reference(capsys: pytest.CaptureFixture) -> None:
+    assert main(["info", "--arch", "reference", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["params"], info["latent_size"], info["macs"]) == (4911, 1024, 1327104)
+    assert info["latent_shape"] == [16, 8, 8]
+
+
+@pytest.mark.parametrize("command", ["info", "train"])
+def test_impossible_arch_one_line_with_trace(command: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = [command, "--arch", "conv8 pool2 conv12 pool3 | up2 convout"]
+    if command == "train":
+        argv += ["--out", str(tmp_path / "r"), "--data", str(tmp_path / "nowhere")]
+    assert main(argv) == 2
+    line = one_error_line(capsys)
+    assert "impossible architecture" in line and "pool3 does not divide 16x16" in line
+    assert "trace: input -> 3x32x32; conv8" in line
+
+
+def test_missing_data_dir_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["train", "--data", str(tmp_path / "nowhere"), "--limit", "600", "--out", str(tmp_path / "r")])
+    assert code == 2
+    line = one_error_line(capsys)
+    assert "nowhere" in line and "does not exist" in line
+    assert not (tmp_path / "r" / runs.LOCK).exists()
+
+
+def test_bad_flag_values_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--limit", "5", "--out", str(tmp_path / "r")]) == 2
+    assert "data.limit" in one_error_line(capsys)
+    assert main(["train", "--device", "tpu", "--out", str(tmp_path / "r"), "--data", str(tmp_path)]) == 2
+    assert "tpu" in one_error_line(capsys)
