@@ -74,9 +74,16 @@ def fit_pca(x: torch.Tensor) -> PcaFit:
 
 def reconstruct(fit: PcaFit, x: torch.Tensor, k: int) -> torch.Tensor:
     """The rank-k PCA reconstruction of `x` (same shape, float32, clamped to [0, 1])."""
-    v = fit.components[:, :min(k, fit.max_k)]
+    k = min(k, fit.max_k)
     flat = _flat(x, 0, len(x))
-    rec = (flat - fit.mean) @ v @ v.T + fit.mean
+    d = fit.mean.numel()
+    if k > d // 2 and fit.max_k == d:
+        # the complement is smaller: x minus its part along the discarded axes (half the work or less)
+        rest = fit.components[:, k:]
+        rec = flat - ((flat - fit.mean) @ rest) @ rest.T
+    else:
+        v = fit.components[:, :k]
+        rec = ((flat - fit.mean) @ v) @ v.T + fit.mean
     return rec.clamp_(0, 1).to(torch.float32).reshape(x.shape)
 
 

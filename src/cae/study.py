@@ -283,7 +283,8 @@ def pca_rows(study: Study, pca: dict[int, dict]) -> list[dict[str, Any]]:
         rows.append({"name": f"pca-{k}", "axis": "pca", "arch": f"PCA, top {k} components", "kind": "pca",
                      "latent_shape": str(k), "latent_size": k, "compression": IMAGE_SIZE / k,
                      "test_mse": r["mse"], "psnr": r["psnr"], "ssim": r["ssim"], "pca_mse": r["mse"],
-                     "ratio_to_pca": 1.0, "note": "linear baseline fitted on the training split"})
+                     "ratio_to_pca": 1.0, "note": "linear baseline fitted on the training split" + (
+                         f" (only {r['k']} components: fewer training images than {k})" if r["k"] < k else "")})
     return rows
 
 
@@ -437,12 +438,26 @@ def conclusion(rows: list[dict], corr: dict, out: Path) -> str:
         parts.append(f"The best variant with latent size <= 1024 is {b['name']} (latent {b['latent_shape']}, "
                      f"{b['params']:,} parameters) at test MSE {b['test_mse']:.5f}, PSNR {b['psnr']:.2f} dB.")
     n_last, drop = _still_learning(out, [r["name"] for r in conv])
+    limits = []
     if conv and math.isfinite(drop):
-        parts.append(f"What limits the conv variants: {n_last} of {len(conv)} runs had their best validation MSE at "
-                     f"the last epoch (median drop over the final epoch {drop:.1f}%), so training length still "
-                     "binds; where the PCA ratio grows with the latent size, the linear code keeps gaining "
-                     "from extra dimensions that the small conv stacks cannot exploit in 10 epochs (capacity and "
-                     "optimisation, not code size); the kernel and depth rows show the receptive-field effect.")
+        limits.append(f"training length: {n_last} of {len(conv)} runs had their best validation MSE at the last "
+                      f"epoch (median drop over the final epoch {drop:.1f}%), so they were still learning")
+    cp = corr.get("params", {})
+    if cp.get("spearman_r") is not None:
+        limits.append(f"capacity: {'more' if cp['spearman_r'] < 0 else 'fewer'} parameters go with lower error "
+                      f"(Spearman rho {cp['spearman_r']:+.2f}, {_strength(cp['spearman_r'])})")
+    gap = correlation([r["latent_size"] for r in with_pca], [r["ratio_to_pca"] for r in with_pca])
+    if gap["spearman_r"] is not None:
+        limits.append(f"code use: the CAE/PCA ratio {'grows' if gap['spearman_r'] > 0 else 'shrinks'} with the "
+                      f"latent size (Spearman rho {gap['spearman_r']:+.2f})"
+                      + (", so the linear code gains more from extra dimensions than the conv stacks do"
+                         if gap["spearman_r"] > 0 else ""))
+    kern = sorted((r["test_mse"], r["name"]) for r in conv if r["axis"] == "kernel")
+    if ref and kern:
+        limits.append(f"receptive field: the best kernel variant ({kern[0][1]}) reaches x{kern[0][0] / ref['test_mse']:.2f} "
+                      f"the reference's MSE, the worst ({kern[-1][1]}) x{kern[-1][0] / ref['test_mse']:.2f}")
+    if limits:
+        parts.append("What limits the conv variants: " + "; ".join(limits) + ".")
     return " ".join(parts)
 
 
