@@ -78,8 +78,8 @@ def test_config_files_match_the_study_runs():
 
 
 def test_study_on_tiny_synthetic_data(tmp_path):
-    imgs = _images(300)
-    data = Cifar10(images=imgs, labels=torch.arange(300) % 10, classes=tuple("abcdefghij"), source=tmp_path)
+    imgs = _images(100)
+    data = Cifar10(images=imgs, labels=torch.arange(100) % 10, classes=tuple("abcdefghij"), source=tmp_path)
     logs = []
     res = run_colorization_study(tmp_path / "col", epochs=1, data=data, log=logs.append)
     out = tmp_path / "col"

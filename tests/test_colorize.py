@@ -154,12 +154,13 @@ def _data_dir() -> str | None:
 def test_shipped_weights_reach_their_recorded_test_mse(name):
     """The shipped model on its recorded split (seed and limit of its config) gives its recorded MSE."""
     from cae.data import load_cifar10, split_indices
-    from cae.train import evaluate, load_run
+    from cae.train import evaluate, load_run, resolve_precision
 
     d = shipped_model_dir(name)
     model, cfg, task = load_run(d, "cpu")
     data = load_cifar10(_data_dir())
     split = split_indices(data.labels, cfg.data.seed, cfg.data.limit)
-    got = evaluate(model, data.images[split["test"]], task, 1000, None, full=False)["mse"]
+    amp = resolve_precision(cfg.train.precision, torch.device("cpu"))  # as recorded (bf16 where native)
+    got = evaluate(model, data.images[split["test"]], task, 1000, amp, full=False)["mse"]
     recorded = runs.read_json(d / runs.TEST_METRICS, ("mse",))["mse"]
     assert got == pytest.approx(recorded, rel=0.02)

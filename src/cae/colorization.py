@@ -302,8 +302,10 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
             "**Why the RGB-output reference loses.** Asked to output RGB, the reference CAE "
             f"({rgb['params']:,} parameters) reaches {verdict(rgb)}. Its 1,024-value bottleneck (16x8x8) must carry "
             "the luminance as well as the colour, and the luminance is most of the signal: the decoder has to "
-            "rebuild every edge of the gray image from a 3x-compressed code, and the reconstruction error of the "
-            "luminance alone exceeds what colour could gain. In chroma mode the network predicts only Cb/Cr and "
+            "rebuild every edge of the gray image from a 3x-compressed code"
+            + (", and the error it makes on the luminance alone exceeds what colour could gain over the gray "
+               "image. " if rgb["beats_a"] == "no" else ", which costs more than the colour gains. ")
+            + "In chroma mode the network predicts only Cb/Cr and "
             "the given luma is merged back exactly, so nothing of the luminance is lost: the same net reaches "
             f"{verdict(chrom)} (YCbCr target)" + (f" and {verdict(lab)} (Lab target)" if lab else "") + ".\n")
     if best_row is not None:
@@ -326,8 +328,11 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
             "**Colour is ambiguous given luminance.** A car, a shirt or a bird of the same gray can be any "
             "colour; no loss on a single target can recover it. Even the best model's chroma MSE "
             f"({best_row['chroma_mse']:.5f}) is {best_row['chroma_mse'] / b['chroma_mse']:.0%} of the mean-chroma "
-            f"baseline's ({b['chroma_mse']:.5f}): most of the colour variance is left unexplained, and the model "
-            "is right mainly about sky, grass, water and skin-like tones.\n")
+            f"baseline's ({b['chroma_mse']:.5f}): "
+            + ("most of the colour variance is left unexplained; what the net learns are the frequent, "
+               "predictable colours (sky, vegetation, water), as samples.png shows.\n"
+               if best_row["chroma_mse"] > 0.5 * b["chroma_mse"] else "about half of the colour variance is "
+               "explained; the rest is the ambiguity itself.\n"))
         p.append(
             "**Small receptive field of the reference net.** Each output pixel of the reference CAE depends on at "
             "most 24x24 input pixels (3x3 convolutions, two poolings; the effective field is much smaller) through "

@@ -159,3 +159,24 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
             _save_png(luma(rgb.unsqueeze(0))[0], out_dir / f"{p.stem}_gray.png")
         log(f"{p} -> {target} ({rgb.shape[2]}x{rgb.shape[1]})")
     return failures
+
+
+SHIPPED_FILES = ("best.pt", "config.toml", "test_metrics.json", "normalization.json", "chroma_gain.json")
+
+
+def ship_run(run_dir: str | Path, name: str) -> Path:
+    """Copy a finished run's weights and records into the package (`cae/weights/<name>/`).
+
+    How the shipped weights were made: `ship_run("<study>/best", "colorizer")` and
+    `ship_run("<run of cae train --arch reference --epochs 10>", "reference")`.
+    """
+    from cae.runs import atomic_write_bytes, is_finished
+
+    run_dir = Path(run_dir)
+    if not is_finished(run_dir):
+        raise CaeError(f"{run_dir} is not a finished run (no test_metrics.json); train it first")
+    dest = WEIGHTS / name
+    for f in SHIPPED_FILES:
+        if (run_dir / f).is_file():
+            atomic_write_bytes(dest / f, (run_dir / f).read_bytes())
+    return dest
