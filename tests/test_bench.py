@@ -1,0 +1,122 @@
+"""`cae bench`: the two loops compute the same thing, precision falls back safely, the CLI writes its figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import cae.train
+from cae import bench
+from cae.cli import main
+from cae.config import RunConfig
+from cae.data import Cifar10, DEFAULT_CLASSES
+from cae.errors import CaeError
+from cae.train import make_model, prepare, resolve_precision
+
+REQUIRED_KEYS = ("train_images_per_s", "naive_train_images_per_s", "train_speedup", "eval_images_per_s",
+                 "naive_eval_images_per_s", "eval_speedup", "peak_gflops", "peak_fraction", "peak_rss_mb",
+                 "batch_size", "precision", "threads", "torch", "device")
+CIFAR = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
+
+
+def _synthetic(n: int = 600) -> Cifar10:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    return Cifar10(images, torch.arange(n) % 10, DEFAULT_CLASSES, Path("<test>"))
+
+
+@pytest.fixture(autouse=True)
+def small_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The peak-FLOP/s probe on small matrices: the figure is not under test, the time is."""
+    monkeypatch.setattr(bench, "PEAK_MATMUL_N", 256)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # noqa: ANN201 - a generator fixture
+    """One intra-op thread: on a shared, oversubscribed CI machine two spinning threads are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_cifar(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No CIFAR-10 anywhere (and no download): the benchmark must use synthetic images."""
+    monkeypatch.delenv("CAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def test_fast_and_naive_steps_agree_in_fp32() -> None:
+    """Same weights, same batch: the package's step and the tutorial step give the same loss and update."""
+    cfg = RunConfig()
+    cfg.train.precision = "fp32"
+    cfg.train.device = "cpu"
+    p = prepare(cfg, _synthetic())
+    assert p.amp is None
+    fast = make_model(cfg, p.task, p.device)  # channels_last
+    naive = bench.naive_model(cfg.arch, cfg.train.seed, p.device)  # NCHW
+    for a, b in zip(fast.state_dict().values(), naive.state_dict().values()):
+        assert torch.equal(a, b)
+    lr = 1e-3
+    fast_opt = torch.optim.Adam(fast.parameters(), lr=lr)
+    naive_opt = torch.optim.Adam(naive.parameters(), lr=lr)
+    batch = p.train[:32]
+    for _ in range(2):  # the second step also compares the state after one update
+        lf = bench.fast_step(p, fast, fast_opt, batch, lr)
+        ln = bench.naive_step(naive, naive_opt, nn.MSELoss(), batch.float() / 255)
+        assert lf.item() == pytest.approx(ln.item(), rel=1e-5, abs=1e-7)
+    for a, b in zip(fast.parameters(), naive.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch: pytest.MonkeyPatch, no_cifar: None) -> None:
+    monkeypatch.setattr(cae.train, "bf16_supported", lambda device: False)
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None
+    with pytest.raises(CaeError, match="bf16"):
+        resolve_precision("bf16", cpu)
+    with pytest.raises(CaeError, match="bf16"):
+        bench.run_bench(steps=1, precision="bf16", n_synthetic=600, log=lambda s: None)
+    r = bench.run_bench(steps=2, eval_images=100, n_synthetic=600, log=lambda s: None)
+    assert r["precision"] == "float32" and r["synthetic"]
+
+
+def test_cli_bench_writes_all_figures(tmp_path: Path, no_cifar: None, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "f.json"
+    assert main(["bench", "--steps", "3", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC" in printed and "train images/s" in printed
+    r = json.loads(out.read_text())
+    for k in REQUIRED_KEYS:
+        assert k in r, k
+    for k in REQUIRED_KEYS[:10]:
+        assert math.isfinite(r[k]) and r[k] > 0, (k, r[k])
+    assert r["batch_size"] == RunConfig().train.batch_size
+    assert r["train_speedup"] == pytest.approx(r["train_images_per_s"] / r["naive_train_images_per_s"])
+    assert r["steps"] == 3 and r["eval_images"] <= 10_000
+
+
+def test_bench_refuses_zero_steps() -> None:
+    with pytest.raises(CaeError, match="steps"):
+        bench.run_bench(steps=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CIFAR).is_dir(), reason="CIFAR-10 not available")
+def test_bench_on_real_cifar_subset() -> None:
+    lines: list[str] = []
+    r = bench.run_bench(steps=2, data_dir=CIFAR, eval_images=200, limit=600, log=lines.append)
+    assert not r["synthetic"] and r["data"].startswith("CIFAR-10")
+    assert 0 < r["eval_mse"] < 1 and 0 < r["peak_fraction"] < 1
+
+
+def test_wrong_data_folder_is_an_error_not_synthetic(tmp_path: Path) -> None:
+    with pytest.raises(CaeError, match="does not exist"):
+        bench.run_bench(steps=1, data_dir=str(tmp_path / "missing"), log=lambda s: None)
