@@ -1,0 +1,160 @@
+"""Distributed training under torchrun (2 CPU processes, gloo) against a single process.
+
+One `torchrun --standalone --nproc_per_node=2` launch runs a small script that
+  1. trains run A (1 epoch) from scratch and has each rank save its final parameters to
+     rank{r}.pt beside (not inside) the run folder, then
+  2. resumes run B, trained for 1 epoch by a single process here, to 2 epochs.
+The tests then check rank agreement, the exactness of the all-reduced test metrics against a
+single-process `cae eval`, the run folder's contents, that a 2-process epoch matches a
+1-process epoch (same global batch, same seed), and the resume from 2 processes to 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cae import runs
+from cae.cli import main
+from cae.config import load_config
+from cae.data import TEST_FILE, TRAIN_FILES
+from cae.train import eval_run
+
+pytestmark = pytest.mark.slow
+
+RUN_FILES = {"config.toml", "split.npz", "metrics.csv", "loss.png", "best.pt", "last.pt", "test_metrics.json",
+             "samples.png"}
+
+SCRIPT = r'''
+"""Run by torchrun: train each job's run; a job with a dump folder saves every rank's parameters."""
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+import cae.train as tr
+from cae.cli import _config_from_args, build_parser
+
+torch.set_num_threads(1)
+captured = {}
+finish = tr._finish
+
+
+def spy(p, model, *args, **kwargs):  # the trained model, before best.pt is loaded into it
+    captured["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return finish(p, model, *args, **kwargs)
+
+
+tr._finish = spy
+for dump, argv in json.loads(sys.argv[1]):  # one launch, several runs: starting torch is the slow part
+    a = build_parser().parse_args(argv)
+    tr.train_run(_config_from_args(a), a.out, force=a.force, progress=False)
+    if dump:
+        torch.save(captured["state"], f"{dump}/rank{dist.get_rank()}.pt")
+dist.barrier()
+dist.destroy_process_group()
+'''
+
+
+def write_cifar(folder: Path, per_file: int = 200, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (*TRAIN_FILES, TEST_FILE):
+        labels = rng.permutation(np.arange(per_file) % 10).astype(np.uint8)
+        coarse = rng.integers(0, 256, (per_file, 3, 4, 4)).astype(np.float32)
+        img = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3) + rng.normal(0, 8, (per_file, 3, 32, 32))
+        pixels = img.clip(0, 255).astype(np.uint8).reshape(per_file, -1)
+        np.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
+    return folder
+
+
+def args(data: Path, out: Path, epochs: int) -> list[str]:
+    return ["train", "--data", str(data), "--limit", "600", "--epochs", str(epochs), "--batch-size", "32",
+            "--device", "cpu", "--out", str(out), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():  # noqa: ANN201
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
+    root = tmp_path_factory.mktemp("dist")
+    data = write_cifar(root / "cifar-10-batches-bin")
+    a, b = root / "A", root / "B"
+    assert main(args(data, b, 1)) == 0  # B: one epoch by a single process
+    b_rows = runs.read_metrics_csv(b / runs.METRICS)
+    (root / "script.py").write_text(SCRIPT)
+    (b / runs.TEST_METRICS).unlink()  # as if the single-process run had stopped after epoch 1
+    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2))]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(root / "script.py"), json.dumps(jobs)],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {"root": root, "data": data, "A": a, "B": b, "B_rows_single": b_rows, "log": r.stdout + r.stderr}
+
+
+def test_ranks_hold_identical_parameters(world: dict) -> None:
+    r0, r1 = (torch.load(world["root"] / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    last = runs.load_torch(world["A"] / runs.LAST)["model"]  # written by rank 0
+    assert all(torch.equal(r0[k], last[k]) for k in r0)
+
+
+def test_one_set_of_files(world: dict) -> None:
+    names = {p.name for p in world["A"].iterdir()}
+    assert names == RUN_FILES, names ^ RUN_FILES
+    assert load_config(world["A"] / runs.CONFIG).world_size == 2
+    assert runs.read_json(world["A"] / runs.TEST_METRICS)["world_size"] == 2
+    lines = (world["A"] / runs.METRICS).read_text().splitlines()
+    assert len(lines) == 2  # one header, one epoch: rank 1 wrote nothing
+    assert world["log"].count("test  mse") == 2  # one line per run: only rank 0 logs
+
+
+def test_all_reduced_test_metrics_match_single_process_eval(world: dict) -> None:
+    saved = runs.read_json(world["A"] / runs.TEST_METRICS)
+    again = eval_run(world["A"], device="cpu")
+    for k in ("mse", "psnr", "ssim"):
+        assert again[k] == pytest.approx(saved[k], rel=1e-6), k
+    assert again["images"] == saved["images"] == 60
+
+
+def test_two_processes_match_one(world: dict) -> None:
+    """Global batch = --batch-size split across ranks, lr unchanged: the same optimisation."""
+    two = runs.read_metrics_csv(world["A"] / runs.METRICS)[0]
+    one = world["B_rows_single"][0]
+    assert two["lr"] == one["lr"]  # same number of steps, same schedule
+    for k in ("train_mse", "val_mse"):
+        assert two[k] == pytest.approx(one[k], rel=1e-3), k  # only the summation order differs
+
+
+def test_single_process_run_resumes_under_torchrun(world: dict) -> None:
+    rows = runs.read_metrics_csv(world["B"] / runs.METRICS)
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0] == world["B_rows_single"][0]
+    assert f"resuming {world['B']} after epoch 1" in world["log"]
+    assert runs.is_finished(world["B"]) and load_config(world["B"] / runs.CONFIG).world_size == 2
+
+
+def test_torchrun_run_resumes_in_single_process(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = Path(shutil.copytree(world["A"], tmp_path / "A"))
+    (out / runs.TEST_METRICS).unlink()  # as if the 2-process run had stopped after epoch 1
+    capsys.readouterr()
+    assert main(args(world["data"], out, 2)) == 0
+    assert f"resuming {out} after epoch 1" in capsys.readouterr().out
+    rows = runs.read_metrics_csv(out / runs.METRICS)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[0] == runs.read_metrics_csv(world["A"] / runs.METRICS)[0]
+    assert json.loads((out / runs.TEST_METRICS).read_text())["world_size"] == 1
