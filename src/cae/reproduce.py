@@ -1,0 +1,385 @@
+"""`cae reproduce`: the whole study in six resumable steps, ending in report.html.
+
+    1 data        split sizes, class balance, normalization       -> OUT/data.json
+    2 reference   the reference CAE (RunConfig defaults, 10 epochs) -> OUT/reference/
+    3 latent      the reference's shape trace and latent size       -> OUT/latent.json
+    4 study       the architecture study (studies/architecture.toml) -> OUT/study/
+    5 colorize    the colorization study                            -> OUT/colorize/
+    6 report      report.html (self-contained) and report.md        -> OUT/report.*
+
+Each step's status and wall time are recorded atomically in OUT/steps.json. A finished step
+is never run again; an interrupted one is simply run again and picks up where it stopped,
+because the training runs under it resume from their last finished epoch. The command,
+versions, machine, seeds and wall times go to OUT/reproducibility.json.
+
+`quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
+a QUICK_VARIANTS-variant slice of the study file) in a few minutes on two CPU cores.
+
+The study file: `studies/architecture.toml` at the repository root (a source checkout or an
+editable install), else `cae/studies/architecture.toml` inside the installed package (should
+the file be moved into the package as package data); see `study_file`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.resources
+import os
+import platform
+import shlex
+import sys
+import time
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import tomli_w
+
+from cae import runs
+from cae.errors import CaeError
+
+Log = Callable[[str], None]
+
+STEPS_FILE = "steps.json"
+REPRO_FILE = "reproducibility.json"
+DATA_FILE = "data.json"
+LATENT_FILE = "latent.json"
+QUICK_LIMIT = 1500  # images in the quick subset (1,200 train / 150 val / 150 test)
+QUICK_EPOCHS = 1
+QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's axes
+REFERENCE_EPOCHS = 10
+STUDY_NAME = "architecture.toml"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step: its key in steps.json, a title, and its expected cost.
+
+    Costs are relative (the reference run = 1) and only feed the time-left estimate.
+    """
+
+    key: str
+    title: str
+    cost: float
+    quick_cost: float
+
+
+STEPS: tuple[Step, ...] = (
+    Step("data", "data summary", 0.02, 0.3),
+    Step("reference", "reference CAE", 1.0, 1.0),
+    Step("latent", "latent size", 0.0, 0.0),
+    Step("study", "architecture study", 12.0, 5.0),
+    Step("colorize", "colorization study", 6.0, 5.0),
+    Step("report", "report", 0.02, 0.3),
+)
+# seconds per cost unit before anything was measured (the reference run: ~100 s full, ~6 s quick)
+PRIOR_RATE = {False: 100.0, True: 6.0}
+
+
+@dataclass
+class Settings:
+    """What the pipeline is asked to do; stored in steps.json so a resumed run matches it."""
+
+    quick: bool
+    epochs: int | None
+    limit: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"quick": self.quick, "epochs": self.epochs, "limit": self.limit}
+
+
+# ----------------------------------------------------------------------------- public API
+def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, data_dir: str | None = None,
+              force: bool = False, log: Log = print) -> dict[str, Any]:
+    """Run the whole study into `out`, resumably; return the final steps.json content.
+
+    `epochs` overrides the epochs of every training step (reference, study, colorization);
+    `data_dir` is the CIFAR-10 folder (else $CAE_DATA_DIR / the user cache / a download);
+    `force` starts every step (and every training run under it) over.
+    """
+    if epochs is not None and epochs < 1:
+        raise CaeError(f"--epochs must be at least 1, got {epochs}")
+    out = Path(out)
+    settings = Settings(quick=quick, epochs=epochs, limit=QUICK_LIMIT if quick else 0)
+    with runs.RunLock(out):
+        state = _load_state(out, settings, force)
+        pipe = _Pipeline(out, settings, data_dir, force, log, state)
+        pipe.run()
+        return pipe.state
+
+
+def study_file(name: str = STUDY_NAME) -> Path:
+    """The shipped study file: `<repo>/studies/<name>`, else `cae/studies/<name>` package data."""
+    repo_copy = Path(__file__).resolve().parents[2] / "studies" / name  # src/cae/reproduce.py -> repo
+    if repo_copy.is_file():
+        return repo_copy
+    packaged = importlib.resources.files("cae") / "studies" / name
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise CaeError(f"study file {name} not found in {repo_copy.parent} nor in the installed cae package; "
+                   "run from a source checkout or reinstall cae")
+
+
+def quick_study(src: Path, dest: Path, keep: int = QUICK_VARIANTS) -> Path:
+    """Write a copy of the study file `src` to `dest` with only `keep` of its variants.
+
+    The quick study must still answer the study's question (does the error fall with the latent
+    size?), so it keeps the first variant (the reference) and, for `keep - 1` other latent sizes
+    spread evenly over the sizes the file holds, the cheapest variant (fewest multiply-adds) of
+    that size. The variants are the file's one array of tables; every other setting is copied.
+    """
+    from cae.arch import trace
+
+    try:
+        doc = tomllib.loads(src.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CaeError(f"study file {src} cannot be read ({e}); restore it from the repository") from None
+    lists = [k for k, v in doc.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)]
+    if len(lists) != 1:
+        raise CaeError(f"study file {src}: expected one array of variant tables, found {len(lists)} "
+                       f"({', '.join(lists) or 'none'}); cannot make the quick subset")
+    variants = doc[lists[0]]
+    infos = [trace(str(v.get("arch", ""))) for v in variants]
+    cheapest: dict[int, int] = {}  # latent size -> index of its cheapest variant
+    for i, info in enumerate(infos):
+        j = cheapest.get(info.latent_size)
+        if j is None or info.macs < infos[j].macs:
+            cheapest[info.latent_size] = i
+    sizes = sorted(size for size in cheapest if size != infos[0].latent_size)
+    want = max(0, min(keep - 1, len(sizes)))
+    picks = sorted({round(x * (len(sizes) - 1) / max(1, want - 1)) for x in range(want)}) if want else []
+    chosen = sorted({0, *(cheapest[sizes[i]] for i in picks)})  # in the file's order
+    doc[lists[0]] = [variants[i] for i in chosen]
+    runs.atomic_write_text(dest, f"# quick subset of {src.name}, written by cae reproduce --quick\n"
+                           + tomli_w.dumps(doc))
+    return dest
+
+
+# ----------------------------------------------------------------------------- state
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _load_state(out: Path, settings: Settings, force: bool) -> dict[str, Any]:
+    """steps.json, or a fresh state; a folder made with other settings is refused."""
+    path = out / STEPS_FILE
+    fresh = {"settings": settings.as_dict(), "steps": {s.key: {"status": "pending"} for s in STEPS}}
+    if force or not path.exists():
+        return fresh
+    state = runs.read_json(path, ("settings", "steps"))
+    if state["settings"] != settings.as_dict():
+        raise CaeError(f"{out} was made with settings {state['settings']}, not {settings.as_dict()}; "
+                       "use the same flags to resume, another --out, or --force to start over")
+    for s in STEPS:
+        state["steps"].setdefault(s.key, {"status": "pending"})
+    return state
+
+
+def _fmt_seconds(s: float) -> str:
+    s = max(0, round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+class _Pipeline:
+    """Runs the steps in order, recording each one's status and wall time."""
+
+    def __init__(self, out: Path, settings: Settings, data_dir: str | None, force: bool, log: Log,
+                 state: dict[str, Any]):
+        self.out, self.settings, self.data_dir, self.force, self.log = out, settings, data_dir, force, log
+        self.state = state
+        self.t0 = time.perf_counter()
+        self._data = None
+        self._invocation_recorded = False
+        self._invocations: list[dict[str, str]] = []
+
+    # -- bookkeeping
+    def _save(self) -> None:
+        runs.write_json(self.out / STEPS_FILE, self.state)
+
+    def _cost(self, step: Step) -> float:
+        return step.quick_cost if self.settings.quick else step.cost
+
+    def _eta(self, remaining: list[Step]) -> float:
+        """Seconds left: remaining cost times the rate measured on finished steps (else a prior)."""
+        done = [(self._cost(s), self.state["steps"][s.key].get("seconds", 0.0)) for s in STEPS
+                if self.state["steps"][s.key].get("status") == "done" and self._cost(s) > 0]
+        cost, secs = sum(c for c, _ in done), sum(t for _, t in done)
+        rate = secs / cost if cost >= 0.5 else PRIOR_RATE[self.settings.quick]
+        return rate * sum(self._cost(s) for s in remaining)
+
+    def data(self):  # noqa: ANN201 - Cifar10, loaded once and passed down
+        if self._data is None:
+            from cae.data import load_cifar10
+
+            self._data = load_cifar10(self.data_dir)
+        return self._data
+
+    def run(self) -> None:
+        if self.force:
+            self._save()
+        for i, step in enumerate(STEPS, 1):
+            rec = self.state["steps"][step.key]
+            elapsed = _fmt_seconds(time.perf_counter() - self.t0)
+            if rec.get("status") == "done":
+                self.log(f"[step {i}/{len(STEPS)}] {step.title} — done earlier in "
+                         f"{_fmt_seconds(rec.get('seconds', 0))}, skipped")
+                continue
+            left = _fmt_seconds(self._eta(list(STEPS[i - 1:])))
+            self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")
+            self._record_invocation()
+            rec.update(status="running", started=_now())
+            self._save()
+            t = time.perf_counter()
+            getattr(self, f"step_{step.key}")()
+            rec.update(status="done", finished=_now(), seconds=round(time.perf_counter() - t, 2))
+            self._save()
+            self._write_reproducibility()
+        self.log(f"[done] {len(STEPS)} steps in {self.out} — elapsed {_fmt_seconds(time.perf_counter() - self.t0)}; "
+                 f"open {self.out / 'report.html'}")
+
+    # -- the steps
+    def step_data(self) -> None:
+        from cae.config import RunConfig
+        from cae.data import channel_stats, class_balance, split_indices
+
+        cfg = self._reference_config()
+        data = self.data()
+        split = split_indices(data.labels, cfg.data.seed, cfg.data.limit)
+        balance = class_balance(data.labels, split)
+        counts = {k: [round(f * len(split[k])) for f in v] for k, v in balance.items()}
+        mean, std = channel_stats(data.images[split["train"]])
+        runs.write_json(self.out / DATA_FILE, {
+            "source": str(data.source), "total_images": int(len(data.labels)), "limit": cfg.data.limit,
+            "split_seed": cfg.data.seed, "fractions": [0.8, 0.1, 0.1],
+            "sizes": {k: int(len(v)) for k, v in split.items()}, "classes": list(data.classes),
+            "class_balance": balance, "class_counts": counts,
+            "normalize": cfg.data.normalize, "default_normalize": RunConfig().data.normalize,
+            "train_channel_mean": mean, "train_channel_std": std,
+        })
+
+    def _reference_config(self):  # noqa: ANN202 - RunConfig
+        from cae.config import RunConfig
+
+        cfg = RunConfig(arch="reference")
+        cfg.train.epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else REFERENCE_EPOCHS)
+        cfg.data.limit = self.settings.limit
+        cfg.data.dir = self.data_dir or ""
+        return cfg.validate()
+
+    def step_reference(self) -> None:
+        from cae.train import train_run
+
+        train_run(self._reference_config(), self.out / "reference", force=self.force, data=self.data(),
+                  log=self.log)
+
+    def step_latent(self) -> None:
+        from cae.arch import trace
+
+        info = trace("reference").to_dict()
+        info.update(input_shape=[3, 32, 32], compression=3 * 32 * 32 / info["latent_size"])
+        runs.write_json(self.out / LATENT_FILE, info)
+
+    def step_study(self) -> None:
+        from cae.study import run_sweep
+
+        path = study_file()
+        if self.settings.quick:
+            path = quick_study(path, self.out / "study-quick.toml")
+        epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
+        run_sweep(path, self.out / "study", epochs=epochs, limit=self.settings.limit or None,
+                  data_dir=self.data_dir, force=self.force, log=self.log)
+
+    def step_colorize(self) -> None:
+        from cae.colorization import run_colorization_study
+
+        epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
+        run_colorization_study(self.out / "colorize", epochs=epochs, limit=self.settings.limit,
+                               data=self.data(), data_dir=self.data_dir, log=self.log)
+
+    def step_report(self) -> None:
+        from cae.report import write_report
+
+        self._write_reproducibility()  # so the report shows this step's predecessors' times
+        html, md = write_report(self.out)
+        self.log(f"wrote {html} and {md}")
+
+    # -- reproducibility.json
+    def _record_invocation(self) -> None:
+        """Append this command to reproducibility.json once, when it first runs a step."""
+        if self._invocation_recorded:
+            return
+        self._invocation_recorded = True
+        path = self.out / REPRO_FILE
+        prev = runs.read_json(path) if path.exists() and not self.force else {}
+        invocations = prev.get("invocations", [])
+        invocations.append({"command": _command_line(), "started": _now(), "cwd": os.getcwd()})
+        self._invocations = invocations
+        self._write_reproducibility()
+
+    def _write_reproducibility(self) -> None:
+        steps = self.state["steps"]
+        seconds = {s.key: steps[s.key].get("seconds") for s in STEPS}
+        runs.write_json(self.out / REPRO_FILE, {
+            "command": self._invocations[-1]["command"] if self._invocations else _command_line(),
+            "invocations": self._invocations,
+            "settings": self.settings.as_dict(), "versions": _versions(), "machine": _machine(),
+            "seeds": _seeds(self.out), "step_seconds": seconds,
+            "total_seconds": round(sum(v for v in seconds.values() if v), 2),
+        })
+
+
+# ----------------------------------------------------------------------------- environment
+def _command_line() -> str:
+    """The command as typed (`cae ...` when run through the console script)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("cae", "__main__.py"):
+        argv[0] = "cae"
+    return shlex.join(argv)
+
+
+def _versions() -> dict[str, str]:
+    from cae import __version__
+
+    v = {"python": platform.python_version(), "cae": __version__}
+    for dist in ("torch", "numpy", "scipy", "kornia", "matplotlib", "pillow"):
+        try:
+            v[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            v[dist] = "not installed"
+    return v
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _seeds(out: Path) -> dict[str, dict[str, int]]:
+    """The split and training seeds of every run folder under `out`, read from its config.toml."""
+    seeds = {}
+    for cfg_path in sorted(out.rglob(runs.CONFIG)):
+        try:
+            d = tomllib.loads(cfg_path.read_text())
+            seeds[cfg_path.parent.relative_to(out).as_posix()] = {
+                "split_seed": int(d["data"]["seed"]), "train_seed": int(d["train"]["seed"])}
+        except (OSError, KeyError, ValueError, TypeError, tomllib.TOMLDecodeError):
+            continue  # a run folder being written; its seeds appear at the next update
+    return seeds

@@ -1,0 +1,74 @@
+"""The HTML report in a real browser: headless Chromium renders it with every figure embedded."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import QuickRun
+from PIL import Image
+
+from cae.report import SECTIONS
+
+CHROMIUM = shutil.which("chromium")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium; "
+                                 ".ci/run installs it)")]
+
+
+def _chromium(html: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", *args, html.resolve().as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def rendered(quick_reproduce: QuickRun, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The DOM after Chromium loaded report.html, and a 1280x4000 screenshot of it."""
+    tmp = tmp_path_factory.mktemp("browser")
+    html = quick_reproduce.out / "report.html"
+    dom = _chromium(html, tmp / "profile-dom", "--dump-dom")
+    assert dom.returncode == 0 and "<html" in dom.stdout, dom.stderr[-2000:]
+    shot = tmp / "report.png"
+    proc = _chromium(html, tmp / "profile-shot", f"--screenshot={shot}", "--window-size=1280,4000")
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    return dom.stdout, shot
+
+
+def test_dom_has_every_section(rendered: tuple[str, Path]) -> None:
+    dom, _ = rendered
+    for key, title in SECTIONS:
+        assert re.search(rf'<h2 id="{key}">{re.escape(title)}</h2>', dom), title
+
+
+def test_every_image_is_an_embedded_valid_png(rendered: tuple[str, Path], quick_reproduce: QuickRun) -> None:
+    dom, _ = rendered
+    srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', dom)
+    # one <img> per figure referenced by the Markdown report
+    figures = re.findall(r"^!\[Figure \d+\]\(([^)]+)\)", (quick_reproduce.out / "report.md").read_text(), re.M)
+    assert len(srcs) == len(figures) >= 6
+    for src, rel in zip(srcs, figures):
+        assert src.startswith("data:image/png;base64,"), src[:60]
+        raw = base64.b64decode(src.split(",", 1)[1], validate=True)
+        assert raw == (quick_reproduce.out / rel).read_bytes()
+        with Image.open(io.BytesIO(raw)) as im:
+            im.verify()
+        with Image.open(io.BytesIO(raw)) as im:
+            assert im.format == "PNG" and im.width > 50 and im.height > 50
+
+
+def test_screenshot_is_not_blank(rendered: tuple[str, Path]) -> None:
+    _, shot = rendered
+    with Image.open(shot) as im:
+        assert im.size == (1280, 4000)
+        rgb = im.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 16)
+        assert colours is None or len(colours) > 20, "the screenshot is (nearly) one colour"
+        lo, hi = zip(*rgb.getextrema())
+        assert min(lo) < 60 and max(hi) > 200  # dark text on a light page

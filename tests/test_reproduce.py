@@ -1,0 +1,201 @@
+"""`cae reproduce` end to end (quick mode, real data subset) and `cae report`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import QuickRun, run_cae
+
+from cae.arch import trace
+from cae.errors import CaeError
+from cae.report import SECTIONS, correlation_conclusion, fmt, write_report
+from cae.reproduce import QUICK_LIMIT, QUICK_VARIANTS, STEPS, quick_study, reproduce, study_file
+
+SLOW = pytest.mark.slow
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- the quick run
+@SLOW
+def test_every_step_finished_and_recorded(quick_reproduce: QuickRun) -> None:
+    out = quick_reproduce.out
+    state = json.loads((out / "steps.json").read_text())
+    assert state["settings"] == {"quick": True, "epochs": None, "limit": QUICK_LIMIT}
+    assert [s.key for s in STEPS] == ["data", "reference", "latent", "study", "colorize", "report"]
+    for s in STEPS:
+        rec = state["steps"][s.key]
+        assert rec["status"] == "done", s.key
+        assert rec["seconds"] >= 0
+    for i, s in enumerate(STEPS, 1):  # the overall progress line of every step
+        assert re.search(rf"\[step {i}/6\] {s.title} — elapsed \S+, estimated time left \S+", quick_reproduce.stdout)
+    for rel in ("data.json", "latent.json", "reference/test_metrics.json", "study/results.csv",
+                "colorize/results.csv", "report.html", "report.md", "reproducibility.json"):
+        assert (out / rel).is_file(), rel
+
+
+@SLOW
+def test_quick_run_is_small_and_consistent(quick_reproduce: QuickRun) -> None:
+    out = quick_reproduce.out
+    data = json.loads((out / "data.json").read_text())
+    assert sum(data["sizes"].values()) == QUICK_LIMIT
+    assert all(abs(sum(v) - 1) < 1e-9 for v in data["class_balance"].values())
+    # the data summary describes the split the reference run actually used
+    import numpy as np
+
+    with np.load(out / "reference/split.npz") as z:
+        assert {k: len(z[k]) for k in ("train", "val", "test")} == data["sizes"]
+    assert json.loads((out / "latent.json").read_text())["latent_size"] == trace("reference").latent_size
+    with open(out / "study/results.csv", newline="") as f:
+        conv = [r for r in csv.DictReader(f) if not r["name"].startswith("pca-")]
+    assert len(conv) == QUICK_VARIANTS and len({r["latent_size"] for r in conv}) == QUICK_VARIANTS
+
+
+@SLOW
+def test_report_holds_every_section_and_the_results_numbers(quick_reproduce: QuickRun) -> None:
+    out = quick_reproduce.out
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    for _, title in SECTIONS:
+        assert f"## {title}" in md
+        assert f">{title}</h2>" in page
+    assert "not run yet" not in md
+    ref = json.loads((out / "reference/test_metrics.json").read_text())
+    assert f"test MSE of {ref['mse']:.5f} (PSNR {ref['psnr']:.2f} dB, SSIM {ref['ssim']:.4f})" in md
+    lat = json.loads((out / "latent.json").read_text())
+    assert f"= {lat['latent_size']:,} values" in md and f"Parameters: {lat['params']:,}" in md
+    for row in lat["trace"]:
+        if row["formula"]:
+            assert row["formula"] in md
+    data = json.loads((out / "data.json").read_text())
+    assert f"| train | {data['sizes']['train']:,} |" in md
+    with open(out / "study/results.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            assert f"| {r['name']} |" in md
+            assert fmt(r["test_mse"], "test_mse") in md
+    corr = json.loads((out / "study/correlation.json").read_text())
+    if corr["pearson_r"] is not None:
+        assert f"Pearson r = {corr['pearson_r']:.3f}" in md and f"p = {corr['pearson_p']:.3g}" in md
+    with open(out / "colorize/results.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            assert fmt(r["mse"], "mse") in md
+    repro = json.loads((out / "reproducibility.json").read_text())
+    assert repro["command"] in md and repro["versions"]["torch"] in md
+    # Markdown references the figures by relative path; HTML embeds them
+    for rel in ("reference/loss.png", "reference/samples.png", "study/mse_vs_latent.png", "colorize/samples.png"):
+        assert f"]({rel})" in md
+        assert f'src="{rel}"' not in page
+    assert not re.search(r'(src|href)="(?!data:|#)', page), "the HTML report must not load anything from outside"
+
+
+@SLOW
+def test_reproducibility_record(quick_reproduce: QuickRun) -> None:
+    r = json.loads((quick_reproduce.out / "reproducibility.json").read_text())
+    assert r["command"].startswith("cae reproduce --quick --out")
+    assert {"python", "torch", "cae"} <= set(r["versions"])
+    assert r["machine"]["cpu_count"] >= 1 and r["machine"]["cpu_model"] and r["machine"]["platform"]
+    assert r["seeds"]["reference"] == {"split_seed": 0, "train_seed": 0}
+    assert any(k.startswith("study/") for k in r["seeds"]) and any(k.startswith("colorize/") for k in r["seeds"])
+    assert all(r["step_seconds"][s.key] is not None for s in STEPS if s.key != "report")
+
+
+@SLOW
+def test_rerun_skips_every_step_and_touches_nothing(quick_reproduce: QuickRun) -> None:
+    out = quick_reproduce.out
+    before = _mtimes(out)
+    proc = run_cae("reproduce", "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("skipped") == len(STEPS)
+    assert "epoch" not in proc.stdout  # nothing trained
+    assert _mtimes(out) == before
+
+
+@SLOW
+def test_other_settings_on_the_same_folder_are_refused(quick_reproduce: QuickRun) -> None:
+    before = _mtimes(quick_reproduce.out)
+    with pytest.raises(CaeError, match="made with settings"):
+        reproduce(quick_reproduce.out, quick=False, log=lambda s: None)
+    assert _mtimes(quick_reproduce.out) == before
+
+
+@SLOW
+def test_cae_report_regenerates_without_training(quick_reproduce: QuickRun) -> None:
+    out = quick_reproduce.out
+    md = (out / "report.md").read_text()
+    (out / "report.md").unlink()
+    (out / "report.html").unlink()
+    results = {k: v for k, v in _mtimes(out).items() if not k.startswith("report.")}
+    proc = run_cae("report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "report.html").is_file()
+    # sections 1-4 are the same; the header and section 5 now also count the report step as done
+    new = (out / "report.md").read_text()
+    assert "## 5 Reproducibility" in new and "| 6 | report | done |" in new
+    body = lambda t: t[t.index("## 1 "):t.index("## 5 ")]  # noqa: E731
+    assert body(new) == body(md)
+    assert {k: v for k, v in _mtimes(out).items() if not k.startswith("report.")} == results
+
+
+# ----------------------------------------------------------------------------- no training
+def test_partial_folder_reports_not_run_yet(tmp_path: Path) -> None:
+    from cae.runs import write_json
+
+    write_json(tmp_path / "latent.json", {**trace("reference").to_dict(), "compression": 3.0})
+    html, md = write_report(tmp_path)
+    text = md.read_text()
+    for _, title in SECTIONS:
+        assert f"## {title}" in text
+    assert f"{trace('reference').latent_size:,} values" in text
+    assert text.count("not run yet") >= 4  # data, reference run, study, colorization, reproducibility
+    assert "not run yet" in html.read_text()
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CaeError, match="does not exist"):
+        write_report(tmp_path / "nope")
+
+
+def test_corrupt_results_file_spoils_only_its_section(tmp_path: Path) -> None:
+    (tmp_path / "data.json").write_text("{not json")
+    _, md = write_report(tmp_path)
+    text = md.read_text()
+    assert "could not be read" in text and "corrupt" in text
+    assert "## 5 Reproducibility" in text
+
+
+@pytest.mark.parametrize("r,p,words", [
+    (-0.82, 0.001, ["strong", "negative", "lower", "is significant"]),
+    (0.2, 0.4, ["weak", "positive", "higher", "not significant"]),
+    (0.05, 0.9, ["negligible", "not significant"]),
+])
+def test_correlation_conclusion_follows_the_numbers(r: float, p: float, words: list[str]) -> None:
+    text = correlation_conclusion({"pearson_r": r, "pearson_p": p, "spearman_r": r, "spearman_p": p, "n": 12})
+    for w in words:
+        assert w in text
+    assert f"r = {r:.3f}" in text and f"p = {p:.3g}" in text
+
+
+def test_quick_study_keeps_the_reference_and_spreads_the_latent_sizes(tmp_path: Path) -> None:
+    src = study_file()
+    dest = quick_study(src, tmp_path / "quick.toml")
+    full = tomllib.loads(src.read_text())
+    quick = tomllib.loads(dest.read_text())
+    assert {k: v for k, v in quick.items() if k != "variant"} == {k: v for k, v in full.items() if k != "variant"}
+    variants = quick["variant"]
+    assert variants[0] == full["variant"][0] and len(variants) == QUICK_VARIANTS
+    sizes = [trace(v["arch"]).latent_size for v in variants]
+    all_sizes = [trace(v["arch"]).latent_size for v in full["variant"]]
+    assert len(set(sizes)) == len(sizes) and min(sizes) == min(all_sizes) and max(sizes) == max(all_sizes)
+
+
+def test_study_file_is_found_and_epochs_are_checked(tmp_path: Path) -> None:
+    assert study_file().name == "architecture.toml" and study_file().is_file()
+    with pytest.raises(CaeError, match="--epochs"):
+        reproduce(tmp_path, epochs=0)
