@@ -232,6 +232,41 @@ def trace(spec: str, in_shape: tuple[int, int, int] = (3, 32, 32),
                     params=sum(r.params for r in rows), macs=sum(r.macs for r in rows))
 
 
+def fold_upsample_weight(weight: torch.Tensor, scale: int) -> tuple[torch.Tensor, int]:
+    """Rewrite "nearest-upsample by `scale`, then conv (odd K, 'same')" as one low-resolution conv.
+
+    Output pixel (s*i + a) of the conv reads upsampled pixels s*i + a + d (|d| <= K//2), which are
+    low-resolution pixels i + floor((a + d) / s). Summing the taps that land on the same
+    low-resolution pixel gives, per output phase (a, b), a small kernel; stacking the s*s phases
+    as channels and pixel-shuffling them back is exactly the original (zero padding included),
+    without ever building the upsampled tensor. Returns (weight (s*s*Co, Ci, K', K'), padding).
+    """
+    co, ci, k, _ = weight.shape
+    p = k // 2
+    r = max(-((-p) // scale), (scale - 1 + p) // scale)
+    taps = torch.zeros(scale, 2 * r + 1, k, dtype=weight.dtype, device=weight.device)
+    for a in range(scale):
+        for t in range(k):
+            taps[a, (a + t - p) // scale + r, t] = 1
+    w = torch.einsum("aut,bvs,oits->oabiuv", taps, taps, weight)
+    return w.reshape(co * scale * scale, ci, 2 * r + 1, 2 * r + 1), r
+
+
+class UpsampleConv2d(nn.Conv2d):
+    """Nearest upsampling by `scale` followed by this conv (stride 1, 'same'), computed at low
+    resolution (see `fold_upsample_weight`). Same parameters and state_dict as the plain conv;
+    measured faster on CPU (see `cae bench`), identical output up to float rounding."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, scale: int):
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, pad = fold_upsample_weight(self.weight, self.scale)
+        bias = self.bias.repeat_interleave(self.scale ** 2) if self.bias is not None else None
+        return nn.functional.pixel_shuffle(nn.functional.conv2d(x, w, bias, padding=pad), self.scale)
+
+
 class AutoEncoder(nn.Module):
     """A chain autoencoder: `encoder(x)` is the latent code, `decoder(z)` the reconstruction."""
 
@@ -245,23 +280,36 @@ class AutoEncoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def _module(layer: Layer, in_c: int) -> list[nn.Module]:
-    if layer.kind == "conv":
+def _fusable(up: Layer, conv: Layer) -> bool:
+    return (up.kind == "up" and up.mode == "nearest" and conv.kind == "conv" and conv.stride == 1
+            and conv.kernel % 2 == 1 and conv.padding == conv.kernel // 2)
+
+
+def _module(layer: Layer, in_c: int, after_up: int = 0) -> list[nn.Module]:
+    if after_up:
+        mods: list[nn.Module] = [UpsampleConv2d(in_c, layer.channels, layer.kernel, after_up)]
+    elif layer.kind == "conv":
         mods: list[nn.Module] = [nn.Conv2d(in_c, layer.channels, layer.kernel, layer.stride, layer.padding)]
     elif layer.kind == "tconv":
         mods = [nn.ConvTranspose2d(in_c, layer.channels, layer.kernel, layer.stride, layer.padding)]
     elif layer.kind == "pool":
         return [nn.MaxPool2d(layer.scale)]
-    else:
+    elif layer.kind == "up":
         return [nn.Upsample(scale_factor=layer.scale, mode=layer.mode)]
-    if layer.activation != "none":
+    if layer.activation == "relu":
+        mods.append(nn.ReLU(inplace=True))  # conv outputs are not needed by backward: safe in place
+    elif layer.activation != "none":
         mods.append(ACTIVATIONS[layer.activation]())
     return mods
 
 
 def build_model(spec: str, in_channels: int = 3, out_channels: int | None = None,
-                image_size: int = 32) -> nn.Module:
-    """Build the model for a spec after checking its shape trace (refuses impossible ones)."""
+                image_size: int = 32, fuse: bool = True) -> nn.Module:
+    """Build the model for a spec after checking its shape trace (refuses impossible ones).
+
+    With `fuse`, a nearest upsampling followed by a 'same' conv becomes one `UpsampleConv2d`
+    (the upsampling module is kept as an `nn.Identity` so parameter names do not change).
+    """
     out_channels = in_channels if out_channels is None else out_channels
     trace(spec, (in_channels, image_size, image_size), out_channels)
     width = _unet_width(spec)
@@ -273,8 +321,12 @@ def build_model(spec: str, in_channels: int = 3, out_channels: int | None = None
     mods: list[list[nn.Module]] = [[], []]
     c = in_channels
     for i, layers in enumerate((enc, dec)):
-        for layer in layers:
-            mods[i].extend(_module(layer, c))
+        for j, layer in enumerate(layers):
+            if fuse and j + 1 < len(layers) and _fusable(layer, layers[j + 1]):
+                mods[i].append(nn.Identity())  # the upsampling happens inside the next conv
+                continue
+            fused_up = layers[j - 1].scale if fuse and j > 0 and _fusable(layers[j - 1], layer) else 0
+            mods[i].extend(_module(layer, c, fused_up))
             c = layer.channels if layer.kind in ("conv", "tconv") else c
     return AutoEncoder(nn.Sequential(*mods[0]), nn.Sequential(*mods[1]), expand(spec, out_channels))
 
