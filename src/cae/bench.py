@@ -287,9 +287,12 @@ def run_bench(steps: int = 200, data_dir: str | None = None, json_path: str | No
     fast.run(warmup)
     naive.run(warmup)
     train_s = naive_s = 0.0
-    for a, b in _chunks(steps, ROUNDS):
-        train_s += fast.run(b - a)
-        naive_s += naive.run(b - a)
+    rounds = _chunks(steps, ROUNDS)
+    for i, (a, b) in enumerate(rounds):
+        f, n = fast.run(b - a), naive.run(b - a)
+        train_s, naive_s = train_s + f, naive_s + n
+        log(f"  training round {i + 1}/{len(rounds)}: cae {(b - a) * fast.batch_size / f:,.0f} images/s, "
+            f"naive {(b - a) * NAIVE_BATCH / n:,.0f} images/s")
     rss_train = peak_rss_mb()
 
     # evaluation, alternating in rounds too, after an untimed warm-up of each
