@@ -199,3 +199,50 @@ def test_study_file_is_found_and_epochs_are_checked(tmp_path: Path) -> None:
     assert study_file().name == "architecture.toml" and study_file().is_file()
     with pytest.raises(CaeError, match="--epochs"):
         reproduce(tmp_path, epochs=0)
+
+
+def test_only_unfinished_steps_run(tmp_path: Path) -> None:
+    """A folder whose training steps are done runs only the rest (here: latent size and report)."""
+    from cae.runs import write_json
+
+    done = {"status": "done", "seconds": 1.0}
+    write_json(tmp_path / "steps.json", {
+        "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
+        "steps": {"data": done, "reference": done, "latent": {"status": "running"}, "study": done,
+                  "colorize": done, "report": {"status": "pending"}}})
+    lines: list[str] = []
+    state = reproduce(tmp_path, quick=True, log=lines.append)  # loads no data, trains nothing
+    assert all(v["status"] == "done" for v in state["steps"].values())
+    assert sum("skipped" in line for line in lines) == 4
+    assert json_load(tmp_path / "latent.json")["latent_size"] == trace("reference").latent_size
+    assert (tmp_path / "report.html").is_file()
+    repro = json_load(tmp_path / "reproducibility.json")
+    assert repro["step_seconds"]["latent"] is not None and len(repro["invocations"]) == 1
+
+
+def json_load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def test_an_interrupted_step_is_recorded_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cae import reproduce as rep
+    from cae.runs import write_json
+
+    done = {"status": "done", "seconds": 1.0}
+    write_json(tmp_path / "steps.json", {
+        "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
+        "steps": {"data": done, "reference": done, "latent": {"status": "pending"}, "study": done,
+                  "colorize": done, "report": {"status": "pending"}}})
+
+    def interrupted(self: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep._Pipeline, "step_latent", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(tmp_path, quick=True, log=lambda s: None)
+    state = json_load(tmp_path / "steps.json")
+    assert state["steps"]["latent"]["status"] == "interrupted" and state["steps"]["report"]["status"] == "pending"
+    monkeypatch.undo()
+    state = reproduce(tmp_path, quick=True, log=lambda s: None)
+    assert state["steps"]["latent"]["status"] == "done" and "interrupted_seconds" not in state["steps"]["latent"]
+    assert not (tmp_path / ".lock").exists()
