@@ -173,7 +173,7 @@ def correlation_conclusion(c: dict[str, Any], x: str = "latent size", y: str = "
     sig = (f"significant at the {alpha:.0%} level (p = {p:.3g})" if p < alpha
            else f"not significant at the {alpha:.0%} level (p = {p:.3g})")
     text = (f"Over {n} variants, {x} and {y} have a {strength(r)} {sign} linear correlation "
-            f"{scale} (Pearson r = {r:.3f}): {trend}. It is {sig}. ")
+            f"{scale}(Pearson r = {r:.3f}): {trend}. It is {sig}. ")
     rank_sig = "significant" if q < alpha else "not significant"
     text += (f"The rank correlation agrees in sign (Spearman ρ = {rho:.3f}, p = {q:.3g}, {rank_sig})."
              if (rho < 0) == (r < 0) else
