@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ import torch.distributed as dist
 
 import cae.train as tr
 from cae.cli import _config_from_args, build_parser
+from cae.errors import CaeError
 
 torch.set_num_threads(1)
 captured = {}
@@ -57,7 +59,11 @@ def spy(p, model, *args, **kwargs):  # the trained model, before best.pt is load
 tr._finish = spy
 for dump, argv in json.loads(sys.argv[1]):  # one launch, several runs: starting torch is the slow part
     a = build_parser().parse_args(argv)
-    tr.train_run(_config_from_args(a), a.out, force=a.force, progress=False)
+    try:
+        tr.train_run(_config_from_args(a), a.out, force=a.force, progress=False)
+    except CaeError as e:  # every rank must stop with the same message, none left waiting
+        print(f"rank {dist.get_rank()}: cae: error: {e}", flush=True)
+        continue
     if dump:
         torch.save(captured["state"], f"{dump}/rank{dist.get_rank()}.pt")
 dist.barrier()
@@ -99,7 +105,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     b_rows = runs.read_metrics_csv(b / runs.METRICS)
     (root / "script.py").write_text(SCRIPT)
     (b / runs.TEST_METRICS).unlink()  # as if the single-process run had stopped after epoch 1
-    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2))]
+    diverge = [*args(data, root / "D", 1), "--arch", "conv8:none | convout:none", "--lr", "1e20",
+               "--precision", "fp32"]
+    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2)), ("", diverge)]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(root / "script.py"), json.dumps(jobs)],
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
@@ -158,3 +166,11 @@ def test_torchrun_run_resumes_in_single_process(world: dict, tmp_path: Path, cap
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[0] == runs.read_metrics_csv(world["A"] / runs.METRICS)[0]
     assert json.loads((out / runs.TEST_METRICS).read_text())["world_size"] == 1
+
+
+def test_divergence_stops_every_rank_at_the_same_step(world: dict) -> None:
+    # both ranks print to the same pipe, so their lines may run together
+    found = sorted(re.findall(r"rank (\d): cae: error: (training diverged: .*?\(lr [^)]*\))", world["log"]))
+    assert [rank for rank, _ in found] == ["0", "1"], world["log"]
+    assert found[0][1] == found[1][1]  # the same epoch, step and lr
+    assert not (world["root"] / "D" / runs.LAST).exists() and not (world["root"] / "D" / runs.LOCK).exists()

@@ -369,7 +369,10 @@ def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | No
             opt.step()
             loss_sum += loss.detach()
             if p.device.type == "cpu" or i % 50 == 0 or i == steps_per_epoch - 1:
-                value = loss.item()
+                # distributed: the mean over ranks, so every rank stops at the same step (a rank
+                # that stopped alone would leave the others waiting in the next all-reduce)
+                value = _all_reduce(loss.detach().double().reshape(1), d).item() / d.world if d.world > 1 \
+                    else loss.item()
                 if not math.isfinite(value):
                     raise CaeError(f"training diverged: loss {value} at epoch {epoch + 1}, step {i + 1} "
                                    f"(lr {lr:.2e}); lower --lr or use --precision fp32")
