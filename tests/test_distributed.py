@@ -3,7 +3,9 @@
 One `torchrun --standalone --nproc_per_node=2` launch runs a small script that
   1. trains run A (1 epoch) from scratch and has each rank save its final parameters to
      rank{r}.pt beside (not inside) the run folder, then
-  2. resumes run B, trained for 1 epoch by a single process here, to 2 epochs.
+  2. resumes run B, trained for 1 epoch by a single process here, to 2 epochs,
+  3. trains a run that diverges (every rank must stop at the same step), and
+  4. tries a run folder locked by this test process (every rank must refuse).
 The tests then check rank agreement, the exactness of the all-reduced test metrics against a
 single-process `cae eval`, the run folder's contents, that a 2-process epoch matches a
 1-process epoch (same global batch, same seed), and the resume from 2 processes to 1.
@@ -107,7 +109,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     (b / runs.TEST_METRICS).unlink()  # as if the single-process run had stopped after epoch 1
     diverge = [*args(data, root / "D", 1), "--arch", "conv8:none | convout:none", "--lr", "1e20",
                "--precision", "fp32"]
-    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2)), ("", diverge)]
+    (root / "L").mkdir()
+    (root / "L" / runs.LOCK).write_text(str(os.getpid()))  # held by this (live) test process
+    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2)), ("", diverge), ("", args(data, root / "L", 1))]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(root / "script.py"), json.dumps(jobs)],
                        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
@@ -174,3 +178,9 @@ def test_divergence_stops_every_rank_at_the_same_step(world: dict) -> None:
     assert [rank for rank, _ in found] == ["0", "1"], world["log"]
     assert found[0][1] == found[1][1]  # the same epoch, step and lr
     assert not (world["root"] / "D" / runs.LAST).exists() and not (world["root"] / "D" / runs.LOCK).exists()
+
+
+def test_locked_folder_refused_on_every_rank(world: dict) -> None:
+    found = sorted(re.findall(r"rank (\d): cae: error: run folder \S+ is in use by process (\d+)", world["log"]))
+    assert found == [("0", str(os.getpid())), ("1", str(os.getpid()))], world["log"]
+    assert {p.name for p in (world["root"] / "L").iterdir()} == {runs.LOCK}  # nothing written
