@@ -30,6 +30,8 @@ from torch import nn
 
 from cae.errors import CaeError
 
+MAX_REPEAT, MAX_CHANNELS, MAX_KERNEL = 64, 4096, 31  # beyond these a spec is a typo, not a model
+
 PRESETS: dict[str, str] = {
     # the handout's 9-layer CAE: latent 16x8x8 = 1,024 values, 4,911 parameters
     "reference": "conv8 pool2 conv12 pool2 conv16 | up2 conv12 up2 convout",
@@ -139,6 +141,9 @@ def _parse_token(tok: str, spec: str) -> list[Layer]:
         raise CaeError(f"architecture {spec!r}: unknown activation {act!r} in {tok!r}; use {', '.join(ACTIVATIONS)}")
     if n < 1 or rep < 1:
         raise CaeError(f"architecture {spec!r}: layer {tok!r} has a zero channel count or factor")
+    if rep > MAX_REPEAT or n > MAX_CHANNELS or int(m["k"] or 1) > MAX_KERNEL:
+        raise CaeError(f"architecture {spec!r}: layer {tok!r} is too large (at most x{MAX_REPEAT} repeats, "
+                       f"{MAX_CHANNELS} channels or factor, kernel {MAX_KERNEL})")
     if kind in ("conv", "tconv"):
         stride = int(m["s"] or 1)
         k = int(m["k"] or (3 if kind == "conv" else stride))
