@@ -339,8 +339,10 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
             "8-16 channels: too little to tell what an object is, which is what decides "
             f"its colour; it reaches {verdict(chrom)} in chroma mode. Tried against it: the U-Net "
             f"({best_row['arch']}, {best_row['params']:,} parameters) whose bottleneck at 1/8 of the side sees the "
-            f"whole 32x32 image, with skip connections that keep edges sharp: {verdict(best_row)} "
-            f"(colorfulness {best_row['colorfulness_ratio']:.0%} of the truth's).\n")
+            f"whole 32x32 image, with skip connections that keep edges sharp, trained "
+            f"{results['best'].get('epochs', '?')} epochs (CPU budget; the reference runs had 10): "
+            f"{verdict(best_row)} (colorfulness {best_row['colorfulness_ratio']:.0%} of the truth's)"
+            + (f"; {before['mse']:.5f} before the chroma gain" if before else "") + ".\n")
     p.append(
         "**32x32 training images against large photos.** Every model was trained on 32x32 CIFAR-10 images, "
         "where an object fills most of the frame. `cae colorize` runs the fully convolutional nets on photos of "
