@@ -69,7 +69,7 @@ def test_fast_and_naive_steps_agree_in_fp32() -> None:
     naive_opt = torch.optim.Adam(naive.parameters(), lr=lr)
     batch = p.train[:32]
     for _ in range(2):  # the second step also compares the state after one update
-        lf = bench.fast_step(p, fast, fast_opt, batch, lr)
+        lf = bench.train_step(p, fast, fast_opt, batch, lr)
         ln = bench.naive_step(naive, naive_opt, nn.MSELoss(), batch.float() / 255)
         assert lf.item() == pytest.approx(ln.item(), rel=1e-5, abs=1e-7)
     for a, b in zip(fast.parameters(), naive.parameters()):

@@ -4,8 +4,8 @@ Both paths train the same architecture on the same images in the same run, so th
 meaningful even on a busy machine. The fast path is the package's own code: the data and the
 model come from `cae.train.prepare` / `make_model`, the forward pass from `Task.predict_rgb`,
 the precision from `resolve_precision`, the schedule from `lr_at`, evaluation is
-`cae.train.evaluate`. Only the few lines of the step loop of `cae.train._fit` are repeated
-here (`fast_step`, `_fast_batches`), because `_fit` also validates, checkpoints and logs.
+`cae.train.evaluate`, and each step is `cae.train.train_step` on batches cut from
+`cae.train.epoch_order` exactly as `_fit` does (which also validates, checkpoints and logs).
 
 The naive reference is what a first PyTorch tutorial would write: a float32 NCHW
 `TensorDataset` behind a `DataLoader(batch_size=32, shuffle=True)`, Adam, `nn.MSELoss`, no
@@ -33,7 +33,7 @@ from cae.arch import build_model, trace
 from cae.config import RunConfig
 from cae.data import Cifar10, DEFAULT_CLASSES, load_cifar10, resolve_data_dir
 from cae.errors import CaeError
-from cae.train import Prepared, evaluate, lr_at, make_model, prepare
+from cae.train import Prepared, epoch_order, evaluate, lr_at, make_model, prepare, train_step
 
 Log = Callable[[str], None]
 NAIVE_BATCH = 32
@@ -111,33 +111,13 @@ def bench_data(data_dir: str | None = None, n_synthetic: int = SYNTHETIC_IMAGES)
 
 
 # ----------------------------------------------------------------------------- the fast path
-def fast_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8: torch.Tensor,
-              lr: float) -> torch.Tensor:
-    """One training step exactly as `cae.train._fit` does it (kept in sync by hand; see module doc).
-
-    `batch_u8` is a slice of the uint8 training images; the loss is returned detached.
-    """
-    for group in opt.param_groups:
-        group["lr"] = lr
-    rgb = batch_u8.to(p.device, non_blocking=True).float().div_(255)
-    with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
-        pred = p.task.predict_rgb(net, rgb)
-    loss = F.mse_loss(pred.float(), rgb)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach()
-
-
 def _fast_batches(p: Prepared, bs: int) -> Iterator[torch.Tensor]:
-    """Batches as `_fit` takes them: one seeded shuffle (a single gather) per epoch, then slices."""
+    """Batches exactly as `_fit` takes them (`cae.train.epoch_order`, then contiguous slices)."""
     n = len(p.train)
     per_epoch = n // bs
     epoch = 0
     while True:
-        g = torch.Generator().manual_seed(p.cfg.train.seed * 100_003 + epoch)
-        perm = torch.randperm(n, generator=g)[: per_epoch * bs]
-        xs = p.train[perm.to(p.train.device)]
+        xs = p.train[epoch_order(n, bs, p.cfg.train.seed, epoch).to(p.train.device)]
         for i in range(per_epoch):
             yield xs[i * bs:(i + 1) * bs]
         epoch += 1
@@ -164,7 +144,7 @@ class FastTrainer:
         _sync(p.device)
         t0 = time.perf_counter()
         for _ in range(k):
-            loss = fast_step(p, model, self.opt, next(self.batches), lr_at(self.step % self.total, self.total, p.cfg))
+            loss = train_step(p, model, self.opt, next(self.batches), lr_at(self.step % self.total, self.total, p.cfg))
             if p.device.type == "cpu" or self.step % 50 == 0:  # _fit reads the loss back this often
                 self.loss = loss.item()
             self.step += 1
@@ -395,6 +375,6 @@ def _table(r: dict, log: Log) -> None:
         f"({r['cpu_count']} CPUs): figures from a busy machine are low, the ratios less affected")
 
 
-__all__ = ["run_bench", "bench_data", "fast_step", "naive_step", "naive_model", "FastTrainer", "NaiveTrainer",
+__all__ = ["run_bench", "bench_data", "naive_step", "naive_model", "FastTrainer", "NaiveTrainer",
            "matmul_peak_gflops",
            "peak_rss_mb"]

@@ -347,27 +347,14 @@ def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | No
     total = steps_per_epoch * t.epochs
     for epoch in range(start_epoch, t.epochs):
         t0 = time.perf_counter()
-        # one shuffle per epoch from (seed, epoch): resumable without saving RNG state
-        g = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
-        perm = torch.randperm(n, generator=g)[: steps_per_epoch * global_bs]
-        shard = perm.view(steps_per_epoch, d.world, bs)[:, d.rank].reshape(-1)
-        xs = p.train[shard.to(p.train.device)]
+        xs = p.train[epoch_order(n, global_bs, t.seed, epoch, d).to(p.train.device)]
         net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
         bar = _bar(steps_per_epoch, f"epoch {epoch + 1}/{t.epochs}", progress and d.main)
         for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            lr = lr_at(step, total, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            rgb = xs[i * bs:(i + 1) * bs].to(p.device, non_blocking=True).float().div_(255)
-            with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
-                pred = p.task.predict_rgb(net, rgb)
-            loss = F.mse_loss(pred.float(), rgb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.detach()
+            lr = lr_at(epoch * steps_per_epoch + i, total, cfg)
+            loss = train_step(p, net, opt, xs[i * bs:(i + 1) * bs], lr)
+            loss_sum += loss
             if p.device.type == "cpu" or i % 50 == 0 or i == steps_per_epoch - 1:
                 # distributed: the mean over ranks, so every rank stops at the same step (a rank
                 # that stopped alone would leave the others waiting in the next all-reduce)
@@ -399,6 +386,37 @@ def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | No
         best_val = min(best_val, val)
         _barrier(d)
     return _finish(p, model, out, rows, params, latent_size, d, log)
+
+
+def epoch_order(n: int, global_bs: int, seed: int, epoch: int, d: Dist = Dist()) -> torch.Tensor:
+    """This rank's training indices for an epoch, in order: one seeded shuffle per epoch.
+
+    Derived from (seed, epoch) alone, so a resumed run needs no saved RNG state. Each global
+    batch of the permutation is cut into `world` equal parts, one per rank.
+    """
+    steps = n // global_bs
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g)[: steps * global_bs]
+    return perm.view(steps, d.world, global_bs // d.world)[:, d.rank].reshape(-1)
+
+
+def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8: torch.Tensor,
+               lr: float) -> torch.Tensor:
+    """One optimizer step on a uint8 batch; returns the float32 MSE loss (detached).
+
+    The batch becomes float on the device only now (the split stays uint8); the forward runs
+    under autocast when a mixed precision is on, the loss is always float32.
+    """
+    for group in opt.param_groups:
+        group["lr"] = lr
+    rgb = batch_u8.to(p.device, non_blocking=True).float().div_(255)
+    with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
+        pred = p.task.predict_rgb(net, rgb)
+    loss = F.mse_loss(pred.float(), rgb)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 def _shard(images: torch.Tensor, d: Dist) -> torch.Tensor:
