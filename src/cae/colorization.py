@@ -48,7 +48,7 @@ def study_runs() -> dict[str, RunConfig]:
     # a Lab-target reference run is left out: it costs as much as the others and ycbcr is exact
     # to merge (Lab is merged through the gray image's L*, see cae.color)
     return {"rgb": cfg("rgb", "reference"), "chroma": cfg("ycbcr", "reference"),
-            "best": cfg("ycbcr", "unet8", epochs=4, batch_size=128)}
+            "best": cfg("ycbcr", "unet8")}
 
 
 # ----------------------------------------------------------------------------- baselines
