@@ -56,6 +56,7 @@ def no_cifar(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_fast_and_naive_steps_agree_in_fp32() -> None:
     """Same weights, same batch: the package's step and the tutorial step give the same loss and update."""
     cfg = RunConfig()
+    cfg.data.normalize = "unit"  # the naive loop feeds [0, 1] inputs
     cfg.train.precision = "fp32"
     cfg.train.device = "cpu"
     p = prepare(cfg, _synthetic())

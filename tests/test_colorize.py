@@ -21,6 +21,7 @@ def _make_run(d: Path, arch: str, target: str) -> Path:
     from cae.arch import build_model
 
     cfg = RunConfig(task="colorize", target=target, arch=arch)
+    cfg.data.normalize = "unit"  # these hand-made runs have no fitted statistics
     task = Task.from_config(cfg)
     torch.manual_seed(0)
     model = build_model(arch, task.in_channels, task.out_channels)
@@ -124,7 +125,9 @@ def test_bad_files_are_reported_and_the_rest_processed(tmp_path, unet_run, capsy
 def test_not_a_colorizer_is_refused(tmp_path, capsys):
     d = tmp_path / "rec"
     d.mkdir()
-    save_config(RunConfig(), d / runs.CONFIG)
+    rec = RunConfig()
+    rec.data.normalize = "unit"
+    save_config(rec, d / runs.CONFIG)
     from cae.arch import build_model
 
     runs.save_torch(d / runs.BEST, build_model("reference").state_dict())

@@ -34,7 +34,7 @@ from cae.train import eval_run
 pytestmark = pytest.mark.slow
 
 RUN_FILES = {"config.toml", "split.npz", "metrics.csv", "loss.png", "best.pt", "last.pt", "test_metrics.json",
-             "samples.png"}
+             "samples.png", "normalization.json"}
 
 SCRIPT = r'''
 """Run by torchrun: train each job's run; a job with a dump folder saves every rank's parameters."""

@@ -263,6 +263,7 @@ def test_colorize_cli_nasty_files(tmp_path: Path) -> None:
     # a tiny untrained colorize "run" folder is enough to drive the command end to end
     model_dir = tmp_path / "model"
     cfg = RunConfig(task="colorize", target="lab", arch="conv8 pool2 | up2 convout")
+    cfg.data.normalize = "unit"  # a hand-made run: no fitted statistics
     save_config(cfg, model_dir / runs.CONFIG)
     torch.manual_seed(0)
     runs.save_torch(model_dir / runs.BEST, build_model(cfg.arch, 1, 2).state_dict())
