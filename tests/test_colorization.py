@@ -67,7 +67,11 @@ def test_chroma_gain_scales_around_gray_and_choice_respects_tolerance():
     assert torch.allclose(m(x), 0.5 + 2 * (base - 0.5), atol=1e-6)
     curve = [{"gain": 1.0, "mse": 1.0, "colorfulness": 1}, {"gain": 1.5, "mse": 1.04, "colorfulness": 2},
              {"gain": 2.0, "mse": 1.2, "colorfulness": 3}]
-    assert choose_gain(curve, 0.05) == 1.5
+    assert choose_gain(curve, 0.05) == 1.5  # no truth given: the most saturating within tolerance
+    truth = [dict(r, colorfulness_truth=4) for r in curve]
+    assert choose_gain(truth, 0.05, target=0.25) == 1.0  # gain 1 already restores 25%
+    assert choose_gain(truth, 0.05, target=0.5) == 1.5  # the smallest gain restoring 50%
+    assert choose_gain(truth, 0.05, target=0.75) == 1.5  # 2.0 would, but costs 20% MSE
 
 
 def test_config_files_match_the_study_runs():

@@ -33,6 +33,7 @@ BASELINES = "baselines.json"
 GAIN_FILE = "chroma_gain.json"
 GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
 GAIN_MSE_TOLERANCE = 0.05  # spend at most 5% of validation MSE on saturation
+COLORFULNESS_TARGET = 0.6  # ...and no more than it takes to restore 60% of the truth's colorfulness
 SAMPLE_COUNT = 10
 
 # label of each baseline in the tables
@@ -115,10 +116,20 @@ def metrics_colorfulness(rgb: torch.Tensor) -> float:
     return colorfulness(rgb).mean().item()
 
 
-def choose_gain(curve: list[dict], tolerance: float = GAIN_MSE_TOLERANCE) -> float:
-    """The most saturating gain whose MSE stays within `tolerance` of the gain-1 MSE."""
+def choose_gain(curve: list[dict], tolerance: float = GAIN_MSE_TOLERANCE,
+                target: float = COLORFULNESS_TARGET) -> float:
+    """The gain to use, from a validation curve (rows: gain, mse, colorfulness, colorfulness_truth).
+
+    Among gains costing at most `tolerance` extra MSE over gain 1: the smallest that restores
+    `target` of the ground truth's colorfulness (saturation bought at the least MSE); if none
+    does, the most saturating one.
+    """
     limit = curve[0]["mse"] * (1 + tolerance)
-    return max((r for r in curve if r["mse"] <= limit), key=lambda r: r["colorfulness"])["gain"]
+    allowed = [r for r in curve if r["mse"] <= limit]
+    enough = [r for r in allowed if r["colorfulness"] >= target * r.get("colorfulness_truth", float("inf"))]
+    if enough:
+        return min(enough, key=lambda r: r["gain"])["gain"]
+    return max(allowed, key=lambda r: r["colorfulness"])["gain"]
 
 
 def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
@@ -142,7 +153,7 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
     model.chroma_gain.fill_(gain)
     amp = resolve_precision(cfg.train.precision, torch.device("cpu"))
     test = evaluate(model, data.images[split["test"]], task, cfg.train.eval_batch_size, amp, full=True)
-    runs.write_json(run_dir / GAIN_FILE, {"chosen": gain, "tolerance": GAIN_MSE_TOLERANCE, "split": "val",
+    runs.write_json(run_dir / GAIN_FILE, {"chosen": gain, "tolerance": GAIN_MSE_TOLERANCE, "target": COLORFULNESS_TARGET, "split": "val",
                                           "curve": curve})
     runs.save_torch(run_dir / runs.BEST, model.state_dict())
     new = {**metrics, **test, "chroma_gain": gain,
@@ -316,7 +327,8 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
             "(prediction / ground truth): "
             + ", ".join(f"{r['name']} {r['colorfulness_ratio']:.0%}" for r in rows) + ". "
             "What was tried: a chroma gain around gray, fixed after training and chosen on the validation split "
-            f"as the most saturating gain costing at most {GAIN_MSE_TOLERANCE:.0%} validation MSE"
+            f"as the smallest gain restoring {COLORFULNESS_TARGET:.0%} of the ground truth's colorfulness "
+            f"while costing at most {GAIN_MSE_TOLERANCE:.0%} validation MSE (else the most saturating such gain)"
             + (f" (chosen gain {results['best'].get('chroma_gain', 1.0):.2f}): the best model goes from "
                f"{ratio_before:.0%} to {best_row['colorfulness_ratio']:.0%} colorfulness at test MSE "
                f"{before['mse']:.5f} -> {best_row['mse']:.5f}" if before else "")
