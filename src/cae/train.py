@@ -59,11 +59,16 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for float32. 'auto' uses bf16 only where it is native."""
+    """The autocast dtype, or None for float32.
+
+    'auto' is float32 on CPU: bf16 autocast trains the reference ~30% faster there, but its test
+    MSE came out 2.7% worse (0.00375 vs 0.00365 at 10 epochs), over the 2% we allow; `--precision
+    bf16` opts in. On a CUDA GPU with native bf16, 'auto' uses bf16 autocast (not measured here).
+    """
     if name == "fp32":
         return None
     if name == "auto":
-        return torch.bfloat16 if bf16_supported(device) else None
+        return torch.bfloat16 if device.type == "cuda" and bf16_supported(device) else None
     if name == "bf16":
         if not bf16_supported(device):
             raise CaeError(f"--precision bf16 is not supported natively on this {device.type}; use auto or fp32")
