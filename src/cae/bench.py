@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -33,6 +32,7 @@ from cae.arch import build_model, trace
 from cae.config import RunConfig
 from cae.data import Cifar10, DEFAULT_CLASSES, load_cifar10, resolve_data_dir
 from cae.errors import CaeError
+from cae.reproduce import cpu_model
 from cae.train import Prepared, epoch_order, evaluate, lr_at, make_model, prepare, train_step
 
 Log = Callable[[str], None]
@@ -73,17 +73,6 @@ def matmul_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32,
         _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
-
-
-def _cpu_name() -> str:
-    """The CPU model (Linux: /proc/cpuinfo), else what `platform` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ----------------------------------------------------------------------------- data
@@ -334,7 +323,7 @@ def run_bench(steps: int = 200, data_dir: str | None = None, json_path: str | No
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "arch": cfg.arch,
         "steps": steps,
         "warmup_steps": warmup,

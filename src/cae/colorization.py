@@ -12,21 +12,19 @@ split's mean chrominance.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import math
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from cae import runs
 from cae.color import chroma, gray_rgb, merge_chroma
 from cae.config import DataConfig, RunConfig, TrainConfig
-from cae.data import Cifar10, load_cifar10, luma, split_indices
-from cae.metrics import MetricSums
+from cae.data import Cifar10, load_cifar10, luma
+from cae.metrics import MetricSums, colorfulness
 
 Log = Callable[[str], None]
 BASELINES = "baselines.json"
@@ -106,14 +104,9 @@ def gain_curve(model: torch.nn.Module, images_u8: torch.Tensor, task) -> list[di
     for g in GAIN_GRID:
         pred = merge_chroma(y, 0.5 + g * (raw - 0.5), task.target).clamp(0, 1)
         rows.append({"gain": g, "mse": torch.mean((pred - rgb) ** 2).item(),
-                     "colorfulness": metrics_colorfulness(pred), "colorfulness_truth": metrics_colorfulness(rgb)})
+                     "colorfulness": colorfulness(pred).mean().item(),
+                     "colorfulness_truth": colorfulness(rgb).mean().item()})
     return rows
-
-
-def metrics_colorfulness(rgb: torch.Tensor) -> float:
-    from cae.metrics import colorfulness
-
-    return colorfulness(rgb).mean().item()
 
 
 def choose_gain(curve: list[dict], tolerance: float = GAIN_MSE_TOLERANCE,
@@ -191,7 +184,7 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
             calibrate_gain(out / name, data, log)
         results[name] = runs.read_json(out / name / runs.TEST_METRICS, ("mse",))
 
-    split = split_indices(data.labels, 0, limit)  # the runs' split (seed 0, same limit)
+    split = runs.load_split(out / "best" / runs.SPLIT)  # the baselines use the runs' own test images
     baselines = compute_baselines(data.images[split["train"]], data.images[split["test"]])
     runs.write_json(out / BASELINES, baselines)
     rows = result_rows(results, baselines)

@@ -104,9 +104,9 @@ def _from_dict(cls: type, d: dict[str, Any], source: str) -> Any:
     if unknown:
         raise CaeError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     kwargs = {}
+    defaults = cls()
     for name, value in d.items():
-        f = known[name]
-        default = getattr(cls(), name)
+        default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
             kwargs[name] = _from_dict(type(default), value, f"{source} [{name}]")
         else:

@@ -51,6 +51,7 @@ class MetricSums:
     """Running sums over images; `result()` gives the split's metrics."""
 
     colour: bool = False  # also chroma error and colorfulness (colorization)
+    full: bool = True  # False: MSE only (validation each epoch; SSIM is the costly part)
     sums: dict[str, float] = field(default_factory=dict)
 
     KEYS = ("sse", "values", "images", "ssim", "chroma_sse", "chroma_values", "colorfulness", "colorfulness_truth")
@@ -63,6 +64,8 @@ class MetricSums:
         s["sse"] = s.get("sse", 0.0) + torch.sum((pred - target) ** 2).item()
         s["values"] = s.get("values", 0.0) + pred.numel()
         s["images"] = s.get("images", 0.0) + pred.shape[0]
+        if not self.full:
+            return
         s["ssim"] = s.get("ssim", 0.0) + ssim_per_image(pred, target).sum().item()
         if self.colour:
             cp, ct = chroma(pred), chroma(target)
@@ -80,7 +83,7 @@ class MetricSums:
     def result(self) -> dict[str, float]:
         s = self.sums
         m = s["sse"] / s["values"]
-        out = {"mse": m, "psnr": psnr_from_mse(m), "ssim": s["ssim"] / s["images"], "images": int(s["images"])}
+        out = {"mse": m, "psnr": psnr_from_mse(m), "ssim": s.get("ssim", 0.0) / s["images"], "images": int(s["images"])}
         if self.colour:
             out["chroma_mse"] = s["chroma_sse"] / s["chroma_values"]
             out["colorfulness"] = s["colorfulness"] / s["images"]

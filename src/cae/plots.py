@@ -16,11 +16,12 @@ from torch import nn  # noqa: E402
 from cae.runs import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
+    """Write a figure as PNG atomically and close it."""
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
 
@@ -38,7 +39,7 @@ def plot_loss(rows: Sequence[dict], path: Path, title: str = "") -> None:
     ax.legend()
     if title:
         ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path) -> None:
@@ -56,7 +57,7 @@ def save_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path) -
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def save_samples(model: nn.Module, images_u8: torch.Tensor, task, path: Path) -> None:  # noqa: ANN001

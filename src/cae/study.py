@@ -326,20 +326,10 @@ def _cell(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- plots
-def _save_fig(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    runs.atomic_write_bytes(path, buf.getvalue())
-
-
 def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
     """mse_vs_latent.png (log-log, labelled points, the PCA line) and mse_vs_params.png."""
-    import matplotlib
+    from cae.plots import save_figure  # first: it selects the Agg backend
 
-    matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
     conv = [r for r in rows if r["kind"] == "conv"]
@@ -362,7 +352,7 @@ def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
         ax.set_ylabel("test MSE (pixels in [0, 1])")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, title="axis", title_fontsize=7)
-        _save_fig(fig, out / fname)
+        save_figure(fig, out / fname, dpi=120)
 
 
 # ----------------------------------------------------------------------------- results.md

@@ -138,21 +138,12 @@ def evaluate(model: nn.Module, images: torch.Tensor, task: Task, batch_size: int
     """
     was_training = model.training
     model.eval()
-    sums = MetricSums(colour=task.colour and full)
+    sums = MetricSums(colour=task.colour and full, full=full)
     device = next(model.parameters()).device
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         for i in range(0, len(images), batch_size):
             rgb = images[i:i + batch_size].to(device, non_blocking=True).float().div_(255)
-            pred = task.predict_rgb(model, rgb)
-            if full:
-                sums.add(pred, rgb)
-            else:
-                p = pred.float().clamp(0, 1)
-                s = sums.sums
-                s["sse"] = s.get("sse", 0.0) + torch.sum((p - rgb) ** 2).item()
-                s["values"] = s.get("values", 0.0) + p.numel()
-                s["images"] = s.get("images", 0.0) + p.shape[0]
-                s["ssim"] = 0.0
+            sums.add(task.predict_rgb(model, rgb), rgb)
     model.train(was_training)
     if d.world > 1:
         sums.load_tensor(_all_reduce(sums.as_tensor(), d))
@@ -363,7 +354,7 @@ def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | No
             if p.device.type == "cpu" or i % 50 == 0 or i == steps_per_epoch - 1:
                 # distributed: the mean over ranks, so every rank stops at the same step (a rank
                 # that stopped alone would leave the others waiting in the next all-reduce)
-                value = _all_reduce(loss.detach().double().reshape(1), d).item() / d.world if d.world > 1 \
+                value = _all_reduce(loss.double().reshape(1), d).item() / d.world if d.world > 1 \
                     else loss.item()
                 if not math.isfinite(value):
                     raise CaeError(f"training diverged: loss {value} at epoch {epoch + 1}, step {i + 1} "
