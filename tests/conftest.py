@@ -27,6 +27,17 @@ def run_cae(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.fixture(scope="module")
+def one_thread():  # noqa: ANN201 - a generator fixture
+    """One intra-op thread: on a busy 2-core machine two spinning OpenMP threads are ~10x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def quick_reproduce(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
     """`cae reproduce --quick` on the real CIFAR-10 subset, run once for the whole session."""

@@ -37,13 +37,7 @@ def small_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench, "PEAK_MATMUL_N", 256)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201 - a generator fixture
-    """One intra-op thread: on a shared, oversubscribed CI machine two spinning threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -21,15 +21,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from cae import runs
 from cae.cli import main
 from cae.config import load_config
-from cae.data import TEST_FILE, TRAIN_FILES
 from cae.train import eval_run
+from helpers import write_smooth_cifar
 
 pytestmark = pytest.mark.slow
 
@@ -73,35 +72,15 @@ dist.destroy_process_group()
 '''
 
 
-def write_cifar(folder: Path, per_file: int = 200, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (*TRAIN_FILES, TEST_FILE):
-        labels = rng.permutation(np.arange(per_file) % 10).astype(np.uint8)
-        coarse = rng.integers(0, 256, (per_file, 3, 4, 4)).astype(np.float32)
-        img = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3) + rng.normal(0, 8, (per_file, 3, 32, 32))
-        pixels = img.clip(0, 255).astype(np.uint8).reshape(per_file, -1)
-        np.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
-    return folder
-
-
 def args(data: Path, out: Path, epochs: int) -> list[str]:
     return ["train", "--data", str(data), "--limit", "600", "--epochs", str(epochs), "--batch-size", "32",
             "--device", "cpu", "--out", str(out), "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def one_thread():  # noqa: ANN201
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     root = tmp_path_factory.mktemp("dist")
-    data = write_cifar(root / "cifar-10-batches-bin")
+    data = write_smooth_cifar(root / "cifar-10-batches-bin", per_file=200)
     a, b = root / "A", root / "B"
     assert main(args(data, b, 1)) == 0  # B: one epoch by a single process
     b_rows = runs.read_metrics_csv(b / runs.METRICS)

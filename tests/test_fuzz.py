@@ -36,12 +36,7 @@ def fuzz(n: int) -> settings:
 COLORIZE = (Path(__file__).resolve().parents[1] / "src" / "cae" / "colorize.py").exists()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():  # noqa: ANN201 - on a busy 2-core machine two spinning OpenMP threads are far slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Counter:

@@ -19,39 +19,20 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from cae import runs
 from cae.cli import main
-from cae.data import TEST_FILE, TRAIN_FILES
 from cae.tasks import Task
+from helpers import write_smooth_cifar
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cae"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 IGNORED = {"seconds", "train_seconds"}  # wall-clock figures differ between runs
 
 
-def write_smooth_cifar(folder: Path, per_file: int = 400, seed: int = 0) -> Path:
-    """Synthetic batch files of blocky images plus noise (learnable, unlike pure noise)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (*TRAIN_FILES, TEST_FILE):
-        labels = rng.permutation(np.arange(per_file) % 10).astype(np.uint8)
-        coarse = rng.integers(0, 256, (per_file, 3, 4, 4)).astype(np.float32)
-        img = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3) + rng.normal(0, 8, (per_file, 3, 32, 32))
-        pixels = img.clip(0, 255).astype(np.uint8).reshape(per_file, -1)
-        np.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
-    return folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():  # noqa: ANN201
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from cae import runs
 from cae.cli import main
@@ -30,15 +29,6 @@ def real_data_dir() -> Path | None:
             if found is not None and (found / TEST_FILE).is_file():
                 return found
     return None
-
-
-@pytest.fixture(scope="module")
-def one_thread():  # noqa: ANN201
-    """One intra-op thread: on a busy 2-core machine two spinning OpenMP threads are ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
