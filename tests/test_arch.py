@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cae import arch
 from cae.arch import PRESETS, build_model, expand, parse, trace
 from cae.errors import CaeError
 
@@ -82,3 +83,52 @@ def test_colorize_output_channels():
     assert info.trace[-1].shape == (2, 32, 32)
     with pytest.raises(CaeError, match="decoder returns"):
         trace("conv8 pool2 | up2 conv3", (1, 32, 32), 2)  # an explicit conv3 cannot give 2 channels
+
+
+@pytest.mark.parametrize("spec", [
+    "reference",
+    "conv8 pool2 conv12 pool2 conv16 | up2 conv12k5 up2 convout",  # kernel 5 after an upsampling
+    "conv8:gelu pool2 conv16:tanh pool2 | up4 convout",  # gelu is not monotone: must stay before the pool
+    "conv8:lrelu pool2 conv12:sigmoid pool4 | up2b conv12 up4 convout",  # pool4, bilinear: plain paths
+])
+def test_rewritten_model_computes_the_plain_model(spec):
+    """The default (rewritten, faster) model and the textbook one agree on outputs and gradients,
+    in channels_last (the fast inference pooling) and NCHW alike."""
+    torch.manual_seed(0)
+    fast, plain = build_model(spec), build_model(spec, plain=True)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(fast.state_dict())
+    assert not any(isinstance(m, torch.nn.Identity) for m in plain.modules())  # really the textbook chain
+    x = torch.rand(3, 3, 32, 32)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        f = fast.to(memory_format=layout)
+        with torch.inference_mode():
+            torch.testing.assert_close(f(x.contiguous(memory_format=layout)), plain(x), rtol=1e-5, atol=1e-6)
+        f.zero_grad()
+        plain.zero_grad()
+        f(x.contiguous(memory_format=layout)).square().sum().backward()
+        plain(x).square().sum().backward()
+        for (name, a), b in zip(f.named_parameters(), plain.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_monotone_activation_moves_behind_the_pool_and_gelu_does_not():
+    kinds = [type(m).__name__ for m in build_model("conv8 pool2 conv8:gelu pool2 | up4 convout").encoder]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "GELU", "MaxPool2d"]
+
+
+def test_fast_pooling_equals_max_pool2d_with_ties():
+    """The inference pooling path gives exactly max_pool2d's values, ties and negative values included."""
+    pool = arch.MaxPool2d(2)
+    x = torch.randint(-3, 3, (2, 5, 8, 6)).float().contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert arch._fast_pool2(pool, x)
+        assert torch.equal(pool(x), torch.nn.functional.max_pool2d(x, 2))
+    assert not arch._fast_pool2(pool, x.requires_grad_())  # training keeps max_pool2d's backward
+
+
+def test_phase_shuffle_is_pixel_shuffle_in_phase_major_order():
+    s, c = 2, 3
+    x = torch.randn(2, s * s * c, 5, 4)
+    channel_major = x.view(2, s, s, c, 5, 4).permute(0, 3, 1, 2, 4, 5).reshape(2, s * s * c, 5, 4)
+    assert torch.equal(arch.phase_shuffle(x, s), torch.nn.functional.pixel_shuffle(channel_major, s))
