@@ -7,9 +7,11 @@ the precision from `resolve_precision`, the schedule from `lr_at`, evaluation is
 `cae.train.evaluate`, and each step is `cae.train.train_step` on batches cut from
 `cae.train.epoch_order` exactly as `_fit` does (which also validates, checkpoints and logs).
 
-The naive reference is what a first PyTorch tutorial would write: a float32 NCHW
-`TensorDataset` behind a `DataLoader(batch_size=32, shuffle=True)`, Adam, `nn.MSELoss`, no
-channels_last, no autocast; evaluation through a `DataLoader` under `torch.no_grad`.
+The naive reference is what a first PyTorch tutorial would write: the same architecture from
+textbook modules (`build_model(plain=True)`: `nn.Upsample` then `nn.Conv2d`, activation before
+pooling, none of the package's rewrites), a float32 NCHW `TensorDataset` behind a
+`DataLoader(batch_size=32, shuffle=True)`, Adam, `nn.MSELoss`, no channels_last, no autocast;
+evaluation through a `DataLoader` under `torch.no_grad`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from cae.config import RunConfig
 from cae.data import Cifar10, DEFAULT_CLASSES, load_cifar10, resolve_data_dir
 from cae.errors import CaeError
 from cae.reproduce import cpu_model
-from cae.train import Prepared, epoch_order, evaluate, lr_at, make_model, prepare, train_step
+from cae.train import Prepared, epoch_order, evaluate, lr_at, make_model, make_optimizer, prepare, train_step
 
 Log = Callable[[str], None]
 NAIVE_BATCH = 32
@@ -119,7 +121,7 @@ class FastTrainer:
         cfg, t = p.cfg, p.cfg.train
         self.p = p
         self.model = make_model(cfg, p.task, p.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.opt = make_optimizer(cfg, self.model)
         self.batch_size = min(t.batch_size, len(p.train))
         self.total = (len(p.train) // self.batch_size) * t.epochs  # the schedule of a real run
         self.batches = _fast_batches(p, self.batch_size)
@@ -152,9 +154,10 @@ def time_fast_eval(p: Prepared, model: nn.Module, images: torch.Tensor, full: bo
 
 # ----------------------------------------------------------------------------- the naive reference
 def naive_model(arch: str, seed: int, device: torch.device) -> nn.Module:
-    """The same architecture, plain NCHW float32 on the device."""
+    """The same architecture as a tutorial writes it (textbook modules in spec order, no rewrites),
+    NCHW float32 on the device; the same initial weights as the package's model."""
     torch.manual_seed(seed)
-    return build_model(arch, 3, 3).to(device)
+    return build_model(arch, 3, 3, plain=True).to(device)
 
 
 def naive_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor) -> torch.Tensor:

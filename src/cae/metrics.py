@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import kornia.metrics
 import torch
+import torch.nn.functional as F
 
 from cae.color import chroma
 
@@ -61,7 +62,7 @@ class MetricSums:
         pred = pred.float().clamp(0, 1)
         target = target.float()
         s = self.sums
-        s["sse"] = s.get("sse", 0.0) + torch.sum((pred - target) ** 2).item()
+        s["sse"] = s.get("sse", 0.0) + F.mse_loss(pred, target, reduction="sum").item()  # one fused pass
         s["values"] = s.get("values", 0.0) + pred.numel()
         s["images"] = s.get("images", 0.0) + pred.shape[0]
         if not self.full:

