@@ -30,6 +30,16 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path, monkeypatch: pyt
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temporary file left behind
 
 
+def test_sweep_removes_only_atomic_write_leftovers(tmp_path: Path) -> None:
+    (tmp_path / ".metrics.csv.abc123.tmp").write_text("half")
+    (tmp_path / ".hidden").write_text("not ours")
+    (tmp_path / "notes.tmp").write_text("not ours either")
+    (tmp_path / ".dir.tmp").mkdir()
+    gone = runs.sweep_temporary_files(tmp_path)
+    assert [p.name for p in gone] == [".metrics.csv.abc123.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".dir.tmp", ".hidden", "notes.tmp"]
+
+
 def test_atomic_write_interrupted_mid_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.csv"
     runs.write_metrics_csv(path, [{"epoch": 1, "train_mse": 0.5, "val_mse": 0.4, "lr": 0.1, "seconds": 1.0}])

@@ -57,6 +57,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def sweep_temporary_files(folder: Path) -> list[Path]:
+    """Delete the temporary files `atomic_write_bytes` leaves when its process is killed (SIGKILL,
+    power loss) between creating and renaming them. Call it only while holding the folder's
+    `RunLock`, so no writer is mid-write. Returns what it deleted."""
+    gone = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

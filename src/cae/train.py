@@ -285,6 +285,7 @@ def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
 def _start(out: Path, cfg: RunConfig, force: bool, lock: runs.RunLock, log: Log) -> str:
     """Rank 0's check before training: take the lock; 'finished' (same settings) or 'train'."""
     lock.acquire()
+    runs.sweep_temporary_files(out)  # left by a process killed mid-write; we hold the lock
     if runs.is_finished(out) and not force:
         result = runs.read_json(out / runs.TEST_METRICS, ("mse",))
         _check_same_config(out, cfg)  # never report another configuration's result as this one's
