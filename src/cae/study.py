@@ -360,9 +360,13 @@ def _f(x: Any, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
 
 
-def _strength(r: float) -> str:
+def strength(r: float) -> str:
+    """A correlation's strength in words: |r| >= 0.7 strong, 0.4 moderate, 0.1 weak, else negligible."""
     a = abs(r)
-    return "strong" if a >= 0.7 else "moderate" if a >= 0.4 else "weak"
+    for limit, word in ((0.7, "strong"), (0.4, "moderate"), (0.1, "weak")):
+        if a >= limit:
+            return word
+    return "negligible"
 
 
 def _still_learning(out: Path, names: list[str]) -> tuple[int, float]:
@@ -388,11 +392,11 @@ def conclusion(rows: list[dict], corr: dict, out: Path) -> str:
         sign = "falls" if corr["pearson_r"] < 0 else "rises"
         parts.append(f"Across the {corr['n']} conv variants, log test MSE {sign} with log latent size: Pearson r = "
                      f"{corr['pearson_r']:+.2f} (p = {corr['pearson_p']:.2g}), Spearman rho = {corr['spearman_r']:+.2f} "
-                     f"(p = {corr['spearman_p']:.2g}), a {_strength(corr['pearson_r'])} "
+                     f"(p = {corr['spearman_p']:.2g}), a {strength(corr['pearson_r'])} "
                      f"{'negative' if corr['pearson_r'] < 0 else 'positive'} correlation.")
         cp = corr["params"]
         if cp["pearson_r"] is not None:
-            parts.append(f"Against log parameters the correlation is {_strength(cp['pearson_r'])} "
+            parts.append(f"Against log parameters the correlation is {strength(cp['pearson_r'])} "
                          f"(Pearson r = {cp['pearson_r']:+.2f}, Spearman rho = {cp['spearman_r']:+.2f}).")
     ref = next((r for r in conv if r["axis"] == "reference" or r["name"] == "reference"), None)
     if ref:
@@ -435,7 +439,7 @@ def conclusion(rows: list[dict], corr: dict, out: Path) -> str:
     cp = corr.get("params", {})
     if cp.get("spearman_r") is not None:
         limits.append(f"capacity: {'more' if cp['spearman_r'] < 0 else 'fewer'} parameters go with lower error "
-                      f"(Spearman rho {cp['spearman_r']:+.2f}, {_strength(cp['spearman_r'])})")
+                      f"(Spearman rho {cp['spearman_r']:+.2f}, {strength(cp['spearman_r'])})")
     gap = correlation([r["latent_size"] for r in with_pca], [r["ratio_to_pca"] for r in with_pca])
     if gap["spearman_r"] is not None:
         limits.append(f"code use: the CAE/PCA ratio {'grows' if gap['spearman_r'] > 0 else 'shrinks'} with the "
