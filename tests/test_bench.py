@@ -88,7 +88,7 @@ def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch: pytest.Mon
 
 def test_cli_bench_writes_all_figures(tmp_path: Path, no_cifar: None, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "f.json"
-    assert main(["bench", "--steps", "3", "--json", str(out)]) == 0
+    assert main(["bench", "--steps", "3", "--precision", "fp32", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "train images/s" in printed
     r = json.loads(out.read_text())
@@ -96,7 +96,7 @@ def test_cli_bench_writes_all_figures(tmp_path: Path, no_cifar: None, capsys: py
         assert k in r, k
     for k in REQUIRED_KEYS[:10]:
         assert math.isfinite(r[k]) and r[k] > 0, (k, r[k])
-    assert r["batch_size"] == RunConfig().train.batch_size
+    assert r["batch_size"] == RunConfig().train.batch_size and r["precision"] == "float32"
     assert r["train_speedup"] == pytest.approx(r["train_images_per_s"] / r["naive_train_images_per_s"])
     assert r["steps"] == 3 and r["eval_images"] <= 10_000
     assert len(r["train_rounds"]) == 3 and r["train_speedup_median"] > 0  # 3 steps: 3 alternating rounds

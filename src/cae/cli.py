@@ -104,7 +104,7 @@ def cmd_colorize(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from cae.bench import run_bench
 
-    run_bench(steps=a.steps, data_dir=a.data, json_path=a.json, batch_size=a.batch_size)
+    run_bench(steps=a.steps, data_dir=a.data, json_path=a.json, batch_size=a.batch_size, precision=a.precision)
     return 0
 
 
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="training/evaluation speed against a naive loop, side by side")
     b.add_argument("--steps", type=int, default=200)
     b.add_argument("--batch-size", type=int)
+    b.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="the fast path's precision (the naive loop is always float32)")
     b.add_argument("--data")
     b.add_argument("--json", help="write the figures to this JSON file")
     b.set_defaults(func=cmd_bench)
