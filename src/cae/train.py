@@ -4,13 +4,15 @@ Fast by design (airbench habits): the split's images live on the device as one u
 each epoch does one shuffle (a single gather) and then takes contiguous slices; batches are
 converted to float and channels_last only when taken; Adam is one fused kernel; evaluation
 runs under `torch.inference_mode()`; bf16 autocast is used on CUDA GPUs that support it, or on
-request (the loss and all metrics stay float32). docs/performance.md has the measurements. The same loop runs under `torchrun` (DistributedDataParallel):
-each rank trains on its shard of every epoch's permutation, with the global batch size of
-the config, and validation/test sums are all-reduced, so figures are exact.
+request (the loss and all metrics stay float32); docs/performance.md has the measurements.
+The same loop runs under `torchrun` (DistributedDataParallel): each rank trains on its shard
+of every epoch's permutation, with the global batch size of the config, and validation/test
+sums are all-reduced, so figures are exact.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -49,30 +51,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-_MALLOC_TUNED = False
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Have glibc keep freed blocks of up to 64 MB for reuse instead of unmapping them (CPU runs).
 
     By default glibc serves large blocks with mmap and gives them back to the OS on free, so the
     multi-MB activations of every evaluation batch are page-faulted in again: measured 30-45%
     slower evaluation (`cae bench`). Peak memory does not grow (freed blocks are reused, not
-    added to). Returns whether it applied (False off glibc, e.g. macOS: nothing changes).
+    added to). Returns whether it applied (False off glibc, e.g. macOS: nothing changes); the
+    setting is process-wide, so it is made once.
     """
-    global _MALLOC_TUNED
-    if not _MALLOC_TUNED:
-        try:
-            import ctypes
-            import ctypes.util
+    try:
+        import ctypes
+        import ctypes.util
 
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _MALLOC_TUNED = bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
-                                 and libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20))
-        except (OSError, AttributeError):  # not glibc
-            _MALLOC_TUNED = False
-    return _MALLOC_TUNED
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def bf16_supported(device: torch.device) -> bool:
