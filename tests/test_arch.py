@@ -113,18 +113,16 @@ def test_rewritten_model_computes_the_plain_model(spec):
 
 
 def test_monotone_activation_moves_behind_the_pool_and_gelu_does_not():
-    kinds = [type(m).__name__ for m in build_model("conv8 pool2 conv8:gelu pool2 | up4 convout").encoder]
-    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "Conv2d", "GELU", "MaxPool2d"]
+    enc = build_model("conv8 pool2 conv8:gelu pool2 | up4 convout").encoder
+    assert [type(m).__name__ for m in enc] == ["Conv2d", "MaxPool2d", "Identity", "Conv2d", "GELU", "MaxPool2d"]
+    assert enc[1].relu and not enc[5].relu  # the moved ReLU is applied by the pool itself
 
 
-def test_fast_pooling_equals_max_pool2d_with_ties():
-    """The inference pooling path gives exactly max_pool2d's values, ties and negative values included."""
-    pool = arch.MaxPool2d(2)
-    x = torch.randint(-3, 3, (2, 5, 8, 6)).float().contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        assert arch._fast_pool2(pool, x)
-        assert torch.equal(pool(x), torch.nn.functional.max_pool2d(x, 2))
-    assert not arch._fast_pool2(pool, x.requires_grad_())  # training keeps max_pool2d's backward
+def test_relu_after_an_upsampling_conv_is_applied_in_its_interleave():
+    dec = build_model("reference").decoder
+    assert [type(m).__name__ for m in dec] == ["Identity", "UpsampleConv2d", "Identity", "Identity",
+                                               "UpsampleConv2d", "Sigmoid"]
+    assert dec[1].activation == "relu" and dec[4].activation == "none"
 
 
 def test_phase_shuffle_is_pixel_shuffle_in_phase_major_order():

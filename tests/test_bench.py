@@ -99,6 +99,7 @@ def test_cli_bench_writes_all_figures(tmp_path: Path, no_cifar: None, capsys: py
     assert r["batch_size"] == RunConfig().train.batch_size and r["precision"] == "float32"
     assert r["train_speedup"] == pytest.approx(r["train_images_per_s"] / r["naive_train_images_per_s"])
     assert r["steps"] == 3 and r["eval_images"] <= 10_000
+    assert r["fused_kernels"] is True and "fused CPU kernels       on" in printed  # built on this machine
     assert len(r["train_rounds"]) == 3 and r["train_speedup_median"] > 0  # 3 steps: 3 alternating rounds
 
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from cae import kernels
 from cae.errors import CaeError
 
 MAX_REPEAT, MAX_CHANNELS, MAX_KERNEL = 64, 4096, 31  # beyond these a spec is a typo, not a model
@@ -272,51 +273,45 @@ def _fold_taps(k: int, scale: int) -> tuple[torch.Tensor, int]:
 def phase_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
     """Interleave phase-major channels (a, b, c) into a `scale` times larger image:
     out[:, c, s*i + a, s*j + b] = x[:, (a*s + b)*C + c, i, j]. Returns a channels_last tensor."""
-    n, sc, h, w = x.shape
-    c = sc // (scale * scale)
-    y = x.permute(0, 2, 3, 1).reshape(n, h, w, scale, scale, c).permute(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, h * scale, w * scale, c).permute(0, 3, 1, 2)
+    return kernels.interleave(x, scale)
 
 
 class UpsampleConv2d(nn.Conv2d):
     """Nearest upsampling by `scale` followed by this conv (stride 1, 'same'), computed at low
     resolution (see `fold_upsample_weight`). Same parameters and state_dict as the plain conv;
-    measured faster on CPU (see `cae bench`), identical output up to float rounding."""
+    measured faster on CPU (see `cae bench`), identical output up to float rounding. A ReLU that
+    follows is applied during the interleave (`activation='relu'`, see `cae.kernels`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, scale: int):
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         self.scale = scale
+        self.activation = "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, pad = fold_upsample_weight(self.weight, self.scale)
         bias = self.bias.repeat(self.scale ** 2) if self.bias is not None else None
-        return phase_shuffle(nn.functional.conv2d(x, w, bias, padding=pad), self.scale)
+        return kernels.shuffle_activate(nn.functional.conv2d(x, w, bias, padding=pad), self.scale, self.activation)
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """`nn.MaxPool2d`, with a faster inference path for the common case (2x2, channels_last).
+    """`nn.MaxPool2d`, optionally followed by a ReLU (`relu=True`), with fast paths for the
+    common case (2x2, stride 2): `cae.kernels.max_pool2` (one pass each way on CPU, the same
+    values and gradients as `max_pool2d`)."""
 
-    Without autograd, the maximum of the row pairs then of the column pairs of a channels_last
-    tensor runs ~2.5x faster on CPU than `max_pool2d` (which also builds the argmax indices);
-    the values are identical. Training keeps `max_pool2d`, whose backward is faster than
-    autograd through `torch.maximum`.
-    """
+    def __init__(self, kernel_size: int, relu: bool = False):
+        super().__init__(kernel_size)
+        self.relu = relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _fast_pool2(self, x):
-            return super().forward(x)
-        n, c, h, w = x.shape
-        v = x.permute(0, 2, 3, 1).reshape(n, h // 2, 2, w // 2, 2 * c)
-        rows = torch.maximum(v[:, :, 0], v[:, :, 1])  # (n, h/2, w/2, [column pair, c])
-        return torch.maximum(rows[..., :c], rows[..., c:]).permute(0, 3, 1, 2)
+        if _pool2(self) and x.dim() == 4:
+            return kernels.max_pool2(x, self.relu)
+        y = super().forward(x)
+        return torch.relu(y) if self.relu else y
 
 
-def _fast_pool2(pool: nn.MaxPool2d, x: torch.Tensor) -> bool:
+def _pool2(pool: nn.MaxPool2d) -> bool:
     return (pool.kernel_size in (2, (2, 2)) and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
-            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices
-            and x.dim() == 4 and x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and not (torch.is_grad_enabled() and x.requires_grad))
+            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices)
 
 
 class AutoEncoder(nn.Module):
@@ -386,7 +381,7 @@ def build_model(spec: str, in_channels: int = 3, out_channels: int | None = None
             mods[i].extend(_module(layer, c, fused_up, plain))
             c = layer.channels if layer.kind in ("conv", "tconv") else c
     if not plain:
-        mods = [_pool_before_activation(m) for m in mods]
+        mods = [_fuse_relu(_pool_before_activation(m)) for m in mods]
     return AutoEncoder(nn.Sequential(*mods[0]), nn.Sequential(*mods[1]), expand(spec, out_channels))
 
 
@@ -401,6 +396,18 @@ def _pool_before_activation(mods: list[nn.Module]) -> list[nn.Module]:
     for i in range(len(mods) - 1):
         if isinstance(mods[i], _MONOTONE) and isinstance(mods[i + 1], nn.MaxPool2d):
             mods[i], mods[i + 1] = mods[i + 1], mods[i]
+    return mods
+
+
+def _fuse_relu(mods: list[nn.Module]) -> list[nn.Module]:
+    """Let a fast max-pool or upsampling conv apply the ReLU that follows it (one pass over the
+    activation instead of two, each way); the ReLU's place is kept by an `nn.Identity`."""
+    mods = list(mods)
+    for i in range(len(mods) - 1):
+        if isinstance(mods[i + 1], nn.ReLU) and isinstance(mods[i], MaxPool2d) and _pool2(mods[i]):
+            mods[i].relu, mods[i + 1] = True, nn.Identity()
+        elif isinstance(mods[i + 1], nn.ReLU) and isinstance(mods[i], UpsampleConv2d):
+            mods[i].activation, mods[i + 1] = "relu", nn.Identity()
     return mods
 
 

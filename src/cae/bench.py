@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cae import runs
+from cae import kernels, runs
 from cae.arch import build_model, trace
 from cae.config import RunConfig
 from cae.data import Cifar10, DEFAULT_CLASSES, load_cifar10, resolve_data_dir
@@ -323,6 +323,7 @@ def run_bench(steps: int = 200, data_dir: str | None = None, json_path: str | No
         "batch_size": bs,
         "naive_batch_size": NAIVE_BATCH,
         "precision": precision_name,
+        "fused_kernels": device.type == "cpu" and kernels.extension() is not None,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": device.type,
@@ -362,6 +363,7 @@ def _table(r: dict, log: Log) -> None:
     log(f"matmul peak (fp32)      {r['peak_gflops']:,.0f} GFLOP/s{amp}")
     log(f"training achieves       {r['train_gflops']:,.1f} GFLOP/s = {100 * r['peak_fraction']:.1f}% of the fp32 peak "
         f"({r['train_flop_per_image'] / 1e6:.1f} MFLOP per image)")
+    log(f"fused CPU kernels       {'on' if r['fused_kernels'] else 'off (plain PyTorch ops; see cae.kernels)'}")
     log(f"peak RSS                {r['peak_rss_mb']:,.0f} MB (after both training loops: {r['rss_after_training_mb']:,.0f} MB)")
     log(f"load average            {r['load_average_before']:.1f} before, {r['load_average_after']:.1f} after "
         f"({r['cpu_count']} CPUs): figures from a busy machine are low, the ratios less affected")

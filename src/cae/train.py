@@ -24,7 +24,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from cae import runs
@@ -446,11 +445,21 @@ def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8
     rgb = _to_unit_float(batch_u8, p.device)
     with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
         pred = p.task.predict_rgb(net, rgb)
-    loss = F.mse_loss(pred.float(), rgb)
+    loss = mse(pred, rgb)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return loss.detach()
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`F.mse_loss(pred.float(), target)` for a float32 target, in fewer passes: the difference
+    is float32 by type promotion (no cast of a bfloat16 prediction first), and its square sum
+    is one dot product over the values in memory order (measured at batch 128: 0.7 vs 1.7 ms
+    with bf16, 0.74 vs 0.98 ms in float32, forward and backward)."""
+    d = pred - target
+    flat = (d.permute(0, 2, 3, 1) if d.dim() == 4 and d.is_contiguous(memory_format=torch.channels_last) else d).reshape(-1)
+    return torch.dot(flat, flat) / flat.numel()
 
 
 def _to_unit_float(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,248 @@
+// Fused element-wise kernels for the chain autoencoders on CPU (see cae/kernels.py).
+//
+// Each replaces several PyTorch passes over an activation by one, on channels_last tensors
+// (float32 or bfloat16; arithmetic in float32, as PyTorch does for bfloat16):
+//   pool2_forward / pool2_backward       2x2 max-pooling, optionally followed by ReLU; the
+//                                        backward routes each gradient to the window's first
+//                                        maximum (max_pool2d's rule), found again from the
+//                                        input, instead of max_pool2d's int64 indices, a
+//                                        separate ReLU and their backward passes;
+//   shuffle_forward / shuffle_backward   the phase interleave of an upsampling conv
+//                                        (cae.arch.phase_shuffle), optionally with the ReLU
+//                                        that follows it applied while copying. (A sigmoid
+//                                        here measured slower than PyTorch's: its exp does
+//                                        not vectorize without -ffast-math.)
+// Work is split over images and rows with at::parallel_for (PyTorch's own thread pool).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdint>
+
+namespace {
+
+enum Act : int64_t { kNone = 0, kRelu = 1 };
+
+void check_cl(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), name, " must be a CPU tensor");
+  TORCH_CHECK(t.dim() == 4, name, " must be 4-D (N, C, H, W)");
+  TORCH_CHECK(t.is_contiguous(at::MemoryFormat::ChannelsLast), name, " must be channels_last contiguous");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16, name,
+              " must be float32 or bfloat16");
+}
+
+// Values are stored as float or as the raw bits of a bfloat16 (uint16_t). The conversions are
+// written out as shifts so that GCC vectorizes the loops (c10::BFloat16's operators stop it).
+inline float to_f32(float v) { return v; }
+inline float to_f32(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+// exact for a float that came from a stored value (or zero): pooling and ReLU only select
+template <typename S> inline S from_f32_exact(float f);
+template <> inline float from_f32_exact<float>(float f) { return f; }
+template <> inline uint16_t from_f32_exact<uint16_t>(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return static_cast<uint16_t>(bits >> 16);
+}
+// ----------------------------------------------------------------------------- pooling
+// One output row. Separate restrict pointers per window position let GCC see that they do not
+// overlap, so the channel loop vectorizes.
+template <typename S, bool RELU>
+void pool2_row(const S* __restrict__ row0, const S* __restrict__ row1, S* __restrict__ out, int64_t wo, int64_t c) {
+  for (int64_t j = 0; j < wo; ++j) {
+    const S* __restrict__ a0 = row0 + 2 * j * c;
+    const S* __restrict__ a1 = a0 + c;
+    const S* __restrict__ b0 = row1 + 2 * j * c;
+    const S* __restrict__ b1 = b0 + c;
+    S* __restrict__ o = out + j * c;
+    for (int64_t k = 0; k < c; ++k) {
+      const float m = std::max(std::max(to_f32(a0[k]), to_f32(a1[k])), std::max(to_f32(b0[k]), to_f32(b1[k])));
+      o[k] = from_f32_exact<S>(RELU ? std::max(m, 0.f) : m);
+    }
+  }
+}
+
+template <typename S, bool RELU>
+void pool2_forward_impl(const S* x, S* y, int64_t n, int64_t h, int64_t w, int64_t c) {
+  const int64_t ho = h / 2, wo = w / 2;
+  at::parallel_for(0, n * ho, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t img = r / ho, i = r % ho;
+      const S* row0 = x + ((img * h + 2 * i) * w) * c;
+      pool2_row<S, RELU>(row0, row0 + w * c, y + r * wo * c, wo, c);
+    }
+  });
+}
+
+// The backward finds each window's maximum again from the saved input (storing an index per
+// value kept the forward from vectorizing) and routes the gradient to its first position.
+template <typename S, bool RELU>
+void pool2_backward_row(const S* __restrict__ g, const S* __restrict__ x0, const S* __restrict__ x1,
+                        S* __restrict__ row0, S* __restrict__ row1, int64_t wo, int64_t c) {
+  for (int64_t j = 0; j < wo; ++j) {
+    const S* __restrict__ a0 = x0 + 2 * j * c;
+    const S* __restrict__ a1 = a0 + c;
+    const S* __restrict__ b0 = x1 + 2 * j * c;
+    const S* __restrict__ b1 = b0 + c;
+    S* __restrict__ ga0 = row0 + 2 * j * c;
+    S* __restrict__ ga1 = ga0 + c;
+    S* __restrict__ gb0 = row1 + 2 * j * c;
+    S* __restrict__ gb1 = gb0 + c;
+    const S* __restrict__ gj = g + j * c;
+    for (int64_t k = 0; k < c; ++k) {
+      const float v0 = to_f32(a0[k]), v1 = to_f32(a1[k]), v2 = to_f32(b0[k]), v3 = to_f32(b1[k]);
+      const float m = std::max(std::max(v0, v1), std::max(v2, v3));
+      // max_pool2d's rule: the first position holding the maximum takes the gradient; it is
+      // passed along the window until taken (selects only, so the loop vectorizes)
+      // (in float lanes: mixing 16- and 32-bit lanes stops GCC from vectorizing bfloat16)
+      const float gk = to_f32(gj[k]);  // loaded unconditionally: a conditional load is control flow
+      float v = (!RELU || m > 0.f) ? gk : 0.f;
+      ga0[k] = from_f32_exact<S>(v0 == m ? v : 0.f);
+      v = v0 == m ? 0.f : v;
+      ga1[k] = from_f32_exact<S>(v1 == m ? v : 0.f);
+      v = v1 == m ? 0.f : v;
+      gb0[k] = from_f32_exact<S>(v2 == m ? v : 0.f);
+      v = v2 == m ? 0.f : v;
+      gb1[k] = from_f32_exact<S>(v);
+    }
+  }
+}
+
+template <typename S, bool RELU>
+void pool2_backward_impl(const S* g, const S* x, S* gx, int64_t n, int64_t h, int64_t w, int64_t c) {
+  const int64_t ho = h / 2, wo = w / 2;
+  at::parallel_for(0, n * ho, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t img = r / ho, i = r % ho;
+      const int64_t off = ((img * h + 2 * i) * w) * c;
+      pool2_backward_row<S, RELU>(g + r * wo * c, x + off, x + off + w * c, gx + off, gx + off + w * c, wo, c);
+    }
+  });
+}
+
+// ----------------------------------------------------------------------------- phase interleave
+template <int64_t ACT, typename S>
+inline S activate(S v) {
+  if (ACT == kRelu) return to_f32(v) > 0.f ? v : from_f32_exact<S>(0.f);
+  return v;
+}
+
+template <int64_t ACT, typename S>
+inline S activation_grad(S g, S y) {
+  if (ACT == kRelu) return to_f32(y) > 0.f ? g : from_f32_exact<S>(0.f);
+  return g;
+}
+
+// x: (n, h, w, [s, s, c]) phase-major; y: (n, h*s, w*s, c). Row (i*s + a) of y takes, for each
+// j, the s*c contiguous values of phase row a at low-resolution pixel (i, j).
+template <typename S, int64_t ACT>
+void shuffle_forward_impl(const S* x, S* y, int64_t n, int64_t h, int64_t w, int64_t c, int64_t s) {
+  const int64_t run = s * c;
+  at::parallel_for(0, n * h * s, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t a = r % s, i = (r / s) % h, img = r / (s * h);
+      const S* __restrict__ src = x + ((img * h + i) * w) * s * run + a * run;
+      S* __restrict__ dst = y + r * w * run;
+      for (int64_t j = 0; j < w; ++j)
+        for (int64_t q = 0; q < run; ++q) dst[j * run + q] = activate<ACT>(src[j * s * run + q]);
+    }
+  });
+}
+
+template <typename S, int64_t ACT>
+void shuffle_backward_impl(const S* g, const S* y, S* gx, int64_t n, int64_t h, int64_t w, int64_t c, int64_t s) {
+  const int64_t run = s * c;
+  at::parallel_for(0, n * h * s, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t a = r % s, i = (r / s) % h, img = r / (s * h);
+      S* __restrict__ dst = gx + ((img * h + i) * w) * s * run + a * run;
+      const S* __restrict__ gr = g + r * w * run;
+      const S* __restrict__ yr = ACT == kNone ? gr : y + r * w * run;
+      for (int64_t j = 0; j < w; ++j)
+        for (int64_t q = 0; q < run; ++q) dst[j * s * run + q] = activation_grad<ACT>(gr[j * run + q], yr[j * run + q]);
+    }
+  });
+}
+
+// Run `fn` with the storage type of `t`: float, or uint16_t for bfloat16.
+template <typename F>
+void with_storage(const torch::Tensor& t, F fn) {
+  if (t.scalar_type() == at::kFloat) fn(float{});
+  else fn(uint16_t{});
+}
+
+template <typename S>
+S* ptr(const torch::Tensor& t) {
+  return reinterpret_cast<S*>(t.data_ptr());
+}
+
+}  // namespace
+
+torch::Tensor pool2_forward(torch::Tensor x, bool relu) {
+  check_cl(x, "pool2_forward input");
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  TORCH_CHECK(h % 2 == 0 && w % 2 == 0, "pool2_forward needs even height and width");
+  auto y = torch::empty({n, c, h / 2, w / 2}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  with_storage(x, [&](auto tag) {
+    using S = decltype(tag);
+    if (relu) pool2_forward_impl<S, true>(ptr<S>(x), ptr<S>(y), n, h, w, c);
+    else pool2_forward_impl<S, false>(ptr<S>(x), ptr<S>(y), n, h, w, c);
+  });
+  return y;
+}
+
+torch::Tensor pool2_backward(torch::Tensor g, torch::Tensor x, bool relu) {
+  check_cl(g, "pool2_backward grad");
+  check_cl(x, "pool2_backward input");
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  TORCH_CHECK(g.size(0) == n && g.size(1) == c && g.size(2) * 2 == h && g.size(3) * 2 == w &&
+              g.scalar_type() == x.scalar_type(), "pool2_backward: the gradient does not match the input");
+  auto gx = torch::empty_like(x, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  with_storage(x, [&](auto tag) {
+    using S = decltype(tag);
+    if (relu) pool2_backward_impl<S, true>(ptr<S>(g), ptr<S>(x), ptr<S>(gx), n, h, w, c);
+    else pool2_backward_impl<S, false>(ptr<S>(g), ptr<S>(x), ptr<S>(gx), n, h, w, c);
+  });
+  return gx;
+}
+
+torch::Tensor shuffle_forward(torch::Tensor x, int64_t s, int64_t act) {
+  check_cl(x, "shuffle_forward input");
+  TORCH_CHECK(s >= 1 && x.size(1) % (s * s) == 0, "shuffle_forward: channels not divisible by scale^2");
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3), c = x.size(1) / (s * s);
+  auto y = torch::empty({n, c, h * s, w * s}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  with_storage(x, [&](auto tag) {
+    using S = decltype(tag);
+    if (act == kRelu) shuffle_forward_impl<S, kRelu>(ptr<S>(x), ptr<S>(y), n, h, w, c, s);
+    else shuffle_forward_impl<S, kNone>(ptr<S>(x), ptr<S>(y), n, h, w, c, s);
+  });
+  return y;
+}
+
+torch::Tensor shuffle_backward(torch::Tensor g, torch::Tensor y, int64_t s, int64_t act) {
+  check_cl(g, "shuffle_backward grad");
+  check_cl(y, "shuffle_backward output");
+  TORCH_CHECK(y.sizes() == g.sizes() && y.scalar_type() == g.scalar_type(),
+              "shuffle_backward: the output and the gradient differ");
+  const int64_t n = g.size(0), c = g.size(1), h = g.size(2) / s, w = g.size(3) / s;
+  auto gx = torch::empty({n, c * s * s, h, w}, g.options().memory_format(at::MemoryFormat::ChannelsLast));
+  with_storage(g, [&](auto tag) {
+    using S = decltype(tag);
+    if (act == kRelu) shuffle_backward_impl<S, kRelu>(ptr<S>(g), ptr<S>(y), ptr<S>(gx), n, h, w, c, s);
+    else shuffle_backward_impl<S, kNone>(ptr<S>(g), ptr<S>(y), ptr<S>(gx), n, h, w, c, s);
+  });
+  return gx;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("pool2_forward", &pool2_forward, "2x2 max-pool (+ReLU) of a channels_last tensor");
+  m.def("pool2_backward", &pool2_backward, "gradient of pool2_forward");
+  m.def("shuffle_forward", &shuffle_forward, "phase interleave with an activation");
+  m.def("shuffle_backward", &shuffle_backward, "gradient of shuffle_forward");
+}

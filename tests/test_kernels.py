@@ -1,0 +1,88 @@
+"""The fused CPU kernels (cae.kernels) against plain PyTorch: same values, same gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cae import kernels
+from cae.arch import phase_shuffle
+
+CL = torch.channels_last
+
+
+def test_the_extension_builds_here():
+    """The machines we measure on have a compiler: a broken build must fail loudly, not fall
+    back silently to the slower path."""
+    assert kernels.extension() is not None
+
+
+def _pool_input(dtype: torch.dtype) -> torch.Tensor:
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 8, 6).to(dtype)
+    x[:, :, :4, :4] = 0.5  # ties: the gradient must go to the first maximum only
+    x[:, :, 4:6, :] = -1.0  # windows the ReLU zeroes
+    x[0, 0, 0, 0] = 0.0
+    return x.contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("use_extension", [True, False])
+def test_max_pool2_is_relu_of_max_pool2d_values_and_gradients(dtype, relu, use_extension, monkeypatch):
+    if not use_extension:
+        monkeypatch.setattr(kernels, "extension", lambda: None)
+    x = _pool_input(dtype).requires_grad_()
+    ref = F.max_pool2d(x, 2)
+    ref = F.relu(ref) if relu else ref
+    g = torch.randn(ref.shape).to(dtype)
+    want, = torch.autograd.grad(ref, x, g)
+    y = kernels.max_pool2(x, relu)
+    got, = torch.autograd.grad(y, x, g)
+    assert torch.equal(y, ref)
+    assert torch.equal(got, want)
+    with torch.inference_mode():
+        assert torch.equal(kernels.max_pool2(x.detach(), relu), ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("activation", ["none", "relu"])
+@pytest.mark.parametrize("use_extension", [True, False])
+def test_shuffle_activate_is_activation_of_the_interleave(dtype, activation, use_extension, monkeypatch):
+    if not use_extension:
+        monkeypatch.setattr(kernels, "extension", lambda: None)
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 5, 4).to(dtype).contiguous(memory_format=CL).requires_grad_()
+    ref = phase_shuffle(x, 2)
+    ref = torch.relu(ref) if activation == "relu" else ref
+    g = torch.randn(ref.shape).to(dtype)
+    want, = torch.autograd.grad(ref, x, g)
+    y = kernels.shuffle_activate(x, 2, activation)
+    got, = torch.autograd.grad(y, x, g)
+    assert torch.equal(y, ref) and torch.equal(got, want)
+    assert y.is_contiguous(memory_format=CL) and got.is_contiguous(memory_format=CL)
+
+
+def test_other_layouts_and_dtypes_take_the_plain_path():
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)  # NCHW float64: not for the kernels
+    assert torch.equal(kernels.max_pool2(x, True), F.relu(F.max_pool2d(x, 2)))
+    z = torch.randn(2, 8, 3, 3)
+    assert torch.equal(kernels.shuffle_activate(z, 2, "relu"), torch.relu(phase_shuffle(z, 2)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, CL])
+def test_training_loss_is_mse_loss_of_the_float_prediction(dtype, layout):
+    from cae.train import mse
+
+    torch.manual_seed(0)
+    target = torch.rand(4, 3, 8, 8).contiguous(memory_format=layout)
+    pred = torch.rand(4, 3, 8, 8).to(dtype).contiguous(memory_format=layout).requires_grad_()
+    want = F.mse_loss(pred.float(), target)
+    g_want, = torch.autograd.grad(want, pred)
+    got = mse(pred, target)
+    g_got, = torch.autograd.grad(got, pred)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=0)
