@@ -9,6 +9,7 @@ reported metric mean the same thing across tasks:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,16 @@ from torch import nn
 from cae.color import merge_chroma
 from cae.config import RunConfig
 from cae.data import luma
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(-mean/std, 1/std) as (1, C, 1, 1) tensors, made once per device and dtype."""
+    with torch.inference_mode(False):  # cached tensors are used in training too
+        m = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+        return (-m / s).to(device, dtype), (1 / s).to(device, dtype)
 
 
 @dataclass
@@ -47,9 +58,9 @@ class Task:
     def _standardize(self, x: torch.Tensor) -> torch.Tensor:
         if not self.mean:
             return x
-        m = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-        return (x - m) / s
+        # (x - m) / s as x * (1/s) + (-m/s): one pass over the batch instead of two
+        shift, scale = _affine(self.mean, self.std, x.device, x.dtype)
+        return torch.addcmul(shift, x, scale)
 
     def network_input(self, rgb: torch.Tensor) -> torch.Tensor:
         """The network's input for RGB images in [0, 1] (luma for colorization)."""
