@@ -74,6 +74,12 @@ def test_fast_and_naive_steps_agree_in_fp32() -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_auto_precision_is_bf16_where_the_cpu_runs_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cae.train, "bf16_supported", lambda device: True)
+    assert resolve_precision("auto", torch.device("cpu")) is torch.bfloat16
+    assert resolve_precision("fp32", torch.device("cpu")) is None
+
+
 def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch: pytest.MonkeyPatch, no_cifar: None) -> None:
     monkeypatch.setattr(cae.train, "bf16_supported", lambda device: False)
     cpu = torch.device("cpu")

@@ -288,8 +288,8 @@ def test_divergence_reports_epoch_step_lr(syn: Path, tmp_path: Path, capsys: pyt
     calls = {"train": 0}
     original = Task.predict_rgb
 
-    def poisoned(self: Task, model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
-        pred = original(self, model, rgb)
+    def poisoned(self: Task, model: torch.nn.Module, rgb: torch.Tensor, float32: bool = True) -> torch.Tensor:
+        pred = original(self, model, rgb, float32)
         if model.training:
             calls["train"] += 1
             if calls["train"] == poison_at:

@@ -66,12 +66,14 @@ class Task:
         """The network's input for RGB images in [0, 1] (luma for colorization)."""
         return self._standardize(rgb if self.kind == "reconstruct" else luma(rgb))
 
-    def predict_rgb(self, model: nn.Module, rgb: torch.Tensor) -> torch.Tensor:
-        """The RGB prediction (not clamped) for RGB images in [0, 1]."""
+    def predict_rgb(self, model: nn.Module, rgb: torch.Tensor, float32: bool = True) -> torch.Tensor:
+        """The RGB prediction (not clamped) for RGB images in [0, 1]; `float32=False` leaves a
+        reconstruction in the autocast dtype (the loss and metrics promote it themselves)."""
         x = self.network_input(rgb)
         if self.kind == "reconstruct":
             x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x).float()
+        out = model(x)
         if self.target == "rgb":
-            return out
+            return out.float() if float32 else out
+        out = out.float()
         return merge_chroma(luma(rgb), out, self.target)
