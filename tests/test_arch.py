@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cae import arch
+from cae import arch, kernels
 from cae.arch import PRESETS, build_model, expand, parse, trace
 from cae.errors import CaeError
 
@@ -90,10 +90,14 @@ def test_colorize_output_channels():
     "conv8 pool2 conv12 pool2 conv16 | up2 conv12k5 up2 convout",  # kernel 5 after an upsampling
     "conv8:gelu pool2 conv16:tanh pool2 | up4 convout",  # gelu is not monotone: must stay before the pool
     "conv8:lrelu pool2 conv12:sigmoid pool4 | up2b conv12 up4 convout",  # pool4, bilinear: plain paths
+    "conv8k5 pool2 conv12:none pool2 | up4 convout",  # a pool without a ReLU to take over
 ])
-def test_rewritten_model_computes_the_plain_model(spec):
+@pytest.mark.parametrize("use_extension", [True, False])
+def test_rewritten_model_computes_the_plain_model(spec, use_extension, monkeypatch):
     """The default (rewritten, faster) model and the textbook one agree on outputs and gradients,
-    in channels_last (the fast inference pooling) and NCHW alike."""
+    in channels_last and NCHW alike, with the fused kernels and without."""
+    if not use_extension:
+        monkeypatch.setattr(kernels, "extension", lambda: None)
     torch.manual_seed(0)
     fast, plain = build_model(spec), build_model(spec, plain=True)
     assert fast.state_dict().keys() == plain.state_dict().keys()
@@ -116,6 +120,15 @@ def test_monotone_activation_moves_behind_the_pool_and_gelu_does_not():
     enc = build_model("conv8 pool2 conv8:gelu pool2 | up4 convout").encoder
     assert [type(m).__name__ for m in enc] == ["Conv2d", "MaxPool2d", "Identity", "Conv2d", "GELU", "MaxPool2d"]
     assert enc[1].relu and not enc[5].relu  # the moved ReLU is applied by the pool itself
+
+
+def test_fusing_does_not_shift_the_random_state():
+    torch.manual_seed(0)
+    build_model("reference")
+    after_fast = torch.rand(3)
+    torch.manual_seed(0)
+    build_model("reference", plain=True)
+    assert torch.equal(torch.rand(3), after_fast)
 
 
 def test_relu_after_an_upsampling_conv_is_applied_in_its_interleave():
