@@ -154,3 +154,14 @@ def test_freed_activations_are_reused_without_page_faults() -> None:
                              check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         faulting[mode] = sum(int(n) > 1000 for n in out.stdout.split())  # batches that paged in their block
     assert faulting["default"] >= 9 and faulting["tuned"] <= 3, faulting
+
+
+def test_prepared_splits_are_channels_last_with_the_same_images() -> None:
+    """The splits are gathered straight into channels_last (what every batch needs), unchanged."""
+    data = _synthetic()
+    cfg = RunConfig()
+    cfg.train.device = "cpu"
+    p = prepare(cfg, data)
+    for name, split in (("train", p.train), ("val", p.val), ("test", p.test)):
+        assert split.is_contiguous(memory_format=torch.channels_last), name
+        assert torch.equal(split, data.images[torch.as_tensor(p.split[name])]), name

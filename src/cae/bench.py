@@ -179,7 +179,7 @@ class NaiveTrainer:
     """The tutorial loop: float NCHW TensorDataset, DataLoader(batch 32, shuffle), Adam, nn.MSELoss."""
 
     def __init__(self, images_u8: torch.Tensor, arch: str, lr: float, seed: int, device: torch.device):
-        x = images_u8.cpu().float() / 255  # the float dataset a tutorial would build
+        x = images_u8.cpu().contiguous().float() / 255  # the float dataset a tutorial would build (NCHW)
         self.device = device
         self.batches = _forever(DataLoader(TensorDataset(x), batch_size=NAIVE_BATCH, shuffle=True))
         self.model = naive_model(arch, seed, device)
@@ -201,7 +201,7 @@ class NaiveTrainer:
 
 def time_naive_eval(model: nn.Module, images_u8: torch.Tensor, device: torch.device) -> tuple[float, float]:
     """Seconds of a naive evaluation (DataLoader batch 32, torch.no_grad) of `images_u8`, and its MSE."""
-    x = images_u8.cpu().float() / 255
+    x = images_u8.cpu().contiguous().float() / 255
     loader = DataLoader(TensorDataset(x), batch_size=NAIVE_BATCH)
     model.eval()
     loss_fn = nn.MSELoss(reduction="sum")
