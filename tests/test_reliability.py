@@ -40,7 +40,10 @@ def syn(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_smooth_cifar(tmp_path_factory.mktemp("data") / "cifar-10-batches-bin")
 
 
-def train_args(syn: Path, out: Path, precision: str = "auto", epochs: int = 3, limit: int = 1000,
+EPOCHS = 5  # interruption tests signal after epoch 1: the other four leave a wide window (~1 s)
+
+
+def train_args(syn: Path, out: Path, precision: str = "auto", epochs: int = EPOCHS, limit: int = 1000,
                arch: str | None = None, batch_size: int = 16) -> list[str]:
     args = ["train", "--data", str(syn), "--limit", str(limit), "--batch-size", str(batch_size),
             "--epochs", str(epochs),
@@ -108,7 +111,7 @@ def stop_and_check(proc: subprocess.Popen, sig: int, out: Path) -> int:
         assert "Traceback" not in err and "resume" in err and len(err.strip().splitlines()) == 1, err
         assert not (out / runs.LOCK).exists()  # released on the way out
     done = len(runs.read_metrics_csv(out / runs.METRICS))
-    assert 1 <= done < 3
+    assert 1 <= done < EPOCHS
     return done
 
 
@@ -154,11 +157,19 @@ def test_concurrent_writer_refused_then_sigterm_and_resume(syn: Path, reference:
 
 
 def test_ctrl_c_in_process_then_resume_is_exact(syn: Path, reference: dict[str, Path], tmp_path: Path,
-                                                capsys: pytest.CaptureFixture) -> None:
+                                                capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT (Ctrl-C) delivered to this very process while it trains."""
     out = tmp_path / "run"
     args = train_args(syn, out, "fp32")
     running = threading.Event()
+    save_torch = runs.save_torch
+
+    def save_then_linger(path: Path, obj: object) -> None:
+        save_torch(path, obj)
+        if path.name == runs.LAST:
+            time.sleep(2)  # the signal lands here, mid-run: the remaining epochs take ~0.2 s
+
+    monkeypatch.setattr(runs, "save_torch", save_then_linger)
 
     def interrupt_after_first_epoch() -> None:
         while running.is_set() and not (out / runs.LAST).exists():
