@@ -37,6 +37,7 @@ RUN_FILES = {"config.toml", "split.npz", "metrics.csv", "loss.png", "best.pt", "
 
 SCRIPT = r'''
 """Run by torchrun: train each job's run; a job with a dump folder saves every rank's parameters."""
+import gc
 import json
 import sys
 
@@ -67,6 +68,11 @@ for dump, argv in json.loads(sys.argv[1]):  # one launch, several runs: starting
         continue
     if dump:
         torch.save(captured["state"], f"{dump}/rank{dist.get_rank()}.pt")
+# a run that stopped with an error can leave its DistributedDataParallel wrapper in a reference
+# cycle that still holds the process group; collected now, it cannot be destroyed with its gloo
+# threads still running at interpreter exit ("terminate called without an active exception",
+# seen intermittently as rank exit code -6)
+gc.collect()
 dist.barrier()
 dist.destroy_process_group()
 '''
