@@ -65,14 +65,14 @@ for dump, argv in json.loads(sys.argv[1]):  # one launch, several runs: starting
         tr.train_run(_config_from_args(a), a.out, force=a.force, progress=False)
     except CaeError as e:  # every rank must stop with the same message, none left waiting
         print(f"rank {dist.get_rank()}: cae: error: {e}", flush=True)
+        # the stopped run's DDP wrapper can sit in a reference cycle holding the process group;
+        # collected here, on every rank at once, it cannot die with running gloo threads at
+        # interpreter exit ("terminate called without an active exception": rank exit code -6,
+        # seen intermittently)
+        gc.collect()
         continue
     if dump:
         torch.save(captured["state"], f"{dump}/rank{dist.get_rank()}.pt")
-# a run that stopped with an error can leave its DistributedDataParallel wrapper in a reference
-# cycle that still holds the process group; collected now, it cannot be destroyed with its gloo
-# threads still running at interpreter exit ("terminate called without an active exception",
-# seen intermittently as rank exit code -6)
-gc.collect()
 dist.barrier()
 dist.destroy_process_group()
 '''
