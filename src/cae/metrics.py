@@ -16,11 +16,6 @@ from cae.color import chroma
 SSIM_WINDOW = 7  # 11 (the usual) is a third of a 32-pixel side; 7 keeps the window local
 
 
-def mse(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Mean squared error over all values."""
-    return torch.mean((pred.float() - target.float()) ** 2).item()
-
-
 def squared_error_sum(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """sum((pred - target)^2) as a float32 tensor (autograd-aware), for a float32 target.
 
