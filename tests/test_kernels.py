@@ -86,3 +86,63 @@ def test_training_loss_is_mse_loss_of_the_float_prediction(dtype, layout):
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
     torch.testing.assert_close(g_got, g_want, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=0)
+
+
+# ----------------------------------------------------------------------------- uint8 images
+def _u8_images(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=g).contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4, 3, 8, 8), (2, 3, 5, 3), (3, 1, 7, 5)])  # (2, 3, 5, 3): a partial block
+@pytest.mark.parametrize("use_extension", [True, False])
+def test_standardize_u8_is_addcmul_of_the_unit_images(dtype, shape, use_extension, monkeypatch):
+    if not use_extension:
+        monkeypatch.setattr(kernels, "extension", lambda: None)
+    x = _u8_images(shape)
+    c = shape[1]
+    shift = torch.linspace(-2.0, -1.5, c).view(1, c, 1, 1)
+    scale = torch.linspace(3.0, 4.5, c).view(1, c, 1, 1)
+    want = torch.addcmul(shift, torch.div(x, 255), scale).to(dtype)
+    got = kernels.standardize_u8(x, shift, scale, dtype)
+    assert got.dtype == dtype and got.shape == x.shape
+    assert torch.equal(got, want)  # one rounding to dtype, as in the three-pass original
+    assert got.is_contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("clamp", [False, True])
+@pytest.mark.parametrize("use_extension", [True, False])
+def test_squared_error_against_uint8_images_is_that_against_the_float_images(dtype, clamp, use_extension,
+                                                                            monkeypatch):
+    from cae.metrics import squared_error_sum
+
+    if not use_extension:
+        monkeypatch.setattr(kernels, "extension", lambda: None)
+    x = _u8_images((5, 3, 16, 12), seed=1)  # 2,880 values: the last fixed-size chunk is partial
+    torch.manual_seed(0)
+    p = (torch.rand(x.shape) * 1.2 - 0.1).to(dtype).contiguous(memory_format=CL)  # some outside [0, 1]
+    ref_p = p.clamp(0, 1) if clamp else p
+    want = torch.sum((ref_p.double() - torch.div(x, 255).double()) ** 2)
+    got = squared_error_sum(p, x, clamp=clamp)
+    assert got.dtype == torch.float32 and got.dim() == 0
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0)
+    if clamp:
+        return
+    # the gradient: 2 (p - x / 255) times the incoming gradient, rounded once to p's dtype
+    p.requires_grad_()
+    g_got, = torch.autograd.grad(squared_error_sum(p, x) * 0.5, p)
+    g_want, = torch.autograd.grad(squared_error_sum(p, torch.div(x, 255)) * 0.5, p)
+    assert g_got.dtype == dtype
+    torch.testing.assert_close(g_got, g_want, rtol=0, atol=0)
+
+
+def test_uint8_paths_fall_back_for_other_layouts():
+    from cae.metrics import squared_error_sum
+
+    x = _u8_images((2, 3, 4, 4)).contiguous()  # NCHW: not for the kernels
+    p = torch.rand(2, 3, 4, 4)
+    torch.testing.assert_close(squared_error_sum(p, x), torch.sum((p - torch.div(x, 255)) ** 2))
+    shift, scale = torch.zeros(3), torch.full((3,), 2.0)
+    assert torch.equal(kernels.standardize_u8(x, shift, scale), torch.div(x, 255) * 2)

@@ -297,17 +297,17 @@ def test_divergence_reports_epoch_step_lr(syn: Path, tmp_path: Path, capsys: pyt
     steps = 480 // 32  # the 600-image subset trains on 480 images: 15 steps per epoch of 32
     poison_at = steps + 4  # step 4 of epoch 2
     calls = {"train": 0}
-    original = Task.predict_rgb
+    original = Task.predict_rgb_u8
 
-    def poisoned(self: Task, model: torch.nn.Module, rgb: torch.Tensor, float32: bool = True) -> torch.Tensor:
-        pred = original(self, model, rgb, float32)
+    def poisoned(self: Task, model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        pred = original(self, model, images, dtype)
         if model.training:
             calls["train"] += 1
             if calls["train"] == poison_at:
                 return pred * float("inf")
         return pred
 
-    monkeypatch.setattr(Task, "predict_rgb", poisoned)
+    monkeypatch.setattr(Task, "predict_rgb_u8", poisoned)
     err = error_of(capsys, train_args(syn, tmp_path / "run", "fp32", epochs=3, limit=600, batch_size=32))
     assert "training diverged: loss" in err and "at epoch 2, step 4 (lr " in err, err
     assert len(runs.read_metrics_csv(tmp_path / "run" / runs.METRICS)) == 1  # epoch 1 stays saved

@@ -136,3 +136,49 @@ class _Shuffle(torch.autograd.Function):
         (y,) = ctx.saved_tensors
         g = grad.contiguous(memory_format=torch.channels_last)
         return extension().shuffle_backward(g, y if y is not None else g, ctx.scale, ctx.act), None, None
+
+
+# ----------------------------------------------------------------------------- uint8 images
+def _u8_batch(x: torch.Tensor) -> bool:
+    return x.dtype == torch.uint8 and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def standardize_u8(images: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`(images / 255) * scale + shift` per channel, in `dtype`, for a channels_last uint8 batch:
+    the network input straight from the stored images in one pass (the division, the
+    standardization and autocast's cast to bfloat16 were three). `shift` and `scale` are float32
+    with one value per channel (any shape, e.g. (1, C, 1, 1)). The same values as
+    `torch.addcmul(shift, torch.div(images, 255), scale).to(dtype)`, which is the fallback."""
+    if (_u8_batch(images) and images.device.type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+            and extension() is not None):
+        flat = [t.reshape(-1).float().contiguous() for t in (scale, shift)]
+        return extension().standardize_u8(images, flat[0], flat[1], dtype == torch.bfloat16)
+    c = images.shape[1]
+    x = torch.addcmul(shift.reshape(1, c, 1, 1), torch.div(images, 255), scale.reshape(1, c, 1, 1))
+    return x.to(dtype)
+
+
+def squared_error_u8(pred: torch.Tensor, images: torch.Tensor, clamp: bool = False) -> torch.Tensor | None:
+    """sum((pred - images / 255)^2) as a float32 scalar (autograd-aware), against uint8 images as
+    stored, with `pred` clamped to [0, 1] first if `clamp` (metrics; no gradient then); None
+    where the kernels do not apply (the caller takes the plain path)."""
+    if not (_usable(pred) and _u8_batch(images) and images.device.type == "cpu" and images.shape == pred.shape):
+        return None
+    if torch.is_grad_enabled() and pred.requires_grad:
+        if clamp:
+            return None
+        return _SquaredErrorU8.apply(pred, images)
+    return torch.tensor(extension().squared_error_u8(pred, images, clamp), dtype=torch.float32)
+
+
+class _SquaredErrorU8(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, images: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(pred, images)
+        return torch.tensor(extension().squared_error_u8(pred, images, False), dtype=torch.float32)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+        pred, images = ctx.saved_tensors
+        return extension().squared_error_u8_backward(pred, images, 2.0 * float(grad)), None

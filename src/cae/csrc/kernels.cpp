@@ -12,6 +12,13 @@
 //                                        that follows it applied while copying. (A sigmoid
 //                                        here measured slower than PyTorch's: its exp does
 //                                        not vectorize without -ffast-math.)
+//   standardize_u8                       the network input from uint8 images as stored:
+//                                        x / 255 * scale[c] + shift[c], rounded once to the
+//                                        output type (the division, the standardization and
+//                                        autocast's bfloat16 cast were three passes);
+//   squared_error_u8 (+ _backward)       sum((p - t / 255)^2) against the uint8 images, so
+//                                        the float target is never built (optionally with
+//                                        the metrics' clamp of p to [0, 1]).
 // Work is split over images and rows with at::parallel_for (PyTorch's own thread pool).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -20,6 +27,7 @@
 #include <cstring>
 #include <type_traits>
 #include <cstdint>
+#include <vector>
 
 namespace {
 
@@ -50,6 +58,16 @@ template <> inline uint16_t from_f32_exact<uint16_t>(float f) {
   std::memcpy(&bits, &f, sizeof bits);
   return static_cast<uint16_t>(bits >> 16);
 }
+// round to nearest even, as PyTorch converts float to bfloat16 (the values here are finite)
+template <typename S> inline S round_to(float f);
+template <> inline float round_to<float>(float f) { return f; }
+template <> inline uint16_t round_to<uint16_t>(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
 // ----------------------------------------------------------------------------- pooling
 // One output row. Separate restrict pointers per window position let GCC see that they do not
 // overlap, so the channel loop vectorizes.
@@ -179,6 +197,72 @@ void shuffle_backward_impl(const S* g, const S* y, S* gx, int64_t n, int64_t h, 
   });
 }
 
+// ----------------------------------------------------------------------------- uint8 images
+// In channels_last memory the channel of value i is i % c; blocks of 16 pixels repeat the
+// per-channel constants exactly, so each block is one loop over lane tables that vectorizes.
+template <typename S>
+void standardize_u8_impl(const uint8_t* x, S* y, int64_t total, int64_t c, const float* scale, const float* shift) {
+  const int64_t block = 16 * c, blocks = total / block;
+  std::vector<float> sc(block), sh(block);
+  for (int64_t k = 0; k < block; ++k) sc[k] = scale[k % c], sh[k] = shift[k % c];
+  const float* __restrict__ scp = sc.data();
+  const float* __restrict__ shp = sh.data();
+  at::parallel_for(0, blocks, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const uint8_t* __restrict__ src = x + b * block;
+      S* __restrict__ dst = y + b * block;
+      // the division, not a multiplication by 1/255: the same values as torch.div(x, 255)
+      for (int64_t k = 0; k < block; ++k) dst[k] = round_to<S>(shp[k] + (static_cast<float>(src[k]) / 255.f) * scp[k]);
+    }
+  });
+  for (int64_t i = blocks * block; i < total; ++i)
+    y[i] = round_to<S>(shift[i % c] + (static_cast<float>(x[i]) / 255.f) * scale[i % c]);
+}
+
+// Fixed chunks summed in float, then in double in chunk order: the result does not depend on
+// the number of threads.
+template <typename S, bool CLAMP>
+double squared_error_u8_impl(const S* p, const uint8_t* t, int64_t total) {
+  const int64_t chunk = 4096, chunks = (total + chunk - 1) / chunk;
+  std::vector<double> part(chunks);
+  at::parallel_for(0, chunks, 4, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const S* __restrict__ pk = p;
+      const uint8_t* __restrict__ tk = t;
+      const int64_t lo = k * chunk, hi = std::min(total, lo + chunk);
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = lo; i < hi; ++i) {
+        float v = to_f32(pk[i]);
+        if (CLAMP) v = std::min(std::max(v, 0.f), 1.f);
+        const float d = v - static_cast<float>(tk[i]) / 255.f;
+        acc += d * d;
+      }
+      part[k] = acc;
+    }
+  });
+  double sum = 0;
+  for (double v : part) sum += v;
+  return sum;
+}
+
+template <typename S>
+void squared_error_u8_backward_impl(const S* p, const uint8_t* t, S* g, int64_t total, float factor) {
+  at::parallel_for(0, total, 16384, [&](int64_t begin, int64_t end) {
+    const S* __restrict__ pk = p;
+    const uint8_t* __restrict__ tk = t;
+    S* __restrict__ gk = g;
+    for (int64_t i = begin; i < end; ++i) gk[i] = round_to<S>(factor * (to_f32(pk[i]) - static_cast<float>(tk[i]) / 255.f));
+  });
+}
+
+void check_u8_target(const torch::Tensor& p, const torch::Tensor& t) {
+  check_cl(p, "squared_error_u8 prediction");
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kByte && t.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "squared_error_u8: the target must be a channels_last uint8 CPU tensor");
+  TORCH_CHECK(t.sizes() == p.sizes(), "squared_error_u8: the prediction and the target differ in shape");
+}
+
 // Run `fn` with the storage type of `t`: float, or uint16_t for bfloat16.
 template <typename F>
 void with_storage(const torch::Tensor& t, F fn) {
@@ -249,9 +333,51 @@ torch::Tensor shuffle_backward(torch::Tensor g, torch::Tensor y, int64_t s, int6
   return gx;
 }
 
+torch::Tensor standardize_u8(torch::Tensor x, torch::Tensor scale, torch::Tensor shift, bool bf16) {
+  TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == at::kByte &&
+              x.is_contiguous(at::MemoryFormat::ChannelsLast), "standardize_u8: x must be a channels_last uint8 CPU tensor");
+  const int64_t c = x.size(1);
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && shift.scalar_type() == at::kFloat && scale.is_contiguous() &&
+              shift.is_contiguous() && scale.numel() == c && shift.numel() == c,
+              "standardize_u8: scale and shift must be contiguous float32 with one value per channel");
+  auto y = torch::empty(x.sizes(), x.options().dtype(bf16 ? at::kBFloat16 : at::kFloat)
+                                       .memory_format(at::MemoryFormat::ChannelsLast));
+  with_storage(y, [&](auto tag) {
+    using S = decltype(tag);
+    standardize_u8_impl<S>(x.data_ptr<uint8_t>(), ptr<S>(y), x.numel(), c, scale.data_ptr<float>(), shift.data_ptr<float>());
+  });
+  return y;
+}
+
+double squared_error_u8(torch::Tensor p, torch::Tensor t, bool clamp) {
+  check_u8_target(p, t);
+  double sum = 0;
+  with_storage(p, [&](auto tag) {
+    using S = decltype(tag);
+    sum = clamp ? squared_error_u8_impl<S, true>(ptr<S>(p), t.data_ptr<uint8_t>(), p.numel())
+                : squared_error_u8_impl<S, false>(ptr<S>(p), t.data_ptr<uint8_t>(), p.numel());
+  });
+  return sum;
+}
+
+// factor * (p - t / 255) in the prediction's type (factor = 2 x the incoming gradient: the sum's
+// gradient; clamping is for metrics only and has no backward)
+torch::Tensor squared_error_u8_backward(torch::Tensor p, torch::Tensor t, double factor) {
+  check_u8_target(p, t);
+  auto g = torch::empty_like(p, p.options().memory_format(at::MemoryFormat::ChannelsLast));
+  with_storage(p, [&](auto tag) {
+    using S = decltype(tag);
+    squared_error_u8_backward_impl<S>(ptr<S>(p), t.data_ptr<uint8_t>(), ptr<S>(g), p.numel(), static_cast<float>(factor));
+  });
+  return g;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pool2_forward", &pool2_forward, "2x2 max-pool (+ReLU) of a channels_last tensor");
   m.def("pool2_backward", &pool2_backward, "gradient of pool2_forward");
   m.def("shuffle_forward", &shuffle_forward, "phase interleave with an activation");
   m.def("shuffle_backward", &shuffle_backward, "gradient of shuffle_forward");
+  m.def("standardize_u8", &standardize_u8, "uint8 images to the standardized network input");
+  m.def("squared_error_u8", &squared_error_u8, "sum of squared errors against uint8 images");
+  m.def("squared_error_u8_backward", &squared_error_u8_backward, "factor * (p - t / 255)");
 }
