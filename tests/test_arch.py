@@ -118,8 +118,21 @@ def test_rewritten_model_computes_the_plain_model(spec, use_extension, monkeypat
 
 def test_monotone_activation_moves_behind_the_pool_and_gelu_does_not():
     enc = build_model("conv8 pool2 conv8:gelu pool2 | up4 convout").encoder
-    assert [type(m).__name__ for m in enc] == ["Conv2d", "MaxPool2d", "Identity", "Conv2d", "GELU", "MaxPool2d"]
-    assert enc[1].relu and not enc[5].relu  # the moved ReLU is applied by the pool itself
+    # the first ReLU moved behind its pool, and both joined the conv (ConvPool2d); GELU stays put
+    assert [type(m).__name__ for m in enc] == ["ConvPool2d", "Identity", "Identity", "Conv2d", "GELU", "MaxPool2d"]
+    assert enc[0].relu and not enc[5].relu
+
+
+def test_conv_pool_module_shares_the_parameters_of_the_conv():
+    torch.manual_seed(0)
+    fast = build_model("reference")
+    torch.manual_seed(0)
+    plain = build_model("reference", plain=True)
+    first = fast.encoder[0]
+    assert isinstance(first, arch.ConvPool2d) and isinstance(fast.encoder[3], arch.ConvPool2d)
+    assert [n for n, _ in fast.named_parameters()] == [n for n, _ in plain.named_parameters()]
+    for a, b in zip(fast.parameters(), plain.parameters()):
+        assert torch.equal(a, b)  # the same initial draws
 
 
 def test_fusing_does_not_shift_the_random_state():
@@ -136,6 +149,25 @@ def test_relu_after_an_upsampling_conv_is_applied_in_its_interleave():
     assert [type(m).__name__ for m in dec] == ["Identity", "UpsampleConv2d", "Identity", "Identity",
                                                "UpsampleConv2d", "Sigmoid"]
     assert dec[1].activation == "relu" and dec[4].activation == "none"
+
+
+def test_frozen_folds_compute_the_same_and_follow_weight_changes():
+    torch.manual_seed(0)
+    model = build_model("conv8 pool2 conv12 pool2 | up2 conv12k5 up2 convout")
+    x = torch.rand(2, 3, 32, 32)
+    ups = [m for m in model.modules() if isinstance(m, arch.UpsampleConv2d)]
+    with torch.inference_mode():
+        want = model(x)
+        with arch.frozen_folds(model):
+            assert all(m.frozen is not None for m in ups)
+            assert torch.equal(model(x), want)
+        assert all(m.frozen is None for m in ups)  # dropped: training folds at every step
+        with torch.no_grad():
+            ups[0].weight.mul_(0.5)
+        changed = model(x)
+        with arch.frozen_folds(model):  # folded again when entered: sees the new weights
+            assert torch.equal(model(x), changed)
+    assert not torch.equal(changed, want)
 
 
 def test_phase_shuffle_is_pixel_shuffle_in_phase_major_order():

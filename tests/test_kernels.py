@@ -146,3 +146,43 @@ def test_uint8_paths_fall_back_for_other_layouts():
     torch.testing.assert_close(squared_error_sum(p, x), torch.sum((p - torch.div(x, 255)) ** 2))
     shift, scale = torch.zeros(3), torch.full((3,), 2.0)
     assert torch.equal(kernels.standardize_u8(x, shift, scale), torch.div(x, 255) * 2)
+
+
+# ----------------------------------------------------------------------------- first conv + pool
+@pytest.mark.parametrize("ci,co,k,size", [(3, 8, 3, (32, 32)), (1, 12, 5, (10, 6)), (3, 5, 7, (8, 12)),
+                                          (2, 8, 3, (8, 8))])  # 2 channels: no kernel, the plain path
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("use_extension", [True, False])
+def test_conv_pool2_is_max_pool_of_the_conv(ci, co, k, size, relu, use_extension, monkeypatch):
+    if not use_extension:
+        monkeypatch.setattr(kernels, "extension", lambda: None)
+    torch.manual_seed(0)
+    x = torch.randn(3, ci, *size).contiguous(memory_format=CL)
+    w, b = torch.randn(co, ci, k, k) * 0.3, torch.randn(co) * 0.1
+    want = F.max_pool2d(F.conv2d(x, w, b, padding=k // 2), 2)
+    want = F.relu(want) if relu else want
+    with torch.inference_mode():
+        got = kernels.conv_pool2(x, w, b, relu)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        # (a 1-channel input is NCHW to conv2d too, whose output then is NCHW on the plain path)
+        assert got.is_contiguous(memory_format=CL) or not (use_extension and ci != 2)
+        # bfloat16 autocast: bf16 inputs and weights, float32 sums, one rounding to bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got16 = kernels.conv_pool2(x, w, b, relu)
+        want16 = F.max_pool2d(F.conv2d(x.bfloat16().float(), w.bfloat16().float(), b.bfloat16().float(),
+                                       padding=k // 2), 2)
+        want16 = F.relu(want16) if relu else want16
+    assert got16.dtype == torch.bfloat16
+    torch.testing.assert_close(got16.float(), want16, rtol=1 / 128, atol=1e-6)  # one bf16 rounding
+
+
+def test_conv_pool2_with_autograd_is_the_two_step_computation():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=CL)
+    w = torch.randn(8, 3, 3, 3, requires_grad=True)
+    b = torch.zeros(8, requires_grad=True)
+    y = kernels.conv_pool2(x, w, b, True)
+    assert y.grad_fn is not None
+    (g,) = torch.autograd.grad(y.sum(), w)
+    (want,) = torch.autograd.grad(F.relu(F.max_pool2d(F.conv2d(x, w, b, padding=1), 2)).sum(), w)
+    torch.testing.assert_close(g, want)

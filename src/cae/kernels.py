@@ -102,6 +102,32 @@ class _Pool2(torch.autograd.Function):
         return extension().pool2_backward(grad.contiguous(memory_format=torch.channels_last), x, ctx.relu), None
 
 
+# ----------------------------------------------------------------------------- first conv + pool
+FIRST_CONV_CHANNELS, FIRST_CONV_KERNELS = (1, 3), (3, 5, 7)  # shapes `conv_pool2` has a kernel for
+
+
+def conv_pool2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool = False) -> torch.Tensor:
+    """`max_pool2(conv2d(x, weight, bias, padding='same'), relu)` for inference (no autograd).
+
+    On CPU, for a first layer (1 or 3 input channels, kernel 3, 5 or 7) with even sides, one
+    pass computes the conv in float32 registers and keeps only the pooled maxima (oneDNN is slow
+    for so few input channels, see csrc/kernels.cpp); the result is rounded once to the
+    compute dtype. Under autocast the inputs are cast as autocast would cast them for the conv.
+    Otherwise, or for other shapes, it is the two-step computation.
+    """
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    k = weight.shape[-1]
+    if (not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)) and bias is not None \
+            and x.shape[1] in FIRST_CONV_CHANNELS and k in FIRST_CONV_KERNELS and weight.shape[-2] == k \
+            and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0 and dtype in (torch.float32, torch.bfloat16):
+        xc = x.to(dtype)
+        if _usable(xc):
+            y = extension().conv_pool2_forward(xc, weight.detach().to(dtype), bias.detach().to(dtype), relu)
+            if y is not None:
+                return y
+    return max_pool2(F.conv2d(x, weight, bias, padding=k // 2), relu)
+
+
 # ----------------------------------------------------------------------------- phase interleave
 def interleave(x: torch.Tensor, scale: int) -> torch.Tensor:
     """The plain-PyTorch interleave of phase-major channels (see `cae.arch.phase_shuffle`)."""

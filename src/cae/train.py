@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cae import runs
-from cae.arch import build_model, trace
+from cae.arch import build_model, frozen_folds, trace
 from cae.config import RunConfig, load_config, save_config
 from cae.data import Cifar10, channel_stats, load_cifar10, split_indices
 from cae.errors import CaeError
@@ -166,7 +166,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, task: Task, batch_size: int
     model.eval()
     sums = MetricSums(colour=task.colour and full, full=full)
     device = next(model.parameters()).device
-    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None), \
+            frozen_folds(model):
         for i in range(0, len(images), batch_size):
             batch = _on_device(images[i:i + batch_size], device)
             sums.add(task.predict_rgb_u8(model, batch, amp or torch.float32), batch)
