@@ -299,7 +299,8 @@ def test_divergence_reports_epoch_step_lr(syn: Path, tmp_path: Path, capsys: pyt
     calls = {"train": 0}
     original = Task.predict_rgb_u8
 
-    def poisoned(self: Task, model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def poisoned(self: Task, model: torch.nn.Module, images: torch.Tensor,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
         pred = original(self, model, images, dtype)
         if model.training:
             calls["train"] += 1

@@ -2,7 +2,7 @@
 
 Both paths train the same architecture on the same images in the same run, so the ratio is
 meaningful even on a busy machine. The fast path is the package's own code: the data and the
-model come from `cae.train.prepare` / `make_model`, the forward pass from `Task.predict_rgb`,
+model come from `cae.train.prepare` / `make_model`, the forward pass from `Task.predict_rgb_u8`,
 the precision from `resolve_precision`, the schedule from `lr_at`, evaluation is
 `cae.train.evaluate`, and each step is `cae.train.train_step` on batches cut from
 `cae.train.epoch_order` exactly as `_fit` does (which also validates, checkpoints and logs).

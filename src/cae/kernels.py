@@ -1,9 +1,11 @@
-"""Fused CPU kernels for the chain models' element-wise steps, with plain-PyTorch fallbacks.
+"""Fused CPU kernels for the chain models, with plain-PyTorch fallbacks.
 
-On CPU, the small convolutions of these models leave much of a training step to element-wise
-passes: max-pooling with its int64 indices, ReLU, the phase interleave of an upsampling conv
-and the activation after it, each with its backward. `csrc/kernels.cpp` does each group in
-one pass over channels_last float32/bfloat16 tensors (docs/performance.md has the figures).
+On CPU, the small convolutions of these models leave much of a step to element-wise passes:
+max-pooling with its int64 indices, ReLU, the phase interleave of an upsampling conv and the
+activation after it, each with its backward; the division, standardization and cast of the
+input images, and the MSE against them. `csrc/kernels.cpp` does each group in one pass over
+channels_last float32/bfloat16 tensors (and the uint8 images), and at inference a first
+layer's conv with its pool (docs/performance.md has the figures).
 
 The extension is compiled on first use with PyTorch's `cpp_extension` (a C++ compiler and
 ninja are needed; ~30 s once, then cached under TORCH_EXTENSIONS_DIR or ~/.cache). Where it

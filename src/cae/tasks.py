@@ -67,7 +67,8 @@ class Task:
         """The network's input for RGB images in [0, 1] (luma for colorization)."""
         return self._standardize(rgb if self.kind == "reconstruct" else luma(rgb))
 
-    def predict_rgb_u8(self, model: nn.Module, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def predict_rgb_u8(self, model: nn.Module, images: torch.Tensor,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """`predict_rgb` for uint8 RGB images as stored (channels_last, on the model's device),
         the way training and evaluation call it: a reconstruction's input is made in one pass
         straight in `dtype` (the autocast dtype; `cae.kernels.standardize_u8`) and its output

@@ -258,7 +258,8 @@ void squared_error_u8_backward_impl(const S* p, const uint8_t* t, S* g, int64_t 
     const S* __restrict__ pk = p;
     const uint8_t* __restrict__ tk = t;
     S* __restrict__ gk = g;
-    for (int64_t i = begin; i < end; ++i) gk[i] = round_to<S>(factor * (to_f32(pk[i]) - static_cast<float>(tk[i]) / 255.f));
+    for (int64_t i = begin; i < end; ++i)
+      gk[i] = round_to<S>(factor * (to_f32(pk[i]) - static_cast<float>(tk[i]) / 255.f));
   });
 }
 
@@ -439,7 +440,8 @@ torch::Tensor shuffle_backward(torch::Tensor g, torch::Tensor y, int64_t s, int6
 
 torch::Tensor standardize_u8(torch::Tensor x, torch::Tensor scale, torch::Tensor shift, bool bf16) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 4 && x.scalar_type() == at::kByte &&
-              x.is_contiguous(at::MemoryFormat::ChannelsLast), "standardize_u8: x must be a channels_last uint8 CPU tensor");
+              x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "standardize_u8: x must be a channels_last uint8 CPU tensor");
   const int64_t c = x.size(1);
   TORCH_CHECK(scale.scalar_type() == at::kFloat && shift.scalar_type() == at::kFloat && scale.is_contiguous() &&
               shift.is_contiguous() && scale.numel() == c && shift.numel() == c,
@@ -448,7 +450,8 @@ torch::Tensor standardize_u8(torch::Tensor x, torch::Tensor scale, torch::Tensor
                                        .memory_format(at::MemoryFormat::ChannelsLast));
   with_storage(y, [&](auto tag) {
     using S = decltype(tag);
-    standardize_u8_impl<S>(x.data_ptr<uint8_t>(), ptr<S>(y), x.numel(), c, scale.data_ptr<float>(), shift.data_ptr<float>());
+    standardize_u8_impl<S>(x.data_ptr<uint8_t>(), ptr<S>(y), x.numel(), c, scale.data_ptr<float>(),
+                           shift.data_ptr<float>());
   });
   return y;
 }
@@ -471,7 +474,8 @@ torch::Tensor squared_error_u8_backward(torch::Tensor p, torch::Tensor t, double
   auto g = torch::empty_like(p, p.options().memory_format(at::MemoryFormat::ChannelsLast));
   with_storage(p, [&](auto tag) {
     using S = decltype(tag);
-    squared_error_u8_backward_impl<S>(ptr<S>(p), t.data_ptr<uint8_t>(), ptr<S>(g), p.numel(), static_cast<float>(factor));
+    squared_error_u8_backward_impl<S>(ptr<S>(p), t.data_ptr<uint8_t>(), ptr<S>(g), p.numel(),
+                                      static_cast<float>(factor));
   });
   return g;
 }
