@@ -8,7 +8,7 @@ channels_last float32/bfloat16 tensors (and the uint8 images), and at inference 
 layer's conv with its pool (docs/performance.md has the figures).
 
 The extension is compiled on first use with PyTorch's `cpp_extension` (a C++ compiler and
-ninja are needed; ~30 s once, then cached under TORCH_EXTENSIONS_DIR or ~/.cache). Where it
+ninja are needed; ~40 s once, then cached under TORCH_EXTENSIONS_DIR or ~/.cache). Where it
 cannot be built, or for CUDA tensors, other layouts and shapes, the same functions run as
 plain PyTorch ops, with the same results; `CAE_KERNELS=0` turns the extension off.
 """
@@ -55,7 +55,7 @@ def extension() -> ModuleType | None:
 
 
 def _say_if_building(name: str) -> None:
-    """One line on stderr before a first build, so a 30-second pause is not a mystery."""
+    """One line on stderr before a first build, so a 40-second pause is not a mystery."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
@@ -63,7 +63,7 @@ def _say_if_building(name: str) -> None:
     except Exception:  # noqa: BLE001 - a private helper; the message is a courtesy
         return
     if not (folder / f"{name}.so").exists():
-        print(f"cae: compiling the fused CPU kernels (first use, ~30 s; cached in {folder})", file=sys.stderr)
+        print(f"cae: compiling the fused CPU kernels (first use, ~40 s; cached in {folder})", file=sys.stderr)
 
 
 def _usable(x: torch.Tensor) -> bool:

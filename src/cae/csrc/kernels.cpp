@@ -320,9 +320,10 @@ void conv_pool2_impl(const S* x, const v8* wt, const v8* bias, S* y, int64_t n, 
           v8 acc[2][4];
           for (auto& row : acc)
             for (auto& a : row) a = bias[cb];
-#pragma GCC unroll 7
+          // unroll 3: fully for the usual 3x3 kernel; unrolling 7x7 too doubled the build (88 vs 41 s)
+#pragma GCC unroll 3
           for (int ky = 0; ky < K; ++ky)
-#pragma GCC unroll 7
+#pragma GCC unroll 3
             for (int kx = 0; kx < K; ++kx) {
               const float* b0 = buf.data() + (ky * bw + 2 * j + kx) * CI;
               const float* b1 = b0 + bw * CI;
