@@ -1,5 +1,5 @@
 # One command per job on a fresh clone:
-#   make reproduce   -> sets up .venv and runs the whole study (cae reproduce --out runs/study)
+#   make reproduce   -> sets up .venv and runs the whole study (cae reproduce --out runs/reproduce)
 #   make test        -> sets up .venv and runs the test suite
 PYTHON ?= python3
 VENV ?= .venv
