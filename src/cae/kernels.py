@@ -117,7 +117,7 @@ def conv_pool2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     compute dtype. Under autocast the inputs are cast as autocast would cast them for the conv.
     Otherwise, or for other shapes, it is the two-step computation.
     """
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    dtype = _autocast_dtype(x.device.type, x.dtype)
     k = weight.shape[-1]
     if (not torch.is_grad_enabled() or not (x.requires_grad or weight.requires_grad)) and bias is not None \
             and x.shape[1] in FIRST_CONV_CHANNELS and k in FIRST_CONV_KERNELS and weight.shape[-2] == k \
@@ -128,6 +128,15 @@ def conv_pool2(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
             if y is not None:
                 return y
     return max_pool2(F.conv2d(x, weight, bias, padding=k // 2), relu)
+
+
+def _autocast_dtype(device_type: str, default: torch.dtype) -> torch.dtype:
+    """The dtype autocast computes a conv in on `device_type`, or `default` where it is off."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else default
+    if device_type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else default
+    return torch.get_autocast_gpu_dtype() if device_type == "cuda" and torch.is_autocast_enabled() else default
 
 
 # ----------------------------------------------------------------------------- phase interleave
