@@ -134,7 +134,7 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
     calibrated model into test_metrics.json (the gain-1 figures are kept as `gain1_*`), so
     `cae eval` and `cae colorize` see the calibrated model. Done once (skipped when recorded).
     """
-    from cae.train import evaluate, load_run, resolve_precision
+    from cae.train import evaluate, gather_split, load_run, resolve_precision
 
     metrics = runs.read_json(run_dir / runs.TEST_METRICS, ("mse",))
     if "chroma_gain" in metrics:
@@ -147,7 +147,7 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
     gain = choose_gain(curve)
     model.chroma_gain.fill_(gain)
     amp = resolve_precision(cfg.train.precision, torch.device("cpu"))
-    test = evaluate(model, data.images[split["test"]], task, cfg.train.eval_batch_size, amp, full=True)
+    test = evaluate(model, gather_split(data.images, split["test"]), task, cfg.train.eval_batch_size, amp, full=True)
     runs.write_json(run_dir / GAIN_FILE, {"chosen": gain, "tolerance": GAIN_MSE_TOLERANCE, "target": COLORFULNESS_TARGET, "split": "val",
                                           "curve": curve})
     runs.save_torch(run_dir / runs.BEST, model.state_dict())

@@ -211,15 +211,15 @@ def prepare(cfg: RunConfig, data: Cifar10 | None = None, split: dict[str, np.nda
         src = data.images[split["train"]]
         mean, std = channel_stats(src if cfg.task == "reconstruct" else _luma_u8(src))
         del src
-    train = _take(data.images, split["train"])
+    train = gather_split(data.images, split["train"])
     task = Task.from_config(cfg, mean, std)
     # the whole split on the device when it fits (CIFAR-10 is 184 MB as uint8)
     on = device if device.type == "cpu" or _fits_on_gpu(data.images, device) else torch.device("cpu")
-    return Prepared(cfg, device, amp, task, split, train.to(on), _take(data.images, split["val"]).to(on),
-                    _take(data.images, split["test"]).to(on), data.classes)
+    return Prepared(cfg, device, amp, task, split, train.to(on), gather_split(data.images, split["val"]).to(on),
+                    gather_split(data.images, split["test"]).to(on), data.classes)
 
 
-def _take(images: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+def gather_split(images: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     """The images at `idx`, channels_last like every batch the model sees: gathered straight
     into that layout, so no batch pays for the reorder (measured: a uint8 batch of 1,000 as
     channels_last float in 1.2 ms instead of 3.6 ms), and without a second copy of the split."""
@@ -538,4 +538,5 @@ def eval_run(run_dir: str | Path, data: Cifar10 | None = None, device: str = "au
     data = data if data is not None else load_cifar10(cfg.data.dir or None)
     dev = next(model.parameters()).device
     amp = resolve_precision(cfg.train.precision, dev)
-    return evaluate(model, data.images[split["test"]].to(dev), task, cfg.train.eval_batch_size, amp, full=True)
+    return evaluate(model, gather_split(data.images, split["test"]).to(dev), task, cfg.train.eval_batch_size, amp,
+                    full=True)
