@@ -186,3 +186,21 @@ def test_conv_pool2_with_autograd_is_the_two_step_computation():
     (g,) = torch.autograd.grad(y.sum(), w)
     (want,) = torch.autograd.grad(F.relu(F.max_pool2d(F.conv2d(x, w, b, padding=1), 2)).sum(), w)
     torch.testing.assert_close(g, want)
+
+
+@pytest.mark.filterwarnings("ignore:torch.*is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("modern", [True, False])
+def test_autocast_dtype_is_read_on_old_and_new_torch(modern):
+    """pyproject allows torch>=2.2, which has no torch.get_autocast_dtype (2.4+): the helper then
+    reads the per-device functions, with the same answers. (torch.autocast itself needs the
+    function on exit, so it is hidden only while the helper is asked.)"""
+    def ask(device_type: str) -> torch.dtype:
+        with pytest.MonkeyPatch.context() as m:
+            if not modern:
+                m.delattr(torch, "get_autocast_dtype")
+            return kernels._autocast_dtype(device_type, torch.float32)
+
+    assert ask("cpu") == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ask("cpu") == torch.bfloat16
+        assert ask("cuda") == torch.float32  # CPU autocast only
