@@ -258,8 +258,8 @@ def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
               data: Cifar10 | None = None, log: Log = print) -> dict[str, float]:
     """Train `cfg` into the run folder `out` and return its test metrics.
 
-    A finished run is left alone unless `force`; an unfinished one resumes from its last
-    finished epoch. Every file is written atomically; a lock keeps a second process out.
+    A finished run is left alone unless `force` (asking it for other epochs is an error: it is
+    not extended); an unfinished one resumes from its last finished epoch. Every file is written atomically; a lock keeps a second process out.
     """
     cfg.validate()
     out = Path(out)
@@ -302,6 +302,11 @@ def _start(out: Path, cfg: RunConfig, force: bool, lock: runs.RunLock, log: Log)
     if runs.is_finished(out) and not force:
         result = runs.read_json(out / runs.TEST_METRICS, ("mse",))
         _check_same_config(out, cfg)  # never report another configuration's result as this one's
+        saved = load_config(out / runs.CONFIG).train.epochs
+        if saved != cfg.train.epochs:  # (resuming an unfinished run may change them; see there)
+            raise CaeError(f"{out} finished {saved} epochs and {cfg.train.epochs} were asked for: a finished run "
+                           f"is not extended (its learning-rate schedule ended with it); use another --out, "
+                           f"or --force to train {cfg.train.epochs} epochs from scratch")
         log(f"{out} is already finished (test MSE {result['mse']:.5f}); use --force to train again")
         return "finished"
     return "train"
