@@ -102,7 +102,6 @@ def test_finished_run_is_left_alone_then_force_retrains(run: Path, data_dir: Pat
     assert len(runs.read_metrics_csv(run / "metrics.csv")) == 1
 
 
-
 @pytest.mark.slow
 def test_finished_run_asked_for_other_epochs_is_refused_not_reported(run: Path, data_dir: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
@@ -115,6 +114,7 @@ def test_finished_run_asked_for_other_epochs_is_refused_not_reported(run: Path, 
     assert "finished 1 epochs and 2 were asked for" in line and "--force" in line and "--out" in line
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == stamps  # nothing rewritten
     assert not (run / runs.LOCK).exists()
+
 
 def test_info_reference(capsys: pytest.CaptureFixture) -> None:
     assert main(["info", "--arch", "reference", "--json"]) == 0

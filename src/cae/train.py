@@ -259,7 +259,8 @@ def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
     """Train `cfg` into the run folder `out` and return its test metrics.
 
     A finished run is left alone unless `force` (asking it for other epochs is an error: it is
-    not extended); an unfinished one resumes from its last finished epoch. Every file is written atomically; a lock keeps a second process out.
+    not extended); an unfinished one resumes from its last finished epoch. Every file is
+    written atomically; a lock keeps a second process out.
     """
     cfg.validate()
     out = Path(out)
@@ -301,9 +302,9 @@ def _start(out: Path, cfg: RunConfig, force: bool, lock: runs.RunLock, log: Log)
     runs.sweep_temporary_files(out)  # left by a process killed mid-write; we hold the lock
     if runs.is_finished(out) and not force:
         result = runs.read_json(out / runs.TEST_METRICS, ("mse",))
-        _check_same_config(out, cfg)  # never report another configuration's result as this one's
-        saved = load_config(out / runs.CONFIG).train.epochs
-        if saved != cfg.train.epochs:  # (resuming an unfinished run may change them; see there)
+        # never report another configuration's result as this one's
+        saved = _check_same_config(out, cfg).train.epochs
+        if saved != cfg.train.epochs:  # (an unfinished run may resume with other epochs)
             raise CaeError(f"{out} finished {saved} epochs and {cfg.train.epochs} were asked for: a finished run "
                            f"is not extended (its learning-rate schedule ended with it); use another --out, "
                            f"or --force to train {cfg.train.epochs} epochs from scratch")
@@ -338,10 +339,11 @@ def _clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _check_same_config(out: Path, cfg: RunConfig) -> None:
-    """Refuse settings that differ from the run's saved config.
+def _check_same_config(out: Path, cfg: RunConfig) -> RunConfig:
+    """Refuse settings that differ from the run's saved config; return the saved config.
 
-    Not compared: epochs (more may be asked for), device, world size, and the data folder's
+    Not compared: epochs (an unfinished run may be asked for more; `_start` refuses other
+    epochs for a finished one), device, world size, and the data folder's
     location (the same files may live elsewhere now)."""
     def flat(c: RunConfig) -> dict:
         items = {}
@@ -351,11 +353,13 @@ def _check_same_config(out: Path, cfg: RunConfig) -> None:
             items.pop(k)
         return items
 
-    mine, theirs = flat(cfg), flat(load_config(out / runs.CONFIG))
+    saved = load_config(out / runs.CONFIG)
+    mine, theirs = flat(cfg), flat(saved)
     diff = [f"{k} {theirs[k]!r} saved, {mine[k]!r} given" for k in mine if mine[k] != theirs[k]]
     if diff:
         raise CaeError(f"{out / runs.CONFIG} does not match the settings given ({'; '.join(diff)}); "
                        "use the same settings to resume, another --out, or --force to start over")
+    return saved
 
 
 def _load_resume(out: Path, cfg: RunConfig) -> dict:
