@@ -1,9 +1,19 @@
 """A small U-Net for colorization (architecture spec `unetW`, e.g. `unet16`).
 
-Three encoder levels (conv 3x3 + batch norm + ReLU, then 2x2 max-pooling), a bottleneck
+Three encoder levels (conv 3x3 + group norm + ReLU, then 2x2 max-pooling), a bottleneck
 conv at 1/8 of the input side, and three decoder levels (bilinear 2x upsampling, concatenation
-with the encoder's output of the same size, conv 3x3 + batch norm + ReLU), then a 1x1 conv
+with the encoder's output of the same size, conv 3x3 + group norm + ReLU), then a 1x1 conv
 with a sigmoid. Channels: W, 2W, 4W down; 4W at the bottleneck; 2W, W, W up.
+
+Group norm, not batch norm: its statistics are per image, so training in several processes
+(each seeing a shard of the batch) computes exactly what one process does, and evaluation
+needs no running averages.
+
+With a square number K*K > 3 of output channels the head is a classifier instead: logits over
+the K x K chroma bins of `cae.color.chroma_bins`, trained with cross-entropy. In training mode
+`forward` returns the logits; in eval mode the annealed mean of Zhang et al. (2016) at the
+`temperature` buffer: softmax(logits / T) averaged over the bin centres (T = 1: the
+distribution's mean; smaller T moves towards its mode, i.e. more vivid where the net is sure).
 
 Not an autoencoder in the strict sense: the skip connections carry full-resolution features
 from the encoder straight to the decoder, bypassing the bottleneck, so the bottleneck does not
@@ -23,15 +33,29 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cae.color import chroma_bins
 from cae.errors import CaeError
 
 LEVELS = 3  # poolings: the total stride is 2**LEVELS = 8
 STRIDE = 2 ** LEVELS
 
 
+CLASS_POOL = 2  # a classifier's logits are at 1/CLASS_POOL of the input side
+GROUP = 4  # channels per normalization group (widths are multiples of 4 for unet4 and up)
+
+
 def _block(in_c: int, out_c: int) -> nn.Sequential:
-    # batch norm: trains a deeper net quickly at a high learning rate; in eval mode it is a fixed affine map
-    return nn.Sequential(nn.Conv2d(in_c, out_c, 3, padding=1, bias=False), nn.BatchNorm2d(out_c), nn.ReLU(inplace=True))
+    # a normalization lets a deeper net train quickly at a high learning rate; group norm's
+    # statistics are per image, so it behaves the same in one process, in many, and at eval
+    groups = max(1, out_c // GROUP) if out_c % GROUP == 0 else 1
+    return nn.Sequential(nn.Conv2d(in_c, out_c, 3, padding=1, bias=False), nn.GroupNorm(groups, out_c),
+                         nn.ReLU(inplace=True))
+
+
+def class_grid(out_channels: int) -> int:
+    """K when `out_channels` asks for a K x K chroma classifier (a square above 3), else 0."""
+    k = round(out_channels ** 0.5)
+    return k if out_channels > 3 and k * k == out_channels else 0
 
 
 class UNet(nn.Module):
@@ -51,10 +75,29 @@ class UNet(nn.Module):
         ins = [enc_c[-1] + enc_c[-1], *(d + s for d, s in zip(dec_c[:-1], enc_c[-2::-1]))]
         self.decoder = nn.ModuleList(_block(c_in, c) for c_in, c in zip(ins, dec_c))
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.head = nn.Sequential(nn.Conv2d(dec_c[-1], out_channels, 1), nn.Sigmoid())
+        k = class_grid(out_channels)
+        # a classifier predicts at half resolution, like Zhang et al. (a quarter there): chroma
+        # tolerates it, and the softmax over Q bins per pixel is most of a training step's cost
+        self.head = nn.Sequential(nn.AvgPool2d(CLASS_POOL), nn.Conv2d(dec_c[-1], out_channels, 1)) if k else \
+            nn.Sequential(nn.Conv2d(dec_c[-1], out_channels, 1), nn.Sigmoid())
         self.register_buffer("chroma_gain", torch.ones(()))
+        if k:  # the classifier's decoding: bin centres (not learned) and the calibrated temperature
+            self.register_buffer("centres", chroma_bins(k))
+            self.register_buffer("temperature", torch.ones(()))
+            self.register_buffer("bin_weights", torch.ones(out_channels))  # class rebalancing, set by training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.raw(x)
+        if hasattr(self, "centres"):
+            if self.training:
+                return y  # logits, for the cross-entropy loss
+            y = nn.functional.interpolate(annealed_mean(y, self.centres, self.temperature.item()),
+                                          scale_factor=CLASS_POOL, mode="bilinear", align_corners=False)
+        # fixed saturation gain around 0.5 (gray chroma); exactly the head's output while it is 1
+        return y if self.chroma_gain.item() == 1.0 else 0.5 + self.chroma_gain.to(y.dtype) * (y - 0.5)
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output before any decoding: a classifier's logits, else the sigmoid's chroma."""
         if x.shape[-1] % STRIDE or x.shape[-2] % STRIDE:
             raise CaeError(f"the U-Net needs sides divisible by {STRIDE}, got {x.shape[-2]}x{x.shape[-1]}")
         skips = []
@@ -65,9 +108,7 @@ class UNet(nn.Module):
         x = self.bottleneck(x)
         for level, skip in zip(self.decoder, reversed(skips)):
             x = level(torch.cat([self.up(x), skip], dim=1))
-        y = self.head(x)
-        # fixed saturation gain around 0.5 (gray chroma); exactly the sigmoid output while it is 1
-        return y if self.chroma_gain.item() == 1.0 else 0.5 + self.chroma_gain.to(y.dtype) * (y - 0.5)
+        return self.head(x)  # a classifier's logits are at 1/CLASS_POOL of the side
 
     def info(self, spec: str, in_shape: tuple[int, int, int]):  # noqa: ANN201 - cae.arch.ArchInfo
         """The shape trace (per layer: output shape, parameters, multiply-adds) for `cae info`."""
@@ -85,15 +126,26 @@ class UNet(nn.Module):
             return TraceRow(stage, name, (conv.out_channels, hh, ww), params, macs, "")
 
         for i, level in enumerate(self.encoder):
-            rows.append(conv_row("encoder", f"conv{level[0].out_channels}k3+bn", level, h, w))
+            rows.append(conv_row("encoder", f"conv{level[0].out_channels}k3+gn", level, h, w))
             h, w = h // 2, w // 2
             rows.append(TraceRow("encoder", f"pool2 (skip {i + 1} saved)", (level[0].out_channels, h, w), 0, 0, ""))
-        rows.append(conv_row("encoder", f"conv{self.bottleneck[0].out_channels}k3+bn (bottleneck)",
+        rows.append(conv_row("encoder", f"conv{self.bottleneck[0].out_channels}k3+gn (bottleneck)",
                              self.bottleneck, h, w))
         latent = rows[-1].shape
         for i, level in enumerate(self.decoder):
             h, w = h * 2, w * 2
-            rows.append(conv_row("decoder", f"up2b+skip{LEVELS - i} conv{level[0].out_channels}k3+bn", level, h, w))
-        rows.append(conv_row("decoder", f"conv{self.out_channels}k1:sigmoid", self.head[0], h, w))
+            rows.append(conv_row("decoder", f"up2b+skip{LEVELS - i} conv{level[0].out_channels}k3+gn", level, h, w))
+        if hasattr(self, "centres"):  # a classifier: logits over the chroma bins at half the side
+            rows.append(conv_row("decoder", f"avgpool{CLASS_POOL} conv{self.out_channels}k1 (chroma bin logits)",
+                                 self.head[1], h // CLASS_POOL, w // CLASS_POOL))
+        else:
+            rows.append(conv_row("decoder", f"conv{self.out_channels}k1:sigmoid", self.head[0], h, w))
         return ArchInfo(spec=spec, trace=rows, latent_shape=latent, latent_size=latent[0] * latent[1] * latent[2],
                         params=sum(p.numel() for p in self.parameters()), macs=sum(r.macs for r in rows))
+
+
+def annealed_mean(logits: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Chroma (N,2,H,W): the bin centres (Q,2) averaged under softmax(logits / temperature)."""
+    p = torch.softmax(logits.float() / temperature, dim=1)
+    # a 1x1 convolution with the centres as weights: the expectation at every pixel in one pass
+    return nn.functional.conv2d(p, centres.t().reshape(2, -1, 1, 1).to(p.dtype))
