@@ -16,6 +16,9 @@ from cae.data import luma
 from cae.errors import CaeError
 
 CHROMA_SPACES = ("ycbcr", "lab")
+# the chroma classifier's bins span this square of (Cb, Cr): 99.9% of CIFAR-10's training
+# pixels fall inside it (Cb 0.17-0.77, Cr 0.20-0.84); the rare outliers are clamped onto its edge
+BIN_RANGE = (0.125, 0.875)
 
 
 def _check(space: str) -> None:
@@ -64,3 +67,41 @@ def _lightness_for_luma(y: torch.Tensor, ab: torch.Tensor, iters: int = 16) -> t
 def gray_rgb(y: torch.Tensor) -> torch.Tensor:
     """The gray image replicated in three channels (baseline (a))."""
     return y.expand(-1, 3, -1, -1)
+
+
+def chroma_bins(k: int) -> torch.Tensor:
+    """The (k*k, 2) (Cb, Cr) centres of a k x k grid over BIN_RANGE, Cb-major (bin = i*k + j)."""
+    axis = torch.linspace(*BIN_RANGE, k)
+    cb, cr = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([cb.reshape(-1), cr.reshape(-1)], dim=1)
+
+
+def soft_bins(cbcr: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft class targets of chroma (N,2,H,W) on the grid of `chroma_bins(k)`: the 4 bins around
+    each value (N,4,H,W) and bilinear weights (N,4,H,W) summing to 1.
+
+    Bilinear rather than Zhang et al.'s Gaussian over 5 neighbours: the weighted mean of the
+    4 centres is the value itself, so the decoded mean (T = 1) is unbiased by the quantization."""
+    lo, hi = BIN_RANGE
+    pos = (cbcr.float().clamp(lo, hi) - lo) * ((k - 1) / (hi - lo))
+    i0 = pos.floor().clamp(max=k - 2)
+    f = pos - i0
+    i0 = i0.long()
+    (b0, r0), (fb, fr) = i0.unbind(1), f.unbind(1)
+    idx = torch.stack([b0 * k + r0, b0 * k + r0 + 1, (b0 + 1) * k + r0, (b0 + 1) * k + r0 + 1], dim=1)
+    w = torch.stack([(1 - fb) * (1 - fr), (1 - fb) * fr, fb * (1 - fr), fb * fr], dim=1)
+    return idx, w
+
+
+def bin_frequencies(cbcr: torch.Tensor, k: int) -> torch.Tensor:
+    """The share (k*k,) of the soft bins of chroma (N,2,H,W) falling in each bin."""
+    idx, w = soft_bins(cbcr, k)
+    counts = torch.zeros(k * k, dtype=torch.float64).index_add_(0, idx.reshape(-1), w.reshape(-1).double())
+    return (counts / counts.sum()).float()
+
+
+def rebalance_weights(freq: torch.Tensor, strength: float) -> torch.Tensor:
+    """Zhang et al.'s class weights: 1 / ((1 - s)/Q + s p), scaled so the mean weight under p is 1
+    (rare, saturated colours then count more in the loss than their frequency says)."""
+    w = 1.0 / ((1 - strength) / len(freq) + strength * freq)
+    return w / (freq * w).sum()

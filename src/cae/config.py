@@ -21,6 +21,7 @@ TARGETS = ("rgb", "ycbcr", "lab")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("onecycle", "cosine", "constant")
 NORMALIZATIONS = ("unit", "standardize")
+DECODERS = ("regression", "classes")
 
 
 @dataclass
@@ -57,6 +58,44 @@ class TrainConfig:
 
 
 @dataclass
+class ColorConfig:
+    """How a colorizer (task 'colorize', chroma target) predicts and decodes chrominance."""
+
+    # 'regression': the chroma itself (sigmoid head, MSE on RGB); 'classes': logits over a
+    # bins x bins grid of (Cb, Cr) (cross-entropy, then an annealed mean; Zhang et al. 2016)
+    decoder: str = "regression"
+    bins: int = 13
+    # class rebalancing (classes): weight of bin q is 1 / ((1 - r) / Q + r p_q), p_q the training
+    # split's bin frequencies; 0 = plain cross-entropy, 0.5 = Zhang et al.'s lambda = 0.5
+    rebalance: float = 0.0
+    # after training, train_run picks the decoding strength (chroma gain for regression,
+    # temperature for classes) on the validation split: the least vivid one that restores
+    # `colorfulness_target` of the truth's colorfulness within `mse_tolerance` extra MSE over
+    # the best decoding (else the most colorful within it); stored with the weights
+    calibrate: bool = False
+    colorfulness_target: float = 0.6
+    mse_tolerance: float = 0.05
+    # `cae colorize`: short side (pixels) of the copy the chroma is predicted on; 0 = native size
+    working_size: int = 32
+
+    def validate(self, run: "RunConfig") -> None:
+        """Refuse settings that cannot work with the run's task, target and architecture."""
+        _choice("color.decoder", self.decoder, DECODERS)
+        if self.decoder == "classes" and (run.task, run.target) != ("colorize", "ycbcr"):
+            raise CaeError("color.decoder = 'classes' needs task 'colorize' with target 'ycbcr'")
+        if self.decoder == "classes" and not run.arch.strip().startswith("unet"):
+            raise CaeError(f"color.decoder = 'classes' needs a U-Net (arch unetW), got {run.arch!r}")
+        if self.bins < 3:
+            raise CaeError(f"color.bins must be at least 3, got {self.bins}")
+        if not 0 <= self.rebalance < 1:
+            raise CaeError(f"color.rebalance must be in [0, 1), got {self.rebalance}")
+        if self.mse_tolerance < 0 or not 0 <= self.colorfulness_target <= 2:
+            raise CaeError("color.mse_tolerance must be >= 0 and color.colorfulness_target in [0, 2]")
+        if self.working_size < 0:
+            raise CaeError(f"color.working_size must be 0 (native size) or positive, got {self.working_size}")
+
+
+@dataclass
 class RunConfig:
     """Everything a run needs; saved with the run and loaded back exactly."""
 
@@ -65,6 +104,7 @@ class RunConfig:
     arch: str = "reference"  # a preset name or an architecture spec (see cae.arch)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    color: ColorConfig = field(default_factory=ColorConfig)
     world_size: int = 1  # recorded by the trainer: processes that trained this run
 
     def validate(self) -> "RunConfig":
@@ -76,6 +116,7 @@ class RunConfig:
         _choice("data.normalize", self.data.normalize, NORMALIZATIONS)
         if self.task == "reconstruct" and self.target != "rgb":
             raise CaeError("target must be 'rgb' for task 'reconstruct'; chroma targets are for --task colorize")
+        self.color.validate(self)
         for name, value in (("train.epochs", self.train.epochs), ("train.batch_size", self.train.batch_size),
                             ("train.eval_batch_size", self.train.eval_batch_size)):
             if value < 1:

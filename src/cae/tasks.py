@@ -5,6 +5,9 @@ reported metric mean the same thing across tasks:
   reconstruct:         RGB -> network -> RGB
   colorize, rgb:       luma Y -> network -> RGB
   colorize, ycbcr/lab: luma Y -> network -> chrominance, merged with the given Y -> RGB
+A chroma classifier (color.decoder 'classes') trains on cross-entropy over (Cb, Cr) bins
+instead (`class_loss`); in eval mode its network decodes the chroma itself, so prediction and
+every metric are the same as for the other tasks.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 
 from cae import kernels
-from cae.color import merge_chroma
+from cae.color import chroma, merge_chroma, soft_bins
 from cae.config import RunConfig
 from cae.data import luma
 
@@ -39,10 +42,12 @@ class Task:
     target: str = "rgb"
     mean: tuple[float, ...] = ()  # input standardization (empty: inputs stay in [0, 1])
     std: tuple[float, ...] = ()
+    bins: int = 0  # K of a K x K chroma classifier; 0: the network outputs the target itself
 
     @classmethod
     def from_config(cls, cfg: RunConfig, mean: list[float] | None = None, std: list[float] | None = None) -> "Task":
-        return cls(cfg.task, cfg.target, tuple(mean or ()), tuple(std or ()))
+        bins = cfg.color.bins if cfg.task == "colorize" and cfg.color.decoder == "classes" else 0
+        return cls(cfg.task, cfg.target, tuple(mean or ()), tuple(std or ()), bins)
 
     @property
     def in_channels(self) -> int:
@@ -50,6 +55,12 @@ class Task:
 
     @property
     def out_channels(self) -> int:
+        """The network's output channels (a classifier's: one logit per chroma bin)."""
+        return self.bins ** 2 if self.bins else 3 if self.target == "rgb" else 2
+
+    @property
+    def pred_channels(self) -> int:
+        """Channels of the decoded prediction: RGB, or the two chroma channels."""
         return 3 if self.target == "rgb" else 2
 
     @property
@@ -91,3 +102,17 @@ class Task:
             return out.float() if float32 else out
         out = out.float()
         return merge_chroma(luma(rgb), out, self.target)
+
+    def class_loss(self, model: nn.Module, images_u8: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of a chroma classifier (in training mode: it returns logits) against the
+        soft bins of the true chroma, for uint8 RGB images; `weights` (Q,) rebalances the bins."""
+        rgb = torch.div(images_u8, 255)
+        # the softmax over the last dim of an (N,H,W,Q) view: the logits are channels_last, and the
+        # softmax along their contiguous dim is several times faster than along dim 1 of NCHW
+        logp = torch.log_softmax(model(self.network_input(rgb)).float().permute(0, 2, 3, 1), dim=-1)
+        # the logits may be coarser than the image: the target is the chroma averaged to their size
+        target = nn.functional.adaptive_avg_pool2d(chroma(rgb), logp.shape[1:3])
+        idx, w = (t.permute(0, 2, 3, 1) for t in soft_bins(target, self.bins))
+        if weights is not None:  # a pixel's weight: its soft target's mean bin weight (Zhang et al. eq. 3)
+            w = w * (weights[idx] * w).sum(dim=-1, keepdim=True)
+        return -(torch.gather(logp, -1, idx) * w).sum(dim=-1).mean()

@@ -375,6 +375,8 @@ def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | No
          progress: bool, log: Log) -> dict[str, float]:
     cfg, t = p.cfg, p.cfg.train
     model = make_model(cfg, p.task, p.device)
+    if p.task.bins and cfg.color.rebalance:
+        model.bin_weights.copy_(_bin_weights(p))
     opt = make_optimizer(cfg, model)
     rows: list[dict] = []
     best_val = math.inf
@@ -443,6 +445,18 @@ def _fit(p: Prepared, out: Path, params: int, latent_size: int, state: dict | No
     return _finish(p, model, out, rows, params, latent_size, d, log)
 
 
+def _bin_weights(p: Prepared) -> torch.Tensor:
+    """Rebalancing weights from the chroma bin frequencies of (every 4th image of) the training split."""
+    from cae.color import bin_frequencies, chroma, rebalance_weights
+
+    freq = torch.zeros(p.task.bins ** 2)
+    sample = p.train[::4]
+    for i in range(0, len(sample), 2000):
+        part = sample[i:i + 2000]
+        freq += bin_frequencies(chroma(part.float().div(255)), p.task.bins) * (len(part) / len(sample))
+    return rebalance_weights(freq, p.cfg.color.rebalance).to(p.device)
+
+
 def epoch_order(n: int, global_bs: int, seed: int, epoch: int, d: Dist = Dist()) -> torch.Tensor:
     """This rank's training indices for an epoch, in order: one seeded shuffle per epoch.
 
@@ -466,8 +480,13 @@ def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8
         group["lr"] = lr
     batch = _on_device(batch_u8, p.device)
     with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
-        pred = p.task.predict_rgb_u8(net, batch, p.amp or torch.float32)
-    loss = mse(pred, batch)  # float32, against the uint8 images themselves
+        if p.task.bins:  # a chroma classifier: cross-entropy over the bins, not MSE
+            weights = getattr(net, "module", net).bin_weights if p.cfg.color.rebalance else None
+            loss = p.task.class_loss(net, batch, weights)
+        else:
+            pred = p.task.predict_rgb_u8(net, batch, p.amp or torch.float32)
+    if not p.task.bins:
+        loss = mse(pred, batch)  # float32, against the uint8 images themselves
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -502,13 +521,18 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
             d: Dist, log: Log) -> dict[str, float]:
     """Evaluate the best checkpoint on the test split; write plots, then test_metrics.json last."""
     model.load_state_dict(runs.load_torch(out / runs.BEST, p.device))
+    calibration = {}
+    if p.cfg.color.calibrate:  # every rank picks the same decoding (same model, same validation split)
+        from cae.colorization import calibrate_decoding
+
+        calibration = calibrate_decoding(model, p, out, d, log)
     test = evaluate(model, _shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
     best = min(rows, key=lambda r: r["val_mse"])
     result = {**test, "best_epoch": best["epoch"], "val_mse": best["val_mse"], "epochs": len(rows),
               "train_seconds": sum(r["seconds"] for r in rows), "params": params, "latent_size": latent_size,
               "task": p.cfg.task, "target": p.cfg.target, "arch": p.cfg.arch, "world_size": d.world,
               "device": p.device.type, "precision": str(p.amp).replace("torch.", "") if p.amp else "float32",
-              "torch": torch.__version__, "python": platform.python_version()}
+              "torch": torch.__version__, "python": platform.python_version(), **calibration}
     if d.main:
         from cae.plots import plot_loss, save_samples
 
