@@ -29,6 +29,9 @@ from cae.metrics import MetricSums, colorfulness
 Log = Callable[[str], None]
 BASELINES = "baselines.json"
 GAIN_FILE = "chroma_gain.json"
+DECODING_FILE = "decoding.json"
+DECODING_LABELS = {"chroma_gain": "gain", "temperature": "T"}  # how the tables name a decoding strength  # the validation curve behind a run's calibrated decoding
+TEMPERATURE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
 GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
 GAIN_MSE_TOLERANCE = 0.05  # spend at most 5% of validation MSE on saturation
 COLORFULNESS_TARGET = 0.6  # ...and no more than it takes to restore 60% of the truth's colorfulness
@@ -160,13 +163,78 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
     return new
 
 
+def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001
+                   grid: tuple[float, ...], batch: int = 250) -> list[dict]:
+    """MSE and colorfulness of the merged prediction for each decoding strength of `grid`:
+    `param` 'chroma_gain' (a regression head's chroma scaled around gray) or 'temperature' (a
+    classifier's annealed mean). The network runs once per batch; only the decoding repeats."""
+    from cae.unet import annealed_mean
+
+    sse, col = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
+    truth = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(images_u8), batch):
+            rgb = images_u8[i:i + batch].float().div(255)
+            raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
+            truth += colorfulness(rgb).sum().item()
+            for j, v in enumerate(grid):
+                c = _upsample(annealed_mean(raw, model.centres, v), rgb) if param == "temperature" \
+                    else 0.5 + v * (raw - 0.5)
+                pred = merge_chroma(y, c, task.target).clamp(0, 1)
+                sse[j] += torch.sum((pred - rgb) ** 2).item()
+                col[j] += colorfulness(pred).sum().item()
+    n = len(images_u8)
+    return [{param: v, "mse": sse[j].item() / (n * 3 * images_u8.shape[2] * images_u8.shape[3]),
+             "colorfulness": col[j].item() / n, "colorfulness_truth": truth / n} for j, v in enumerate(grid)]
+
+
+def _upsample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(c, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def choose_decoding(curve: list[dict], param: str, tolerance: float, target: float) -> float:
+    """The decoding strength to use, from a validation curve: among those within `tolerance`
+    extra MSE over the curve's best, the least colourful restoring `target` of the truth's
+    colorfulness (saturation bought at the least MSE); if none does, the most colourful."""
+    limit = min(r["mse"] for r in curve) * (1 + tolerance)
+    allowed = [r for r in curve if r["mse"] <= limit]
+    enough = [r for r in allowed if r["colorfulness"] >= target * r["colorfulness_truth"]]
+    pick = min(enough, key=lambda r: r["colorfulness"]) if enough else max(allowed, key=lambda r: r["colorfulness"])
+    return pick[param]
+
+
+def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print) -> dict:  # noqa: ANN001
+    """train_run's calibration (color.calibrate): pick the decoding of a trained colorizer on the
+    validation split, set it in `model` (saved to best.pt) and return the test metrics at the
+    default decoding (gain 1 / temperature 1) as `default_*`, for comparison."""
+    from cae.train import _shard, evaluate
+
+    param, grid = ("temperature", TEMPERATURE_GRID) if p.task.bins else ("chroma_gain", GAIN_GRID)
+    c = p.cfg.color
+    curve = decoding_curve(model, p.val, p.task, param, grid)
+    chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
+    base = evaluate(model, _shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
+    getattr(model, param).fill_(chosen)
+    if d.main:
+        runs.write_json(out / DECODING_FILE, {"param": param, "chosen": chosen, "split": "val",
+                                              "tolerance": c.mse_tolerance, "target": c.colorfulness_target,
+                                              "curve": curve})
+        runs.save_torch(out / runs.BEST, model.state_dict())
+        log(f"{out}: {param} {chosen:g} (validation); default test mse {base['mse']:.5f}, colorfulness "
+            f"{base['colorfulness']:.1f} (truth {base['colorfulness_truth']:.1f})")
+    return {param: chosen, **{f"default_{k}": base[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
+
+
 # ----------------------------------------------------------------------------- the study
 def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int = 0, data: Cifar10 | None = None,
-                           data_dir: str | Path | None = None, log: Log = print) -> dict:
+                           data_dir: str | Path | None = None, photos: str | Path | None = "auto",
+                           log: Log = print) -> dict:
     """Train the colorization runs into `out`, compute baselines, write tables, samples, shortcomings.
 
     `epochs` / `limit` override every run's (quick mode); finished runs are skipped, so a
-    second call only redoes the (cheap) tables. Returns {"runs": ..., "baselines": ..., "rows": ...}.
+    second call only redoes the (cheap) tables. `photos`: a folder of real photos the best run
+    is also scored on (`cae.colorize.evaluate_photos`, into out/photos/); 'auto' = the default
+    folder when present, None = none. Returns {"runs", "baselines", "rows", "photos"}.
     """
     from cae.train import train_run
 
@@ -182,7 +250,7 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
             cfg.data.dir = str(data_dir)
         log(f"colorization: {name} ({cfg.arch}, target {cfg.target}, {cfg.train.epochs} epochs)")
         train_run(cfg, out / name, progress=False, data=data, log=log)
-        if name == "best":
+        if name == "best" and not cfg.color.calibrate:  # a calibrating config did it in train_run
             calibrate_gain(out / name, data, log)
         results[name] = runs.read_json(out / name / runs.TEST_METRICS, ("mse",))
 
@@ -192,9 +260,20 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
     rows = result_rows(results, baselines)
     _write_tables(out, rows)
     _write_samples(out, data.images[split["test"][:SAMPLE_COUNT]], list(results), baselines["b"])
-    runs.atomic_write_text(out / "shortcomings.md", shortcomings(rows, results, baselines, out))
+    photo_res = _study_photos(out, photos, log)
+    runs.atomic_write_text(out / "shortcomings.md", shortcomings(rows, results, baselines, out, photo_res))
     log(f"colorization: wrote {out / 'results.md'}, {out / 'samples.png'}, {out / 'shortcomings.md'}")
-    return {"runs": results, "baselines": baselines, "rows": rows}
+    return {"runs": results, "baselines": baselines, "rows": rows, "photos": photo_res}
+
+
+def _study_photos(out: Path, photos: str | Path | None, log: Log) -> dict | None:
+    """The best run scored on a folder of real photos (None when there is no folder)."""
+    from cae.colorize import default_photos_dir, evaluate_photos
+
+    folder = default_photos_dir() if photos == "auto" else photos
+    if not folder:
+        return None
+    return evaluate_photos(folder, out / "photos", model_dir=out / "best", log=log)
 
 
 FIELDS = ("name", "target", "arch", "params", "latent_size", "mse", "psnr", "ssim", "chroma_mse", "colorfulness",
@@ -209,12 +288,14 @@ def result_rows(results: dict[str, dict], baselines: dict[str, dict]) -> list[di
     for name, m in results.items():
         rows.append(_row(name, m.get("target", ""), m.get("arch", ""), m.get("params", 0), m.get("latent_size", 0),
                          m, baselines))
-        if "chroma_gain" in m:  # the same model before calibration, for comparison
-            before = {k: m[f"gain1_{k}"] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}
+        param = next((k for k in ("chroma_gain", "temperature") if k in m), None)
+        if param:  # the same model at the default decoding (before calibration), for comparison
+            prefix, label = ("gain1_" if "gain1_mse" in m else "default_"), DECODING_LABELS[param]
+            before = {k: m[f"{prefix}{k}"] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}
             before["colorfulness_truth"] = m["colorfulness_truth"]
-            rows.append(_row(f"{name} (gain 1)", m["target"], m["arch"], m["params"], m["latent_size"], before,
+            rows.append(_row(f"{name} ({label} 1)", m["target"], m["arch"], m["params"], m["latent_size"], before,
                              baselines))
-            rows[-2]["name"] = f"{name} (gain {m['chroma_gain']:.2f})"
+            rows[-2]["name"] = f"{name} ({label} {m[param]:.2f})"
     return rows
 
 
@@ -279,13 +360,14 @@ def _write_samples(out: Path, images_u8: torch.Tensor, names: list[str], base_b:
 
 
 # ----------------------------------------------------------------------------- write-up
-def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, out: Path) -> str:
-    """The shortcomings paragraphs, generated from the measured figures."""
+def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, out: Path,
+                 photos: dict | None = None) -> str:
+    """The shortcomings paragraphs, generated from the measured figures (and `evaluate_photos`'s)."""
     by = {r["name"]: r for r in rows}
     a, b = baselines["a"], baselines["b"]
-    best_row = next(r for r in rows if r["name"].startswith("best (gain") and "gain 1)" not in r["name"]) \
-        if any(r["name"].startswith("best (gain") for r in rows) else by.get("best")
-    before = by.get("best (gain 1)")
+    calibrated = [r for r in rows if r["name"].startswith("best (") and not r["name"].endswith(" 1)")]
+    best_row = calibrated[0] if calibrated else by.get("best")
+    before = next((r for r in rows if r["name"].startswith("best (") and r["name"].endswith(" 1)")), None)
     rgb, chrom, lab = by.get("rgb"), by.get("chroma"), by.get("lab")
 
     def verdict(r: dict | None) -> str:
@@ -315,21 +397,7 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
             "the given luma is merged back exactly, so nothing of the luminance is lost: the same net reaches "
             f"{verdict(chrom)} (YCbCr target)" + (f" and {verdict(lab)} (Lab target)" if lab else "") + ".\n")
     if best_row is not None:
-        ratio_before = before["colorfulness_ratio"] if before else best_row["colorfulness_ratio"]
-        p.append(
-            "**Desaturation.** Trained with MSE, a colorizer predicts the conditional mean colour of what it "
-            "sees; where a region could be red or blue it predicts the grayish average. Colorfulness "
-            "(prediction / ground truth): "
-            + ", ".join(f"{r['name']} {r['colorfulness_ratio']:.0%}" for r in rows) + ". "
-            "What was tried: a chroma gain around gray, fixed after training and chosen on the validation split "
-            f"as the smallest gain restoring {COLORFULNESS_TARGET:.0%} of the ground truth's colorfulness "
-            f"while costing at most {GAIN_MSE_TOLERANCE:.0%} validation MSE (else the most saturating such gain)"
-            + (f" (chosen gain {results['best'].get('chroma_gain', 1.0):.2f}): the best model goes from "
-               f"{ratio_before:.0%} to {best_row['colorfulness_ratio']:.0%} colorfulness at test MSE "
-               f"{before['mse']:.5f} -> {best_row['mse']:.5f}" if before else "")
-            + ". Near the MSE optimum the cost of a gain g grows only as (g-1)^2 times the variance of the "
-            "prediction, which is why some saturation is cheap; a real fix (a classification head over "
-            "quantised colours with an annealed mean, or an adversarial loss) was not tried.\n")
+        p.append(_desaturation_text(rows, results.get("best", {}), best_row, before, out / "best"))
     if best_row is not None and chrom:
         p.append(
             "**Colour is ambiguous given luminance.** A car, a shirt or a bird of the same gray can be any "
@@ -350,12 +418,76 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
             f"{results['best'].get('epochs', '?')} epochs (CPU budget; the reference runs had 10): "
             f"{verdict(best_row)} (colorfulness {best_row['colorfulness_ratio']:.0%} of the truth's)"
             + (f"; {before['mse']:.5f} before the chroma gain" if before else "") + ".\n")
-    p.append(
-        "**32x32 training images against large photos.** Every model was trained on 32x32 CIFAR-10 images, "
-        "where an object fills most of the frame. `cae colorize` runs the fully convolutional nets on photos of "
-        "any size (reflect-padded to a multiple of the total stride, tiled with overlap when large), but on a "
-        "1,000-pixel photo the receptive field covers a small patch of texture, not an object, so the colours "
-        "fall back to the priors learned for textures (sky blue, foliage green, warm browns) and stay "
-        "desaturated. Not tried: training on larger crops or downscaling the photo for the chroma and "
-        "upsampling it (chroma tolerates low resolution).\n")
+    p.append(_photos_text(photos))
     return "\n".join(p)
+
+
+def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | None, run: Path) -> str:
+    """Why MSE desaturates, and what the best run's decoding bought (its calibration's figures)."""
+    from cae.config import load_config
+
+    c = load_config(run / runs.CONFIG).color if (run / runs.CONFIG).is_file() else None
+    classes = c is not None and c.decoder == "classes"
+    ratios = ", ".join(f"{r['name']} {r['colorfulness_ratio']:.0%}" for r in rows)
+    text = ("**Desaturation.** Trained with MSE, a colorizer predicts the conditional mean colour of what it "
+            f"sees; where a region could be red or blue it predicts the grayish average. Colorfulness "
+            f"(prediction / ground truth): {ratios}. ")
+    if classes:
+        text += (f"The best run is a classifier over {c.bins}x{c.bins} (Cb, Cr) bins (Zhang et al. 2016"
+                 + (f", class rebalancing {c.rebalance:g}" if c.rebalance else ", no class rebalancing")
+                 + ") decoded by the annealed mean softmax(logits / T): T = 1 is the predicted distribution's "
+                 "mean, a smaller T leans towards its mode where the net is sure and stays near the mean where "
+                 "it is not, instead of saturating every pixel alike as a fixed gain does. ")
+    param = "temperature" if "temperature" in m else "chroma_gain" if "chroma_gain" in m else None
+    if param and before is not None and c is not None:
+        text += (f"{DECODING_LABELS[param].capitalize()} {m[param]:.2f} was chosen on the validation split "
+                 f"(the least vivid restoring {c.colorfulness_target:.0%} of the truth's colorfulness within "
+                 f"{c.mse_tolerance:.0%} extra MSE, else the most vivid within it): colorfulness "
+                 f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
+                 f"{before['mse']:.5f} -> {best['mse']:.5f}. ")
+    elif param and before is not None:
+        text += (f"A chroma gain of {m[param]:.2f} (chosen on the validation split) gives colorfulness "
+                 f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
+                 f"{before['mse']:.5f} -> {best['mse']:.5f}. ")
+    return text + ("Near the MSE optimum any move away from the conditional mean costs MSE quadratically, so "
+                   "vividness is always bought with some MSE; the trade-off curves are in docs/colorization.md.\n")
+
+
+def _photos_text(photos: dict | None) -> str:
+    """The real-photo paragraph, from `evaluate_photos`'s result (or why there is none)."""
+    head = "**32x32 training images against real photos.** "
+    if not photos:
+        return head + ("No folder of real photos was given, so this study did not measure them; "
+                       "`cae colorize --photos DIR` scores a colorizer on one.\n")
+    s, rows = photos["summary"], photos["photos"]
+    ws = photos["working_size"]
+    fails = sorted((r for r in rows if r["gain_db"] < 0), key=lambda r: r["gain_db"])
+    text = head + (f"On {s['photos']} photos of {photos['folder']}, colorized at a working short side of "
+                   f"{ws if ws else 'native size'}{' px' if ws else ''} (the chroma predicted on a downscaled "
+                   "copy, upsampled and merged with the photo's own luma), the PSNR against the photo is "
+                   f"{s['mean_gain_db']:+.2f} dB over the gray copy on average, from {s['worst_gain_db']:+.2f} dB "
+                   f"({s['worst']}) to {s['best_gain_db']:+.2f} dB ({s['best']}); colorfulness "
+                   f"{s['colorfulness_ratio']:.0%} of the photos'. ")
+    if fails:
+        text += (f"{len(fails)} of {len(rows)} lose to the gray copy: "
+                 + ", ".join(f"{r['name']} {r['gain_db']:+.2f} dB (colour {r['colorfulness_ratio']:.0%} of its "
+                             f"own)" for r in fails) + ". ")
+    text += _failure_pattern(rows)
+    return text + ("A net that saw only 32x32 objects must guess a colour from the gray shape of the scene; "
+                   "where it guesses a wrong hue confidently, the error costs more than gray would.\n")
+
+
+def _failure_pattern(rows: list[dict]) -> str:
+    """Whether the photos that lose most are the colourful ones (Spearman rank correlation)."""
+    if len(rows) < 4:
+        return ""
+    from scipy.stats import spearmanr
+
+    rho = spearmanr([r["colorfulness_truth"] for r in rows], [r["gain_db"] for r in rows]).statistic
+    if rho != rho:  # constant input
+        return ""
+    if rho < 0:
+        return (f"The gain falls as the photo's own colorfulness rises (Spearman {rho:+.2f}): the more "
+                "colourful a photo, the more a wrong guess of its colours costs. ")
+    return (f"The gain rises with the photo's own colorfulness (Spearman {rho:+.2f}): the dullest photos lose "
+            "most, since any colour guessed is colour they do not have. ")
