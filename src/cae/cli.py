@@ -95,9 +95,16 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def cmd_colorize(a: argparse.Namespace) -> int:
-    from cae.colorize import colorize_files
+    from cae.colorize import colorize_files, evaluate_photos
 
-    failures = colorize_files(a.images, a.out, model_dir=a.model, compare=a.compare, device=a.device)
+    if a.photos:  # score the colorizer on a folder of photos against the photos themselves
+        evaluate_photos(a.photos, a.out, model_dir=a.model, working_size=a.working_size, device=a.device)
+    if not a.images:
+        if not a.photos:
+            raise CaeError("give images to colorize, or --photos DIR to score the colorizer on a folder")
+        return 0
+    failures = colorize_files(a.images, a.out, model_dir=a.model, compare=a.compare, device=a.device,
+                              working_size=a.working_size)
     return 1 if failures else 0
 
 
@@ -175,11 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sweep)
 
     c = sub.add_parser("colorize", help="colorize photos with a trained (or the shipped) model")
-    c.add_argument("images", nargs="+")
+    c.add_argument("images", nargs="*")
     c.add_argument("--model", help="a colorization run folder (default: the weights shipped with cae)")
     c.add_argument("--out", required=True)
     c.add_argument("--compare", action="store_true", help="also write the original next to the output")
     c.add_argument("--device", default="auto")
+    c.add_argument("--working-size", type=int, default=None, metavar="N",
+                   help="short side (pixels) the chroma is predicted at, then upsampled; 0 = native size "
+                        "(default: the model's color.working_size)")
+    c.add_argument("--photos", metavar="DIR", help="score the colorizer on every photo of DIR (PSNR gain over the "
+                   "gray copy, colorfulness): writes photos.csv, photos.json, photos.png into --out")
     c.set_defaults(func=cmd_colorize)
 
     b = sub.add_parser("bench", help="training/evaluation speed against a naive loop, side by side")
