@@ -88,8 +88,9 @@ def test_tiles_match_a_single_pass(unet_run):
     whole = predict(model, task, rgb, total_stride(cfg.arch))
     tiled = predict(model, task, rgb, total_stride(cfg.arch), tile=32, overlap=16)
     assert tiled.shape == whole.shape == (3, 70, 90)
-    # the margin is smaller than the U-Net's receptive field, so tiles differ slightly at their seams
-    assert (tiled - whole).abs().mean().item() < 0.02
+    # the margin is smaller than the U-Net's receptive field, and group norm normalizes each tile
+    # by its own statistics, so tiles differ somewhat (at the default working size photos fit one tile)
+    assert (tiled - whole).abs().mean().item() < 0.06
 
 
 def test_chain_rgb_model_on_odd_size(tmp_path):

@@ -1,0 +1,133 @@
+"""Working-scale colorization, the chroma classifier and its decoding, calibration in train_run,
+scoring on a folder of photos, and the group-norm U-Net."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cae import runs
+from cae.cli import main
+from cae.color import BIN_RANGE, chroma_bins, soft_bins
+from cae.colorize import evaluate_photos, predict, total_stride
+from cae.config import ColorConfig, RunConfig, load_config, save_config
+from cae.data import Cifar10, luma
+from cae.errors import CaeError
+from cae.tasks import Task
+from cae.unet import UNet, annealed_mean
+
+
+def _run(d: Path, color: ColorConfig | None = None) -> Path:
+    """A colorize run folder with an untrained unet4 (enough to exercise the plumbing)."""
+    from cae.arch import build_model
+
+    cfg = RunConfig(task="colorize", target="ycbcr", arch="unet4", color=color or ColorConfig())
+    cfg.data.normalize = "unit"
+    task = Task.from_config(cfg)
+    torch.manual_seed(0)
+    d.mkdir(parents=True)
+    save_config(cfg, d / runs.CONFIG)
+    runs.save_torch(d / runs.BEST, build_model("unet4", task.in_channels, task.out_channels).state_dict())
+    return d
+
+
+def test_working_scale_keeps_size_and_luma_and_runs_small(tmp_path):
+    from cae.train import load_run
+
+    model, cfg, task = load_run(_run(tmp_path / "r"), "cpu")
+    model.chroma_gain.fill_(0.2)  # an untrained net's colours, muted: nothing leaves the gamut, nothing is clipped
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    rgb = 0.3 + 0.4 * torch.rand(3, 50, 75)  # mid tones
+    out = predict(model, task, rgb, total_stride(cfg.arch), working_size=16)
+    assert out.shape == rgb.shape
+    assert (luma(out[None]) - luma(rgb[None])).abs().max().item() < 1e-5
+    assert seen == [(16, 24)]  # 16x24 (short side 16, padded to the stride 8), not 50x75
+    predict(model, task, rgb, total_stride(cfg.arch), working_size=0)
+    assert seen[-1] == (56, 80)  # native: padded to the stride
+
+
+def test_color_settings_round_trip_and_are_checked(tmp_path):
+    cfg = RunConfig(task="colorize", target="ycbcr", arch="unet8",
+                    color=ColorConfig(decoder="classes", bins=9, rebalance=0.5, calibrate=True,
+                                      colorfulness_target=0.7, mse_tolerance=0.03, working_size=48))
+    save_config(cfg, tmp_path / "c.toml")
+    assert load_config(tmp_path / "c.toml") == cfg
+    assert Task.from_config(cfg).out_channels == 81
+    for bad in (dict(decoder="nope"), dict(bins=2), dict(rebalance=1.0), dict(working_size=-1)):
+        with pytest.raises(CaeError):
+            RunConfig(task="colorize", target="ycbcr", arch="unet8", color=ColorConfig(**bad)).validate()
+    with pytest.raises(CaeError, match="U-Net"):
+        RunConfig(task="colorize", target="ycbcr", arch="reference", color=ColorConfig(decoder="classes")).validate()
+
+
+def test_soft_bins_are_unbiased_and_annealing_moves_to_the_mode():
+    k = 7
+    c = torch.rand(2, 2, 3, 3) * (BIN_RANGE[1] - BIN_RANGE[0]) + BIN_RANGE[0]
+    idx, w = soft_bins(c, k)
+    centres = chroma_bins(k)
+    back = (centres[idx] * w.unsqueeze(-1)).sum(dim=1).permute(0, 3, 1, 2)  # the 4 centres' weighted mean
+    assert torch.allclose(back, c, atol=1e-5) and torch.allclose(w.sum(1), torch.ones(2, 3, 3))
+    logits = torch.zeros(1, k * k, 1, 1)
+    logits[0, 3, 0, 0], logits[0, 40, 0, 0] = 2.0, 1.0
+    sharp = annealed_mean(logits, centres, 0.01)[0, :, 0, 0]
+    assert torch.allclose(sharp, centres[3], atol=1e-4)  # T -> 0: the mode
+    mean = annealed_mean(logits, centres, 1.0)[0, :, 0, 0]
+    assert torch.allclose(mean, (torch.softmax(logits[0, :, 0, 0], 0)[:, None] * centres).sum(0), atol=1e-5)
+
+
+def test_group_norm_unet_is_independent_of_the_batch_and_classifier_decodes():
+    m = UNet(1, 2, 8).train()
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    x = torch.rand(4, 1, 16, 16)
+    # train mode too: no batch statistics, so a shard of the batch gives the same outputs (DDP = one process)
+    assert torch.allclose(m(x)[:2], m(x[:2]), atol=1e-6)
+    c = UNet(1, 25, 8)
+    assert c.train()(x).shape == (4, 25, 8, 8)  # logits at half resolution
+    y = c.eval()(x)
+    assert y.shape == (4, 2, 16, 16) and y.min() >= BIN_RANGE[0] - 1e-6 and y.max() <= BIN_RANGE[1] + 1e-6
+
+
+def _tiny_data(n: int = 100) -> Cifar10:
+    g = torch.Generator().manual_seed(0)
+    imgs = (torch.rand(n, 3, 32, 32, generator=g) * 255).to(torch.uint8)
+    return Cifar10(images=imgs, labels=torch.arange(n) % 10, classes=tuple("abcdefghij"), source=Path("."))
+
+
+@pytest.mark.parametrize("decoder,param", [("classes", "temperature"), ("regression", "chroma_gain")])
+def test_train_run_calibrates_the_decoding(tmp_path, one_thread, decoder, param):
+    from cae.colorization import DECODING_FILE
+    from cae.train import load_run, train_run
+
+    cfg = RunConfig(task="colorize", target="ycbcr", arch="unet4",
+                    color=ColorConfig(decoder=decoder, bins=5, rebalance=0.5 if decoder == "classes" else 0.0,
+                                      calibrate=True, colorfulness_target=2.0))
+    cfg.train.epochs, cfg.train.batch_size = 1, 16
+    res = train_run(cfg, tmp_path / "r", progress=False, data=_tiny_data(), log=lambda s: None)
+    curve = runs.read_json(tmp_path / "r" / DECODING_FILE, ("curve",))
+    # an unreachable target: the most colourful decoding within the tolerance is chosen
+    assert res[param] == curve["chosen"] and "default_mse" in res
+    model, _, _ = load_run(tmp_path / "r")
+    assert getattr(model, param).item() == pytest.approx(curve["chosen"])
+    assert load_config(tmp_path / "r" / runs.CONFIG) == cfg  # the chosen value is not a config change
+
+
+def test_photos_evaluation_on_two_synthetic_images(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in (("a.png", (40, 64)), ("b.jpg", (48, 36))):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(photos / name)
+    run = _run(tmp_path / "r", ColorConfig(working_size=16))
+    res = evaluate_photos(photos, tmp_path / "out", model_dir=run, log=lambda s: None)
+    rows = res["photos"]
+    assert [r["name"] for r in rows] == ["a.png", "b.jpg"] and res["working_size"] == 16
+    assert all(r["gain_db"] == pytest.approx(r["psnr"] - r["psnr_gray"]) for r in rows)
+    assert res["summary"]["worst_gain_db"] == min(r["gain_db"] for r in rows)
+    for f in ("photos.csv", "photos.json", "photos.png"):
+        assert (tmp_path / "out" / f).is_file()
+    assert main(["colorize", "--photos", str(photos), "--out", str(tmp_path / "cli"), "--model", str(run),
+                 "--working-size", "0"]) == 0
+    assert runs.read_json(tmp_path / "cli" / "photos.json", ("summary",))["working_size"] == 0
