@@ -3,7 +3,7 @@
     1 data        split sizes, class balance, normalization       -> OUT/data.json
     2 reference   the reference CAE (RunConfig defaults, 10 epochs) -> OUT/reference/
     3 latent      the reference's shape trace and latent size       -> OUT/latent.json
-    4 study       the architecture study (studies/architecture.toml) -> OUT/study/
+    4 study       the architecture study (cae/studies/architecture.toml) -> OUT/study/
     5 colorize    the colorization study                            -> OUT/colorize/
     6 report      report.html (self-contained) and report.md        -> OUT/report.*
 
@@ -17,15 +17,13 @@ versions, machine, seeds and wall times go to OUT/reproducibility.json.
 `quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
 a QUICK_VARIANTS-variant slice of the study file) in a few minutes on two CPU cores.
 
-The study file: `studies/architecture.toml` at the repository root (a source checkout or an
-editable install), else `cae/studies/architecture.toml` inside the installed package (should
-the file be moved into the package as package data); see `study_file`.
+The study file ships inside the package, `cae/studies/architecture.toml` (see `study_file`), so
+an installed wheel runs the whole pipeline.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.resources
 import os
 import platform
 import shlex
@@ -40,7 +38,8 @@ from typing import Any, Callable
 
 import tomli_w
 
-from cae import runs
+from cae.core import runs
+from cae.core.device import describe_cpu
 from cae.errors import CaeError
 
 Log = Callable[[str], None]
@@ -115,18 +114,6 @@ def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, d
         return pipe.state
 
 
-def study_file(name: str = STUDY_NAME) -> Path:
-    """The shipped study file: `<repo>/studies/<name>`, else `cae/studies/<name>` package data."""
-    repo_copy = Path(__file__).resolve().parents[2] / "studies" / name  # src/cae/reproduce.py -> repo
-    if repo_copy.is_file():
-        return repo_copy
-    packaged = importlib.resources.files("cae") / "studies" / name
-    if packaged.is_file():
-        return Path(str(packaged))
-    raise CaeError(f"study file {name} not found in {repo_copy.parent} nor in the installed cae package; "
-                   "run from a source checkout or reinstall cae")
-
-
 def quick_study(src: Path, dest: Path, keep: int = QUICK_VARIANTS) -> Path:
     """Write a copy of the study file `src` to `dest` with only `keep` of its variants.
 
@@ -135,7 +122,7 @@ def quick_study(src: Path, dest: Path, keep: int = QUICK_VARIANTS) -> Path:
     spread evenly over the sizes the file holds, the cheapest variant (fewest multiply-adds) of
     that size. The variants are the file's one array of tables; every other setting is copied.
     """
-    from cae.arch import trace
+    from cae.core.spec import trace
 
     try:
         doc = tomllib.loads(src.read_text())
@@ -170,15 +157,16 @@ def _now() -> str:
 def _load_state(out: Path, settings: Settings, force: bool) -> dict[str, Any]:
     """steps.json, or a fresh state; a folder made with other settings is refused."""
     path = out / STEPS_FILE
-    fresh = {"settings": settings.as_dict(), "steps": {s.key: {"status": "pending"} for s in STEPS}}
+    fresh = {"settings": settings.as_dict(),
+             "steps": {s.key: {"status": "pending", "index": i, "title": s.title} for i, s in enumerate(STEPS, 1)}}
     if force or not path.exists():
         return fresh
     state = runs.read_json(path, ("settings", "steps"))
     if state["settings"] != settings.as_dict():
         raise CaeError(f"{out} was made with settings {state['settings']}, not {settings.as_dict()}; "
                        "use the same flags to resume, another --out, or --force to start over")
-    for s in STEPS:
-        state["steps"].setdefault(s.key, {"status": "pending"})
+    for i, s in enumerate(STEPS, 1):  # the report lists the steps by index, under these titles
+        state["steps"].setdefault(s.key, {"status": "pending"}).update(index=i, title=s.title)
     return state
 
 
@@ -218,7 +206,7 @@ class _Pipeline:
 
     def data(self):  # noqa: ANN201 - Cifar10, loaded once and passed down
         if self._data is None:
-            from cae.data import load_cifar10
+            from cae.core.data import load_cifar10
 
             self._data = load_cifar10(self.data_dir)
         return self._data
@@ -254,8 +242,8 @@ class _Pipeline:
 
     # -- the steps
     def step_data(self) -> None:
-        from cae.config import RunConfig
-        from cae.data import SPLIT_FRACTIONS, channel_stats, class_balance, split_indices
+        from cae.core.config import RunConfig
+        from cae.core.data import SPLIT_FRACTIONS, channel_stats, class_balance, split_indices
 
         cfg = self._reference_config()
         data = self.data()
@@ -273,7 +261,7 @@ class _Pipeline:
         })
 
     def _reference_config(self):  # noqa: ANN202 - RunConfig
-        from cae.config import RunConfig
+        from cae.core.config import RunConfig
 
         cfg = RunConfig(arch="reference")
         cfg.train.epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else REFERENCE_EPOCHS)
@@ -282,22 +270,24 @@ class _Pipeline:
         return cfg.validate()
 
     def step_reference(self) -> None:
-        from cae.train import train_run
+        from cae import train_run
 
         train_run(self._reference_config(), self.out / "reference", force=self.force, data=self.data(),
                   log=self.log)
 
     def step_latent(self) -> None:
-        from cae.arch import trace
+        from cae.core.spec import trace
 
         info = trace("reference").to_dict()
         info.update(input_shape=[3, 32, 32], compression=3 * 32 * 32 / info["latent_size"])
         runs.write_json(self.out / LATENT_FILE, info)
 
     def step_study(self) -> None:
-        from cae.study import run_sweep
+        from cae.experiments.study import run_sweep
 
-        path = study_file()
+        from cae.experiments.study import study_file
+
+        path = study_file(STUDY_NAME)
         if self.settings.quick:
             path = quick_study(path, self.out / "study-quick.toml")
         epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
@@ -305,7 +295,7 @@ class _Pipeline:
                   data_dir=self.data_dir, force=self.force, log=self.log)
 
     def step_colorize(self) -> None:
-        from cae.colorization import run_colorization_study
+        from cae.experiments.colorization import run_colorization_study
 
         epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
         if self.force and (self.out / "colorize").exists():
@@ -368,22 +358,11 @@ def _versions() -> dict[str, str]:
     return v
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _machine() -> dict[str, Any]:
     import torch
 
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+            "cpu": describe_cpu(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

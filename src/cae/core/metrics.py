@@ -11,27 +11,19 @@ from dataclasses import dataclass, field
 import kornia.metrics
 import torch
 
-from cae import kernels
-from cae.color import chroma
+from cae.core.color import chroma
 
 SSIM_WINDOW = 7  # 11 (the usual) is a third of a 32-pixel side; 7 keeps the window local
 
 
 def squared_error_sum(pred: torch.Tensor, target: torch.Tensor, clamp: bool = False) -> torch.Tensor:
-    """sum((pred - target)^2) as a float32 tensor (autograd-aware), for a float32 target in
-    [0, 1] or uint8 images as stored (divided by 255); `clamp` clamps `pred` to [0, 1] first.
+    """sum((pred - target)^2) as a float32 tensor (autograd-aware), for a float target in [0, 1]
+    or uint8 images as stored (divided by 255); `clamp` clamps `pred` to [0, 1] first.
 
-    Against uint8 images on CPU this is one fused pass (`cae.kernels.squared_error_u8`; the
-    float target is never built). Otherwise two passes: the difference is float32 by type
-    promotion (a bfloat16 prediction needs no cast of its own), and its square sum is one dot
-    product over the values in memory order (no squared copy). Measured at batch 128, forward
-    and backward: 0.7 vs 1.7 ms for `F.mse_loss(pred.float(), target)` with a bfloat16
-    prediction, 0.74 vs 0.98 ms in float32.
+    The difference is float32 by type promotion (a bfloat16 prediction needs no cast of its
+    own), and its square sum is one dot product over the values in memory order.
     """
     if target.dtype == torch.uint8:
-        fused = kernels.squared_error_u8(pred, target, clamp)
-        if fused is not None:
-            return fused
         target = torch.div(target, 255)
     d = (pred.clamp(0, 1) if clamp else pred) - target
     cl = d.dim() == 4 and d.is_contiguous(memory_format=torch.channels_last)

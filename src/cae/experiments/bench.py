@@ -2,14 +2,14 @@
 
 Both paths train the same architecture on the same images in the same run, so the ratio is
 meaningful even on a busy machine. The fast path is the package's own code: the data and the
-model come from `cae.train.prepare` / `make_model`, the forward pass from `Task.predict_rgb_u8`,
-the precision from `resolve_precision`, the schedule from `lr_at`, evaluation is
-`cae.train.evaluate`, and each step is `cae.train.train_step` on batches cut from
-`cae.train.epoch_order` exactly as `_fit` does (which also validates, checkpoints and logs).
+model come from `cae.core.train.prepare` / `make_model` with the `cae.fast` path, the schedule
+from `lr_at`, evaluation is `cae.core.train.evaluate`, and each step is `cae.core.train.train_step`
+on batches cut from `cae.core.train.epoch_order` exactly as `fit` does (which also validates,
+checkpoints and logs). `CAE_FAST=0 cae bench` times the package's loop on the plain model.
 
 The naive reference is what a first PyTorch tutorial would write: the same architecture from
-textbook modules (`build_model(plain=True)`: `nn.Upsample` then `nn.Conv2d`, activation before
-pooling, none of the package's rewrites), a float32 NCHW `TensorDataset` behind a
+textbook modules (`build_model`: `nn.Upsample` then `nn.Conv2d`, activation before pooling,
+none of the fast path's rewrites), a float32 NCHW `TensorDataset` behind a
 `DataLoader(batch_size=32, shuffle=True)`, Adam, `nn.MSELoss`, no channels_last, no autocast;
 evaluation through a `DataLoader` under `torch.no_grad`.
 """
@@ -29,13 +29,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from cae import kernels, runs
-from cae.arch import build_model, trace
-from cae.config import RunConfig
-from cae.data import Cifar10, DEFAULT_CLASSES, load_cifar10, resolve_data_dir
+from cae import fast as fast_path
+from cae.core import runs
+from cae.core.config import RunConfig
+from cae.core.data import DEFAULT_CLASSES, Cifar10, load_cifar10, resolve_data_dir
+from cae.core.device import cpu_features, describe_cpu
+from cae.core.model import build_model
+from cae.core.spec import trace
+from cae.core.train import Prepared, epoch_order, evaluate, lr_at, make_model, make_optimizer, prepare, train_step
 from cae.errors import CaeError
-from cae.reproduce import cpu_model
-from cae.train import Prepared, epoch_order, evaluate, lr_at, make_model, make_optimizer, prepare, train_step
 
 Log = Callable[[str], None]
 NAIVE_BATCH = 32
@@ -103,7 +105,7 @@ def bench_data(data_dir: str | None = None, n_synthetic: int = SYNTHETIC_IMAGES)
 
 # ----------------------------------------------------------------------------- the fast path
 def _fast_batches(p: Prepared, bs: int) -> Iterator[torch.Tensor]:
-    """Batches exactly as `_fit` takes them (`cae.train.epoch_order`, then contiguous slices)."""
+    """Batches exactly as `fit` takes them (`cae.core.train.epoch_order`, then contiguous slices)."""
     n = len(p.train)
     per_epoch = n // bs
     epoch = 0
@@ -120,7 +122,7 @@ class FastTrainer:
     def __init__(self, p: Prepared):
         cfg, t = p.cfg, p.cfg.train
         self.p = p
-        self.model = make_model(cfg, p.task, p.device)
+        self.model = make_model(cfg, p.task, p.device, fast_path.path())
         self.opt = make_optimizer(cfg, self.model)
         self.batch_size = min(t.batch_size, len(p.train))
         self.total = (len(p.train) // self.batch_size) * t.epochs  # the schedule of a real run
@@ -136,7 +138,7 @@ class FastTrainer:
         t0 = time.perf_counter()
         for _ in range(k):
             loss = train_step(p, model, self.opt, next(self.batches), lr_at(self.step % self.total, self.total, p.cfg))
-            if p.device.type == "cpu" or self.step % 50 == 0:  # _fit reads the loss back this often
+            if p.device.type == "cpu" or self.step % 50 == 0:  # fit reads the loss back this often
                 self.loss = loss.item()
             self.step += 1
         _sync(p.device)
@@ -144,7 +146,7 @@ class FastTrainer:
 
 
 def time_fast_eval(p: Prepared, model: nn.Module, images: torch.Tensor, full: bool) -> tuple[float, dict]:
-    """Seconds of `cae.train.evaluate` on `images`, and its metrics."""
+    """Seconds of `cae.core.train.evaluate` on `images`, and its metrics."""
     _sync(p.device)
     t0 = time.perf_counter()
     metrics = evaluate(model, images, p.task, p.cfg.train.eval_batch_size, p.amp, full=full)
@@ -157,7 +159,7 @@ def naive_model(arch: str, seed: int, device: torch.device) -> nn.Module:
     """The same architecture as a tutorial writes it (textbook modules in spec order, no rewrites),
     NCHW float32 on the device; the same initial weights as the package's model."""
     torch.manual_seed(seed)
-    return build_model(arch, 3, 3, plain=True).to(device)
+    return build_model(arch, 3, 3).to(device)
 
 
 def naive_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -258,6 +260,7 @@ def run_bench(steps: int = 200, data_dir: str | None = None, json_path: str | No
     precision_name = str(p.amp).replace("torch.", "") if p.amp else "float32"
     log(f"cae bench: {cfg.arch} on {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"batch {cfg.train.batch_size}, precision {precision_name}; {steps} timed steps after {warmup} warm-up")
+    log(f"cpu: {describe_cpu()}")
     log(f"data: {note}")
 
     load_before = os.getloadavg()
@@ -323,11 +326,11 @@ def run_bench(steps: int = 200, data_dir: str | None = None, json_path: str | No
         "batch_size": bs,
         "naive_batch_size": NAIVE_BATCH,
         "precision": precision_name,
-        "fused_kernels": device.type == "cpu" and kernels.extension() is not None,
+        "fast_path": fast_path.enabled(), **{f"cpu_{k}": v for k, v in cpu_features().items()},
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": device.type,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else describe_cpu(),
         "arch": cfg.arch,
         "steps": steps,
         "warmup_steps": warmup,
@@ -363,7 +366,7 @@ def _table(r: dict, log: Log) -> None:
     log(f"matmul peak (fp32)      {r['peak_gflops']:,.0f} GFLOP/s{amp}")
     log(f"training achieves       {r['train_gflops']:,.1f} GFLOP/s = {100 * r['peak_fraction']:.1f}% of the fp32 peak "
         f"({r['train_flop_per_image'] / 1e6:.1f} MFLOP per image)")
-    log(f"fused CPU kernels       {'on' if r['fused_kernels'] else 'off (plain PyTorch ops; see cae.kernels)'}")
+    log(f"fast path               {'on' if r['fast_path'] else 'off (CAE_FAST=0: the plain model)'}")
     log(f"peak RSS                {r['peak_rss_mb']:,.0f} MB (after both training loops: {r['rss_after_training_mb']:,.0f} MB)")
     log(f"load average            {r['load_average_before']:.1f} before, {r['load_average_after']:.1f} after "
         f"({r['cpu_count']} CPUs): figures from a busy machine are low, the ratios less affected")

@@ -10,11 +10,11 @@ from the encoder straight to the decoder, bypassing the bottleneck, so the bottl
 limit what reaches the output. Its "latent" (reported by `info`) is only the deepest feature
 map, which gives the net its context (receptive field of about 50 pixels, the whole CIFAR-10
 image), which is what colorization needs: the colour of a region depends on what it is.
-Sides must be divisible by 8 (three poolings); `cae.colorize` pads other sizes.
+Sides must be divisible by 8 (three poolings); `cae.apps.colorize` pads other sizes.
 
 `chroma_gain` (a buffer saved with the weights, not learned, 1 during training) scales the
 output's distance from 0.5, i.e. from gray for a chroma target: an MSE-trained colorizer
-predicts the conditional mean colour, which is desaturated, and `cae.colorization` calibrates
+predicts the conditional mean colour, which is desaturated, and `cae.experiments.colorization` calibrates
 this gain on the validation split after training to give some saturation back.
 """
 
@@ -23,10 +23,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cae.core.spec import UNET_LEVELS, unet_channels
 from cae.errors import CaeError
 
-LEVELS = 3  # poolings: the total stride is 2**LEVELS = 8
-STRIDE = 2 ** LEVELS
+STRIDE = 2 ** UNET_LEVELS  # three poolings
 
 
 def _block(in_c: int, out_c: int) -> nn.Sequential:
@@ -41,13 +41,11 @@ class UNet(nn.Module):
         super().__init__()
         if width < 1:
             raise CaeError(f"the U-Net width must be at least 1, got {width}")
-        w = width
         self.in_channels, self.out_channels, self.width = in_channels, out_channels, width
-        enc_c = [w * 2 ** i for i in range(LEVELS)]  # W, 2W, 4W
+        enc_c, dec_c = unet_channels(width)  # W, 2W, 4W down; 2W, W, W up
         self.encoder = nn.ModuleList(_block(c_in, c) for c_in, c in zip([in_channels, *enc_c[:-1]], enc_c))
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = _block(enc_c[-1], enc_c[-1])
-        dec_c = [*enc_c[-2::-1], w]  # 2W, W, W
         ins = [enc_c[-1] + enc_c[-1], *(d + s for d, s in zip(dec_c[:-1], enc_c[-2::-1]))]
         self.decoder = nn.ModuleList(_block(c_in, c) for c_in, c in zip(ins, dec_c))
         self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
@@ -68,32 +66,3 @@ class UNet(nn.Module):
         y = self.head(x)
         # fixed saturation gain around 0.5 (gray chroma); exactly the sigmoid output while it is 1
         return y if self.chroma_gain.item() == 1.0 else 0.5 + self.chroma_gain.to(y.dtype) * (y - 0.5)
-
-    def info(self, spec: str, in_shape: tuple[int, int, int]):  # noqa: ANN201 - cae.arch.ArchInfo
-        """The shape trace (per layer: output shape, parameters, multiply-adds) for `cae info`."""
-        from cae.arch import ArchInfo, TraceRow
-
-        c, h, w = in_shape
-        if h % STRIDE or w % STRIDE:
-            raise CaeError(f"architecture {spec!r}: the U-Net needs sides divisible by {STRIDE}, got {h}x{w}")
-        rows = [TraceRow("input", "input", (c, h, w), 0, 0, "")]
-
-        def conv_row(stage: str, name: str, block: nn.Module, hh: int, ww: int) -> TraceRow:
-            conv = block[0] if isinstance(block, nn.Sequential) else block
-            params = sum(p.numel() for p in block.parameters())
-            macs = conv.out_channels * conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1] * hh * ww
-            return TraceRow(stage, name, (conv.out_channels, hh, ww), params, macs, "")
-
-        for i, level in enumerate(self.encoder):
-            rows.append(conv_row("encoder", f"conv{level[0].out_channels}k3+bn", level, h, w))
-            h, w = h // 2, w // 2
-            rows.append(TraceRow("encoder", f"pool2 (skip {i + 1} saved)", (level[0].out_channels, h, w), 0, 0, ""))
-        rows.append(conv_row("encoder", f"conv{self.bottleneck[0].out_channels}k3+bn (bottleneck)",
-                             self.bottleneck, h, w))
-        latent = rows[-1].shape
-        for i, level in enumerate(self.decoder):
-            h, w = h * 2, w * 2
-            rows.append(conv_row("decoder", f"up2b+skip{LEVELS - i} conv{level[0].out_channels}k3+bn", level, h, w))
-        rows.append(conv_row("decoder", f"conv{self.out_channels}k1:sigmoid", self.head[0], h, w))
-        return ArchInfo(spec=spec, trace=rows, latent_shape=latent, latent_size=latent[0] * latent[1] * latent[2],
-                        params=sum(p.numel() for p in self.parameters()), macs=sum(r.macs for r in rows))

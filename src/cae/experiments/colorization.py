@@ -20,11 +20,11 @@ from typing import Callable
 
 import torch
 
-from cae import runs
-from cae.color import chroma, gray_rgb, merge_chroma
-from cae.config import DataConfig, RunConfig, TrainConfig
-from cae.data import Cifar10, load_cifar10, luma
-from cae.metrics import MetricSums, colorfulness
+from cae.core import runs
+from cae.core.color import chroma, gray_rgb, merge_chroma
+from cae.core.config import DataConfig, RunConfig, TrainConfig
+from cae.core.data import Cifar10, load_cifar10, luma
+from cae.core.metrics import MetricSums, colorfulness
 
 Log = Callable[[str], None]
 BASELINES = "baselines.json"
@@ -47,7 +47,7 @@ def study_runs() -> dict[str, RunConfig]:
                          train=TrainConfig(epochs=epochs, batch_size=64, lr=7e-3, precision="fp32"))
 
     # a Lab-target reference run is left out: it costs as much as the others and ycbcr is exact
-    # to merge (Lab is merged through the gray image's L*, see cae.color)
+    # to merge (Lab is merged through the gray image's L*, see cae.core.color)
     return {"rgb": cfg("rgb", "reference"), "chroma": cfg("ycbcr", "reference"),
             "best": cfg("ycbcr", "unet8")}
 
@@ -134,7 +134,8 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
     calibrated model into test_metrics.json (the gain-1 figures are kept as `gain1_*`), so
     `cae eval` and `cae colorize` see the calibrated model. Done once (skipped when recorded).
     """
-    from cae.train import evaluate, gather_split, load_run, resolve_precision
+    from cae.core.device import resolve_precision
+    from cae.core.train import evaluate, gather_split, load_run, recorded_precision
 
     metrics = runs.read_json(run_dir / runs.TEST_METRICS, ("mse",))
     if "chroma_gain" in metrics:
@@ -146,7 +147,7 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
     curve = gain_curve(model, data.images[split["val"]], task)
     gain = choose_gain(curve)
     model.chroma_gain.fill_(gain)
-    amp = resolve_precision(cfg.train.precision, torch.device("cpu"))
+    amp = resolve_precision(recorded_precision(run_dir), torch.device("cpu"))
     test = evaluate(model, gather_split(data.images, split["test"]), task, cfg.train.eval_batch_size, amp, full=True)
     runs.write_json(run_dir / GAIN_FILE, {"chosen": gain, "tolerance": GAIN_MSE_TOLERANCE, "target": COLORFULNESS_TARGET, "split": "val",
                                           "curve": curve})
@@ -168,7 +169,7 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
     `epochs` / `limit` override every run's (quick mode); finished runs are skipped, so a
     second call only redoes the (cheap) tables. Returns {"runs": ..., "baselines": ..., "rows": ...}.
     """
-    from cae.train import train_run
+    from cae import train_run
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -260,8 +261,8 @@ def _write_tables(out: Path, rows: list[dict]) -> None:
 
 def _write_samples(out: Path, images_u8: torch.Tensor, names: list[str], base_b: dict) -> None:
     """gray / baseline (b) / each model / truth for the same test images."""
-    from cae.plots import save_grid
-    from cae.train import load_run
+    from cae.core.plots import save_grid
+    from cae.core.train import load_run
 
     rgb = images_u8.float().div(255)
     m = torch.tensor([base_b["mean_cb"], base_b["mean_cr"]])

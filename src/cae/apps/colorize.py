@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cae.color import merge_chroma
-from cae.data import luma
+from cae.core.color import merge_chroma
+from cae.core.data import luma
 from cae.errors import CaeError
 
 Log = Callable[[str], None]
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # cae/weights: shipped run folders
 DEFAULT_MODEL = "colorizer"
 TILE = 512  # tile side (output pixels) for large images; memory stays ~100 MB for unet16
 OVERLAP = 32  # context margin around each tile, beyond the nets' receptive field radius
@@ -40,10 +40,10 @@ def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
 
 def total_stride(spec: str) -> int:
     """The factor both image sides must be divisible by for architecture `spec`."""
-    from cae.arch import _unet_width, parse
+    from cae.core.spec import parse, unet_width
 
-    if _unet_width(spec):
-        from cae.unet import STRIDE
+    if unet_width(spec):
+        from cae.core.unet import STRIDE
 
         return STRIDE
     enc, _ = parse(spec)
@@ -116,7 +116,7 @@ def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: 
 
 
 def _save_png(t: torch.Tensor, path: Path) -> None:
-    from cae.runs import atomic_write_bytes
+    from cae.core.runs import atomic_write_bytes
     import io
 
     a = (t.clamp(0, 1).mul(255).round().to(torch.uint8))
@@ -134,7 +134,7 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     `<stem>_original.png` and `<stem>_gray.png` are written too. Unreadable files are reported
     on stderr as one line each and skipped.
     """
-    from cae.train import load_run
+    from cae.core.train import load_run
 
     model_dir = Path(model_dir) if model_dir else shipped_model_dir(DEFAULT_MODEL)
     model, cfg, task = load_run(model_dir, device)
@@ -170,7 +170,7 @@ def ship_run(run_dir: str | Path, name: str) -> Path:
     How the shipped weights were made: `ship_run("<study>/best", "colorizer")` and
     `ship_run("<run of cae train --arch reference --epochs 10>", "reference")`.
     """
-    from cae.runs import atomic_write_bytes, is_finished
+    from cae.core.runs import atomic_write_bytes, is_finished
 
     run_dir = Path(run_dir)
     if not is_finished(run_dir):

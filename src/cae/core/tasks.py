@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cae import kernels
-from cae.color import merge_chroma
-from cae.config import RunConfig
-from cae.data import luma
+from cae.core.color import merge_chroma
+from cae.core.config import RunConfig
+from cae.core.data import luma
 
 
 @functools.lru_cache(maxsize=16)
@@ -66,19 +65,6 @@ class Task:
     def network_input(self, rgb: torch.Tensor) -> torch.Tensor:
         """The network's input for RGB images in [0, 1] (luma for colorization)."""
         return self._standardize(rgb if self.kind == "reconstruct" else luma(rgb))
-
-    def predict_rgb_u8(self, model: nn.Module, images: torch.Tensor,
-                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """`predict_rgb` for uint8 RGB images as stored (channels_last, on the model's device),
-        the way training and evaluation call it: a reconstruction's input is made in one pass
-        straight in `dtype` (the autocast dtype; `cae.kernels.standardize_u8`) and its output
-        left in that dtype; the other tasks go through `predict_rgb` on the images in [0, 1]."""
-        if self.kind != "reconstruct":
-            return self.predict_rgb(model, torch.div(images, 255), float32=False)
-        c = images.shape[1]
-        mean, std = (self.mean, self.std) if self.mean else ((0.0,) * c, (1.0,) * c)
-        shift, scale = _affine(mean, std, images.device, torch.float32)
-        return model(kernels.standardize_u8(images, shift, scale, dtype))
 
     def predict_rgb(self, model: nn.Module, rgb: torch.Tensor, float32: bool = True) -> torch.Tensor:
         """The RGB prediction (not clamped) for RGB images in [0, 1]; `float32=False` leaves a

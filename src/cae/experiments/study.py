@@ -9,7 +9,7 @@ A study file (TOML) holds defaults and variants:
     seed = 0
     [[variant]]
     name = "reference"               # the run folder OUT/<name>/
-    arch = "reference"               # a preset name or a spec (see cae.arch)
+    arch = "reference"               # a preset name or a spec (see cae.core.spec)
     axis = "reference"               # what the variant changes: depth, channels, kernel, ...
     note = "the handout's 9-layer CAE"
     lr = 2e-3                        # optional per-variant TrainConfig overrides
@@ -35,9 +35,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cae import runs
-from cae.arch import ArchInfo, expand, trace
-from cae.config import DataConfig, RunConfig, TrainConfig, _from_dict
+from cae.core import runs
+from cae.core.spec import ArchInfo, expand, trace
+from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict
 from cae.errors import CaeError
 
 Log = Callable[[str], None]
@@ -85,15 +85,29 @@ class Study:
 
 
 # ----------------------------------------------------------------------------- the study file
+SHIPPED_STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def study_file(name: str | Path) -> Path:
+    """A study file: a path, or the name of one shipped with cae ('architecture' or
+    'architecture.toml', from `cae/studies/`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_STUDIES / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if shipped.is_file() and len(path.parts) <= 2:  # a bare name, or the old repo path studies/NAME
+        return shipped
+    have = ", ".join(sorted(p.stem for p in SHIPPED_STUDIES.glob("*.toml"))) or "none"
+    raise CaeError(f"study file {path} not found; pass an existing .toml file or a shipped study ({have})")
+
+
 def load_study(path: str | Path, epochs: int | None = None, limit: int | None = None,
                data_dir: str | None = None) -> Study:
     """Read and validate a study file; every variant is traced, an impossible one refused by name.
 
     `epochs`, `limit` and `data_dir` (the CLI flags) override the file for every variant.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CaeError(f"study file {path} not found; pass an existing .toml study (see studies/)")
+    path = study_file(path)
     text = path.read_text()
     try:
         d = tomllib.loads(text)
@@ -101,9 +115,9 @@ def load_study(path: str | Path, epochs: int | None = None, limit: int | None = 
         raise CaeError(f"study file {path} is not valid TOML: {e}") from None
     _no_unknown(d, TOP_KEYS, f"study {path}")
     base = RunConfig(task="reconstruct")
-    base.train = _from_dict(TrainConfig, {**d.get("train", {}), **({"epochs": d["epochs"]} if "epochs" in d else {})},
+    base.train = dataclass_from_dict(TrainConfig, {**d.get("train", {}), **({"epochs": d["epochs"]} if "epochs" in d else {})},
                             f"study {path} [train]")
-    base.data = _from_dict(DataConfig, d.get("data", {}), f"study {path} [data]")
+    base.data = dataclass_from_dict(DataConfig, d.get("data", {}), f"study {path} [data]")
     if data_dir is not None:
         base.data.dir = str(data_dir)
     if limit is not None:
@@ -130,7 +144,7 @@ def load_study(path: str | Path, epochs: int | None = None, limit: int | None = 
         cfg = copy.deepcopy(base)
         cfg.arch = arch
         overrides = {k: v[k] for k in v if k in TRAIN_KEYS}
-        cfg.train = _from_dict(TrainConfig, {**_asdict(base.train), **overrides}, f"{where} ({name})")
+        cfg.train = dataclass_from_dict(TrainConfig, {**_asdict(base.train), **overrides}, f"{where} ({name})")
         if epochs is not None:
             cfg.train.epochs = epochs
         try:
@@ -161,8 +175,8 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
     Finished variants are skipped (unless `force`), an interrupted one resumes. The variants are
     all validated first, so a typo in the last one does not surface after an hour of training.
     """
-    from cae.data import load_cifar10
-    from cae.train import train_run
+    from cae import train_run
+    from cae.core.data import load_cifar10
 
     study = load_study(study_path, epochs, limit, data_dir)
     out = Path(out)
@@ -200,7 +214,7 @@ def _check_finished_matches(v: Variant, run_dir: Path, force: bool) -> None:
     """A finished run trained with other settings (e.g. an earlier --limit) must not be reused silently."""
     if force or not runs.is_finished(run_dir):
         return
-    from cae.config import load_config
+    from cae.core.config import load_config
 
     saved, mine = load_config(run_dir / runs.CONFIG).to_dict(), v.cfg.to_dict()
     for d in (saved, mine):
@@ -216,8 +230,8 @@ def _check_finished_matches(v: Variant, run_dir: Path, force: bool) -> None:
 # ----------------------------------------------------------------------------- PCA baseline
 def pca_results(study: Study, out: Path, data: Any, force: bool = False, log: Log = print) -> dict[int, dict]:
     """PCA test metrics for the study's latent sizes and the plot grid, cached in OUT/pca.json."""
-    from cae.data import split_indices
-    from cae.pca import evaluate_pca, fit_pca
+    from cae.core.data import split_indices
+    from cae.experiments.pca import evaluate_pca, fit_pca
 
     dcfg = study.variants[0].cfg.data
     ks = sorted({min(v.info.latent_size, IMAGE_SIZE) for v in study.variants} | set(PCA_GRID))
@@ -328,7 +342,7 @@ def _cell(x: Any) -> Any:
 # ----------------------------------------------------------------------------- plots
 def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
     """mse_vs_latent.png (log-log, labelled points, the PCA line) and mse_vs_params.png."""
-    from cae.plots import save_figure  # first: it selects the Agg backend
+    from cae.core.plots import save_figure  # first: it selects the Agg backend
 
     import matplotlib.pyplot as plt
 

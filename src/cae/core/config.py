@@ -18,7 +18,7 @@ from cae.errors import CaeError
 
 TASKS = ("reconstruct", "colorize")
 TARGETS = ("rgb", "ycbcr", "lab")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("onecycle", "cosine", "constant")
 NORMALIZATIONS = ("unit", "standardize")
 
@@ -27,7 +27,7 @@ NORMALIZATIONS = ("unit", "standardize")
 class DataConfig:
     """Where the images come from and how they are split and scaled."""
 
-    dir: str = ""  # empty: --data / CAE_DATA_DIR / user cache / download (see cae.data)
+    dir: str = ""  # empty: --data / CAE_DATA_DIR / user cache / download (see cae.core.data)
     seed: int = 0  # seed of the 80/10/10 split
     limit: int = 0  # 0: all 60,000 images; N: a stratified subset of N (smoke runs)
     # 'standardize': per-channel input standardization fitted on the training split (measured:
@@ -62,7 +62,7 @@ class RunConfig:
 
     task: str = "reconstruct"  # 'reconstruct' or 'colorize'
     target: str = "rgb"  # colorize only: 'rgb' (predict RGB) or a chroma space 'ycbcr' / 'lab'
-    arch: str = "reference"  # a preset name or an architecture spec (see cae.arch)
+    arch: str = "reference"  # a preset name or an architecture spec (see cae.core.spec)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     world_size: int = 1  # recorded by the trainer: processes that trained this run
@@ -91,7 +91,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "RunConfig":
-        return _from_dict(cls, d, source)
+        return dataclass_from_dict(cls, d, source)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -99,7 +99,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise CaeError(f"{name} = {value!r} is not one of {', '.join(allowed)}")
 
 
-def _from_dict(cls: type, d: dict[str, Any], source: str) -> Any:
+def dataclass_from_dict(cls: type, d: dict[str, Any], source: str) -> Any:
     """Build a dataclass from a dict, refusing unknown keys (a typo must not pass silently)."""
     if not isinstance(d, dict):
         raise CaeError(f"{source}: expected a table for {cls.__name__}, got {type(d).__name__}")
@@ -112,7 +112,7 @@ def _from_dict(cls: type, d: dict[str, Any], source: str) -> Any:
     for name, value in d.items():
         default = getattr(defaults, name)
         if dataclasses.is_dataclass(default):
-            kwargs[name] = _from_dict(type(default), value, f"{source} [{name}]")
+            kwargs[name] = dataclass_from_dict(type(default), value, f"{source} [{name}]")
         else:
             kwargs[name] = _coerce(value, type(default), f"{source}: {name}")
     return cls(**kwargs)
@@ -128,7 +128,7 @@ def _coerce(value: Any, typ: type, where: str) -> Any:
 
 def save_config(cfg: RunConfig, path: Path) -> None:
     """Write the config as TOML (or JSON for a .json path), atomically."""
-    from cae.runs import atomic_write_text
+    from cae.core.runs import atomic_write_text
 
     d = cfg.to_dict()
     text = json.dumps(d, indent=2) + "\n" if path.suffix == ".json" else tomli_w.dumps(d)

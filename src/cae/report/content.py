@@ -5,7 +5,7 @@ Nothing in the text is typed in: every number is read from the files the pipelin
 A part whose files do not exist yet renders as "not run yet", so `cae report` works on a
 partial folder at any time.
 
-The report is built once as a list of `cae.document` blocks (headings, paragraphs, tables,
+The report is built once as a list of `cae.report.document` blocks (headings, paragraphs, tables,
 figures, included Markdown) and rendered twice by that module: to Markdown (images referenced
 by relative path) and to HTML (images embedded as base64 data URIs, no external resources).
 """
@@ -19,11 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cae import runs
-from cae.document import (NOT_RUN, Block, Code, Figure, Fragment, Heading, Missing, Para, Table, to_html,
+from cae.core import runs
+from cae.report.document import (NOT_RUN, Block, Code, Figure, Fragment, Heading, Missing, Para, Table, to_html,
                           to_markdown)
 from cae.errors import CaeError
-from cae.study import strength
+from cae.experiments.study import strength
 
 SECTIONS = (
     ("data", "1 Data and split"),
@@ -443,17 +443,13 @@ def _reproducibility(b: _Builder) -> None:
                         [[k, str(v["split_seed"]), str(v["train_seed"])] for k, v in seeds.items()],
                         "Seeds of every run (from each run's config.toml)", [False, True, True]))
     if steps:
-        from cae.reproduce import STEPS
-
-        order = [s.key for s in STEPS if s.key in steps] + [k for k in steps if k not in {s.key for s in STEPS}]
-        titles = {s.key: s.title for s in STEPS}
         rows = []
-        for i, k in enumerate(order, 1):
-            v = steps[k]
+        ordered = sorted(steps.items(), key=lambda kv: kv[1].get("index", len(steps)))  # the pipeline's order
+        for i, (k, v) in enumerate(ordered, 1):
             status = v.get("status", "pending")
             if k == "report" and status == "running":
                 status = "writing this report"
-            rows.append([f"{i}", titles.get(k, k), status, seconds(v.get("seconds")), v.get("finished", "—")])
+            rows.append([f"{i}", v.get("title", k), status, seconds(v.get("seconds")), v.get("finished", "—")])
         total = sum(v.get("seconds") or 0 for v in steps.values())
         rows.append(["", "total", "", seconds(total), ""])
         b.add(Table(["#", "step", "status", "wall time", "finished (UTC)"], rows, "Wall time per step",

@@ -1,7 +1,7 @@
 """Colour spaces for colorization: chrominance of RGB, and merging chrominance with luma.
 
 Conversions come from kornia (differentiable, any device). The network always sees BT.601
-luma Y (cae.data.luma) and predicts chrominance scaled to about [0, 1] for a sigmoid output:
+luma Y (cae.core.data.luma) and predicts chrominance scaled to about [0, 1] for a sigmoid output:
   ycbcr: Cb, Cr (0.5-centred, in [0, 1]); merged with Y exactly (Y is BT.601 in both);
   lab:   a* and b* as a/256 + 0.5; merged with the L* that gives the colour the given luma Y
          (found by bisection), since only the gray image is given at inference time.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import kornia.color as kc
 import torch
 
-from cae.data import luma
+from cae.core.data import luma
 from cae.errors import CaeError
 
 CHROMA_SPACES = ("ycbcr", "lab")

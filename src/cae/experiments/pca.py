@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cae.metrics import MetricSums
+from cae.core.metrics import MetricSums
 
 CHUNK = 4096  # rows converted to float64 at a time: 4096 x 3072 x 8 B = 100 MB
 
@@ -90,7 +90,7 @@ def reconstruct(fit: PcaFit, x: torch.Tensor, k: int) -> torch.Tensor:
 def evaluate_pca(fit: PcaFit, images: torch.Tensor, ks: list[int], batch: int = 1000) -> dict[int, dict]:
     """MSE, PSNR and SSIM of the rank-k reconstruction of `images` (N, C, H, W) for each k.
 
-    Metrics come from `cae.metrics.MetricSums`, exactly as for the networks.
+    Metrics come from `cae.core.metrics.MetricSums`, exactly as for the networks.
     """
     out: dict[int, dict] = {}
     for k in ks:

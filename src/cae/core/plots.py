@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cae.runs import atomic_write_bytes  # noqa: E402
+from cae.core.runs import atomic_write_bytes  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
@@ -62,7 +62,7 @@ def save_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path) -
 
 def save_samples(model: nn.Module, images_u8: torch.Tensor, task, path: Path) -> None:  # noqa: ANN001
     """Test images and the model's output: original/reconstruction, or gray/prediction/truth."""
-    from cae.data import luma
+    from cae.core.data import luma
 
     device = next(model.parameters()).device
     was = model.training
