@@ -257,7 +257,8 @@ def bind(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server((host.strip("[]"), port), family=_family(host), reuse_port=False)
     except OSError as e:
-        raise CaeError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port or --host") from None
+        why = (e.strerror or str(e)).split(" (while attempting")[0]  # create_server's suffix repeats the address
+        raise CaeError(f"cannot listen on {host}:{port} ({why}); pick another --port or --host") from None
 
 
 def _family(host: str) -> socket.AddressFamily:
