@@ -174,6 +174,24 @@ def test_without_cifar_data_the_grid_says_so(tmp_path: Path) -> None:
         assert r.status_code == 400 and "No CIFAR-10 data" in r.json()["error"]
 
 
+def test_an_unexpected_error_is_a_500_and_the_server_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    require(has_serve_extra(), "the serve extra is not installed")
+    from starlette.testclient import TestClient
+
+    from cae.apps.serve import jobs
+    from cae.apps.serve.app import create_app
+
+    def broken(*args: object) -> dict:
+        raise RuntimeError("a bug")
+
+    with TestClient(create_app(), base_url=BASE_URL, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(jobs, "colorize_answer", broken)
+        r = colorize(c, png(8, 8))
+        assert r.status_code == 500 and "the server keeps running" in r.json()["error"]
+        monkeypatch.undo()
+        assert colorize(c, png(8, 8)).status_code == 200
+
+
 def test_requests_for_a_foreign_host_name_are_refused(client) -> None:  # noqa: ANN001
     # a page on another site that rebinds its DNS name to 127.0.0.1 still sends its own Host
     assert client.get("/api/models", headers={"host": "attacker.example:8000"}).status_code == 400
