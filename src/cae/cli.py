@@ -124,6 +124,20 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(a: argparse.Namespace) -> int:
+    try:  # all three packages of the extra, so a partial install is the same one line
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from cae.apps.serve.app import serve
+    except ModuleNotFoundError as e:
+        if e.name in ("starlette", "uvicorn", "python_multipart", "anyio"):
+            raise CaeError("cae serve needs the serve extra: pip install 'cae[serve]'") from None
+        raise
+    serve(a.host, a.port, a.runs)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cae import __version__
 
@@ -139,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_reproduce(sub)
     _add_report(sub)
+    _add_serve(sub)
     return p
 
 
@@ -229,6 +244,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="regenerate report.html/report.md from finished results")
     rep.add_argument("dir")
     rep.set_defaults(func=cmd_report)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    sv = sub.add_parser("serve", help="a local web page: colorize photos, look inside the autoencoders")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    sv.add_argument("--runs", help="a folder whose finished runs and cae reproduce reports the page offers")
+    sv.set_defaults(func=_serve)
 
 
 def _sigterm(signum: int, frame: object) -> None:
