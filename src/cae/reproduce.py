@@ -34,15 +34,14 @@ import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tomli_w
 
 from cae.core import runs
 from cae.core.device import describe_cpu
+from cae.core.text import Log, duration
 from cae.errors import CaeError
-
-Log = Callable[[str], None]
 
 STEPS_FILE = "steps.json"
 REPRO_FILE = "reproducibility.json"
@@ -170,13 +169,6 @@ def _load_state(out: Path, settings: Settings, force: bool) -> dict[str, Any]:
     return state
 
 
-def _fmt_seconds(s: float) -> str:
-    s = max(0, round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
-
-
 class _Pipeline:
     """Runs the steps in order, recording each one's status and wall time."""
 
@@ -216,12 +208,12 @@ class _Pipeline:
             self._save()
         for i, step in enumerate(STEPS, 1):
             rec = self.state["steps"][step.key]
-            elapsed = _fmt_seconds(time.perf_counter() - self.t0)
+            elapsed = duration(time.perf_counter() - self.t0)
             if rec.get("status") == "done":
                 self.log(f"[step {i}/{len(STEPS)}] {step.title} — done earlier in "
-                         f"{_fmt_seconds(rec.get('seconds', 0))}, skipped")
+                         f"{duration(rec.get('seconds', 0))}, skipped")
                 continue
-            left = _fmt_seconds(self._eta(list(STEPS[i - 1:])))
+            left = duration(self._eta(list(STEPS[i - 1:])))
             self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")
             self._record_invocation()
             rec.update(status="running", started=_now())
@@ -237,7 +229,7 @@ class _Pipeline:
             rec.update(status="done", finished=_now(), seconds=round(earlier + time.perf_counter() - t, 2))
             self._save()
             self._write_reproducibility()
-        self.log(f"[done] {len(STEPS)} steps in {self.out} — elapsed {_fmt_seconds(time.perf_counter() - self.t0)}; "
+        self.log(f"[done] {len(STEPS)} steps in {self.out} — elapsed {duration(time.perf_counter() - self.t0)}; "
                  f"open {self.out / 'report.html'}")
 
     # -- the steps
