@@ -15,7 +15,8 @@ as run_colorization_study has no force flag of its own). The command,
 versions, machine, seeds and wall times go to OUT/reproducibility.json.
 
 `quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
-a QUICK_VARIANTS-variant slice of the study file) in a few minutes on two CPU cores.
+a QUICK_VARIANTS-variant slice of the study file): a check that the pipeline works end to end,
+not figures to quote.
 
 The study file ships inside the package, `cae/studies/architecture.toml` (see `study_file`), so
 an installed wheel runs the whole pipeline.
@@ -49,7 +50,7 @@ DATA_FILE = "data.json"
 LATENT_FILE = "latent.json"
 QUICK_LIMIT = 1500  # images in the quick subset (1,200 train / 150 val / 150 test)
 QUICK_EPOCHS = 1
-QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's axes
+QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's latent sizes
 REFERENCE_EPOCHS = 10
 STUDY_NAME = "architecture.toml"
 
@@ -67,8 +68,9 @@ class Step:
     quick_cost: float
 
 
-# Measured: quick mode on 2 busy cores (reference 33 s, study 51 s, colorization 83 s); full mode from
-# the study file's budget (its variants cost about 25 reference runs) and the colorization runs.
+# Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
+# per mode (timings belong in docs/performance.md); the full study's is its study file's budget
+# in reference runs.
 STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
     Step("reference", "reference CAE", 1.0, 1.0),
@@ -77,7 +79,8 @@ STEPS: tuple[Step, ...] = (
     Step("colorize", "colorization study", 6.0, 2.5),
     Step("report", "report", 0.01, 0.05),
 )
-# seconds per cost unit before anything was measured (the reference run: ~100 s full, ~20 s quick)
+# Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
+# of this folder add up to half a reference run; `_eta` then uses their measured rate.
 PRIOR_RATE = {False: 100.0, True: 20.0}
 
 
