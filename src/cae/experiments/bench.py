@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -36,10 +36,10 @@ from cae.core.data import DEFAULT_CLASSES, Cifar10, load_cifar10, resolve_data_d
 from cae.core.device import cpu_features, describe_cpu
 from cae.core.model import build_model
 from cae.core.spec import trace
+from cae.core.text import Log
 from cae.core.train import Prepared, epoch_order, evaluate, lr_at, make_model, make_optimizer, prepare, train_step
 from cae.errors import CaeError
 
-Log = Callable[[str], None]
 NAIVE_BATCH = 32
 MAX_EVAL_IMAGES = 10_000
 PEAK_MATMUL_N = 2048  # 17 GFLOP per product: long enough to time, large enough to reach the peak
