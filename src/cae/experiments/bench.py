@@ -485,7 +485,8 @@ def _print_table(r: dict, log: Log) -> None:
     log(f"training achieves       {r['train_gflops']:,.1f} GFLOP/s = {100 * r['peak_fraction']:.1f}% of the fp32 peak "
         f"({r['train_flop_per_image'] / 1e6:.1f} MFLOP per image)")
     log(f"fast path               {'on' if r['fast_path'] else 'off (CAE_FAST=0: the plain model)'}")
-    log(f"peak RSS                {r['peak_rss_mb']:,.0f} MB (after both training loops: {r['rss_after_training_mb']:,.0f} MB)")
+    log(f"peak RSS                {r['peak_rss_mb']:,.0f} MB "
+        f"(after both training loops: {r['rss_after_training_mb']:,.0f} MB)")
     log(f"load average            {r['load_average_before']:.1f} before, {r['load_average_after']:.1f} after "
         f"({r['cpu_count']} CPUs): figures from a busy machine are low, the ratios less affected")
 
