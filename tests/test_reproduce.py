@@ -12,8 +12,9 @@ import pytest
 from conftest import QuickRun, run_cae
 
 from cae.core.spec import trace
+from cae.core.text import duration, number
 from cae.errors import CaeError
-from cae.report import SECTIONS, correlation_conclusion, fmt, write_report
+from cae.report import SECTIONS, correlation_conclusion, write_report
 from cae.experiments.study import study_file
 from cae.reproduce import QUICK_LIMIT, QUICK_VARIANTS, STEPS, STUDY_NAME, quick_study, reproduce
 
@@ -80,13 +81,13 @@ def test_report_holds_every_section_and_the_results_numbers(quick_reproduce: Qui
     with open(out / "study/results.csv", newline="") as f:
         for r in csv.DictReader(f):
             assert f"| {r['name']} |" in md
-            assert fmt(r["test_mse"], "test_mse") in md
+            assert number(r["test_mse"], "test_mse") in md
     corr = json.loads((out / "study/correlation.json").read_text())
     if corr["pearson_r"] is not None:
         assert f"Pearson r = {corr['pearson_r']:.3f}" in md and f"p = {corr['pearson_p']:.3g}" in md
     with open(out / "colorize/results.csv", newline="") as f:
         for r in csv.DictReader(f):
-            assert fmt(r["mse"], "mse") in md
+            assert number(r["mse"], "mse") in md
     repro = json.loads((out / "reproducibility.json").read_text())
     assert repro["command"] in md and repro["versions"]["torch"] in md
     # Markdown references the figures by relative path; HTML embeds them
@@ -181,6 +182,19 @@ def test_correlation_conclusion_follows_the_numbers(r: float, p: float, words: l
     for w in words:
         assert w in text
     assert f"r = {r:.3f}" in text and f"p = {p:.3g}" in text
+
+
+@pytest.mark.parametrize("value,kind,text", [
+    (0.0036612, "test_mse", "0.00366"), ("27.1234", "psnr", "27.12"), (0.91234, "ssim", "0.9123"),
+    (0.000123456, "pearson_p", "0.000123"), (12345.0, "params", "12,345"), (None, "mse", "—"), ("n/a", "", "n/a"),
+])
+def test_numbers_are_written_by_what_they_measure(value: object, kind: str, text: str) -> None:
+    assert number(value, kind) == text
+
+
+@pytest.mark.parametrize("seconds,text", [(None, "—"), (0.4, "0s"), (59.6, "1m00s"), (83, "1m23s"), (7509, "2h05m09s")])
+def test_durations_read_as_hours_minutes_seconds(seconds: float | None, text: str) -> None:
+    assert duration(seconds) == text
 
 
 def test_quick_study_keeps_the_reference_and_spreads_the_latent_sizes(tmp_path: Path) -> None:

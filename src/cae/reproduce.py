@@ -15,7 +15,8 @@ as run_colorization_study has no force flag of its own). The command,
 versions, machine, seeds and wall times go to OUT/reproducibility.json.
 
 `quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
-a QUICK_VARIANTS-variant slice of the study file) in a few minutes on two CPU cores.
+a QUICK_VARIANTS-variant slice of the study file): a check that the pipeline works end to end,
+not figures to quote.
 
 The study file ships inside the package, `cae/studies/architecture.toml` (see `study_file`), so
 an installed wheel runs the whole pipeline.
@@ -34,15 +35,14 @@ import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tomli_w
 
 from cae.core import runs
 from cae.core.device import describe_cpu
+from cae.core.text import Log, duration
 from cae.errors import CaeError
-
-Log = Callable[[str], None]
 
 STEPS_FILE = "steps.json"
 REPRO_FILE = "reproducibility.json"
@@ -50,7 +50,7 @@ DATA_FILE = "data.json"
 LATENT_FILE = "latent.json"
 QUICK_LIMIT = 1500  # images in the quick subset (1,200 train / 150 val / 150 test)
 QUICK_EPOCHS = 1
-QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's axes
+QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's latent sizes
 REFERENCE_EPOCHS = 10
 STUDY_NAME = "architecture.toml"
 
@@ -68,8 +68,9 @@ class Step:
     quick_cost: float
 
 
-# Measured: quick mode on 2 busy cores (reference 33 s, study 51 s, colorization 83 s); full mode from
-# the study file's budget (its variants cost about 25 reference runs) and the colorization runs.
+# Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
+# per mode (timings belong in docs/performance.md); the full study's is its study file's budget
+# in reference runs.
 STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
     Step("reference", "reference CAE", 1.0, 1.0),
@@ -78,7 +79,8 @@ STEPS: tuple[Step, ...] = (
     Step("colorize", "colorization study", 6.0, 2.5),
     Step("report", "report", 0.01, 0.05),
 )
-# seconds per cost unit before anything was measured (the reference run: ~100 s full, ~20 s quick)
+# Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
+# of this folder add up to half a reference run; `_eta` then uses their measured rate.
 PRIOR_RATE = {False: 100.0, True: 20.0}
 
 
@@ -170,13 +172,6 @@ def _load_state(out: Path, settings: Settings, force: bool) -> dict[str, Any]:
     return state
 
 
-def _fmt_seconds(s: float) -> str:
-    s = max(0, round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
-
-
 class _Pipeline:
     """Runs the steps in order, recording each one's status and wall time."""
 
@@ -216,12 +211,12 @@ class _Pipeline:
             self._save()
         for i, step in enumerate(STEPS, 1):
             rec = self.state["steps"][step.key]
-            elapsed = _fmt_seconds(time.perf_counter() - self.t0)
+            elapsed = duration(time.perf_counter() - self.t0)
             if rec.get("status") == "done":
                 self.log(f"[step {i}/{len(STEPS)}] {step.title} — done earlier in "
-                         f"{_fmt_seconds(rec.get('seconds', 0))}, skipped")
+                         f"{duration(rec.get('seconds', 0))}, skipped")
                 continue
-            left = _fmt_seconds(self._eta(list(STEPS[i - 1:])))
+            left = duration(self._eta(list(STEPS[i - 1:])))
             self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")
             self._record_invocation()
             rec.update(status="running", started=_now())
@@ -237,7 +232,7 @@ class _Pipeline:
             rec.update(status="done", finished=_now(), seconds=round(earlier + time.perf_counter() - t, 2))
             self._save()
             self._write_reproducibility()
-        self.log(f"[done] {len(STEPS)} steps in {self.out} — elapsed {_fmt_seconds(time.perf_counter() - self.t0)}; "
+        self.log(f"[done] {len(STEPS)} steps in {self.out} — elapsed {duration(time.perf_counter() - self.t0)}; "
                  f"open {self.out / 'report.html'}")
 
     # -- the steps

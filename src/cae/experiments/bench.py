@@ -22,8 +22,9 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -36,10 +37,10 @@ from cae.core.data import DEFAULT_CLASSES, Cifar10, load_cifar10, resolve_data_d
 from cae.core.device import cpu_features, describe_cpu
 from cae.core.model import build_model
 from cae.core.spec import trace
+from cae.core.text import Log
 from cae.core.train import Prepared, epoch_order, evaluate, lr_at, make_model, make_optimizer, prepare, train_step
 from cae.errors import CaeError
 
-Log = Callable[[str], None]
 NAIVE_BATCH = 32
 MAX_EVAL_IMAGES = 10_000
 PEAK_MATMUL_N = 2048  # 17 GFLOP per product: long enough to time, large enough to reach the peak
@@ -226,6 +227,55 @@ def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 # ----------------------------------------------------------------------------- the benchmark
+@dataclass(frozen=True)
+class Workload:
+    """What both loops are timed on: a run prepared as `cae train` prepares it, and how much of it."""
+
+    prepared: Prepared
+    data_note: str  # which images: real CIFAR-10 (and where from) or synthetic
+    steps: int  # timed training steps of each loop
+    warmup: int  # untimed steps of each loop before them
+    eval_set: torch.Tensor  # held-out images (validation, then test) both evaluations see
+    naive_images: int  # training images behind the naive DataLoader
+    forward_macs: int  # multiply-adds of one image's forward pass
+    precision: str  # 'float32' or the autocast dtype, as printed
+
+    @property
+    def train_flop_per_image(self) -> int:
+        return 3 * 2 * self.forward_macs  # forward + backward ~ 3x the forward pass
+
+
+@dataclass(frozen=True)
+class TrainingTimes:
+    """The timed training of both loops, summed over the rounds, and each round's speeds."""
+
+    fast_seconds: float
+    naive_seconds: float
+    rounds: list[dict[str, float]]  # images/s of each loop, per round
+    rss_mb: float  # peak resident memory after both loops trained
+
+
+@dataclass(frozen=True)
+class EvalTimes:
+    """The timed evaluations of the held-out images, and the fast path's metrics on them."""
+
+    fast_seconds: float  # MSE only (`full=False`)
+    full_seconds: float  # MSE, PSNR and SSIM
+    naive_seconds: float
+    mse: float
+    ssim: float
+
+
+@dataclass(frozen=True)
+class MachineReadings:
+    """What the machine could do and how busy it was, read around the timed work."""
+
+    peak_gflops: float  # float32 matmul
+    peak_amp_gflops: float | None  # in the autocast dtype, when there is one
+    load_before: float  # 1-minute load average
+    load_after: float
+
+
 def run_bench(steps: int = 200, data_dir: str | None = None, json_path: str | None = None,
               batch_size: int | None = None, log: Log = print, *, eval_images: int | None = None,
               precision: str = "auto", arch: str = "reference", limit: int = 0,
@@ -240,121 +290,189 @@ def run_bench(steps: int = 200, data_dir: str | None = None, json_path: str | No
     """
     if steps < 1:
         raise CaeError(f"--steps must be at least 1, got {steps}")
+    cfg = bench_config(arch, precision, batch_size, limit)
+    work = prepare_workload(cfg, steps, data_dir, eval_images, n_synthetic)
+    _log_header(work, log)
+    load_before = os.getloadavg()[0]
+    peak, peak_amp = _matmul_peaks(work.prepared)
+    fast = FastTrainer(work.prepared)
+    naive = NaiveTrainer(work.prepared.train[:work.naive_images], cfg.arch, cfg.train.lr, cfg.train.seed,
+                         work.prepared.device)
+    training = time_training(fast, naive, steps, work.warmup, log)
+    evaluation = time_evaluation(work, fast.model, naive.model)
+    machine = MachineReadings(peak, peak_amp, load_before, os.getloadavg()[0])
+    figures = bench_figures(work, fast, naive, training, evaluation, machine)
+    _print_table(figures, log)
+    if json_path:
+        runs.write_json(json_path, figures)
+        log(f"wrote {json_path}")
+    return figures
+
+
+# ----------------------------------------------------------------------------- setup
+def bench_config(arch: str, precision: str, batch_size: int | None, limit: int) -> RunConfig:
+    """The `RunConfig` defaults with the benchmark's overrides, validated."""
     cfg = RunConfig(arch=arch)
     cfg.data.limit = limit
     cfg.train.precision = precision
     if batch_size is not None:
         cfg.train.batch_size = batch_size
-    cfg.validate()
-    warmup = max(1, min(20, steps // 10))
+    return cfg.validate()
+
+
+def prepare_workload(cfg: RunConfig, steps: int, data_dir: str | None, eval_images: int | None,
+                     n_synthetic: int) -> Workload:
+    """Load the images and prepare them as a training run does (device, precision, splits)."""
     data, note = bench_data(data_dir, n_synthetic)
     p = prepare(cfg, data)  # resolves the device and the precision exactly as a training run does
     del data  # prepare keeps its own copies of the splits, as in a run
+    warmup = max(1, min(20, steps // 10))
     held_out = torch.cat([p.val, p.test])
-    n_eval = min(len(held_out), eval_images if eval_images is not None else min(MAX_EVAL_IMAGES, 50 * steps))
-    eval_set = held_out[:n_eval]
-    naive_n = min(len(p.train), (warmup + steps) * NAIVE_BATCH)  # one pass is enough; keeps RSS honest
-    device = p.device
+    wanted = eval_images if eval_images is not None else min(MAX_EVAL_IMAGES, 50 * steps)
+    naive_images = min(len(p.train), (warmup + steps) * NAIVE_BATCH)  # one pass is enough; keeps RSS honest
     info = trace(cfg.arch, (p.task.in_channels, 32, 32), p.task.out_channels)
-    flop_per_image = 3 * 2 * info.macs  # forward + backward ~ 3x the forward pass
-    precision_name = str(p.amp).replace("torch.", "") if p.amp else "float32"
+    precision = str(p.amp).replace("torch.", "") if p.amp else "float32"
+    return Workload(p, note, steps, warmup, held_out[:min(len(held_out), wanted)], naive_images, info.macs,
+                    precision)
+
+
+def _log_header(work: Workload, log: Log) -> None:
+    """What is about to be timed, on what, with which images."""
+    cfg, device = work.prepared.cfg, work.prepared.device
     log(f"cae bench: {cfg.arch} on {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"batch {cfg.train.batch_size}, precision {precision_name}; {steps} timed steps after {warmup} warm-up")
+        f"batch {cfg.train.batch_size}, precision {work.precision}; {work.steps} timed steps after "
+        f"{work.warmup} warm-up")
     log(f"cpu: {describe_cpu()}")
-    log(f"data: {note}")
+    log(f"data: {work.data_note}")
 
-    load_before = os.getloadavg()
-    peak = matmul_peak_gflops(device)
-    peak_amp = matmul_peak_gflops(device, p.amp) if p.amp is not None else None
 
-    # Both loops advance in alternating rounds, so a load change on a shared machine hits
-    # both alike; warm-up steps (kernel selection, allocator, first DataLoader batch) are untimed.
-    fast = FastTrainer(p)
-    naive = NaiveTrainer(p.train[:naive_n], cfg.arch, cfg.train.lr, cfg.train.seed, device)
+def _matmul_peaks(p: Prepared) -> tuple[float, float | None]:
+    """The matmul peak in float32 and, when the run autocasts, in its dtype."""
+    peak = matmul_peak_gflops(p.device)
+    peak_amp = matmul_peak_gflops(p.device, p.amp) if p.amp is not None else None
+    return peak, peak_amp
+
+
+# ----------------------------------------------------------------------------- timing
+def time_training(fast: FastTrainer, naive: NaiveTrainer, steps: int, warmup: int, log: Log) -> TrainingTimes:
+    """`warmup` untimed steps of each loop, then `steps` timed steps of each in alternating rounds.
+
+    Alternating rounds make a load change on a shared machine hit both loops alike; warm-up
+    steps (kernel selection, the allocator, the first DataLoader batch) are not timed.
+    """
     fast.run(warmup)
     naive.run(warmup)
-    train_s = naive_s = 0.0
+    fast_seconds = naive_seconds = 0.0
     rounds = _chunks(steps, ROUNDS)
     per_round: list[dict[str, float]] = []
-    for i, (a, b) in enumerate(rounds):
-        f, n = fast.run(b - a), naive.run(b - a)
-        train_s, naive_s = train_s + f, naive_s + n
-        per_round.append({"cae": (b - a) * fast.batch_size / f, "naive": (b - a) * NAIVE_BATCH / n})
-        log(f"  training round {i + 1}/{len(rounds)}: cae {per_round[-1]['cae']:,.0f} images/s, "
+    for i, (start, stop) in enumerate(rounds, 1):
+        k = stop - start
+        fast_round, naive_round = fast.run(k), naive.run(k)
+        fast_seconds, naive_seconds = fast_seconds + fast_round, naive_seconds + naive_round
+        per_round.append({"cae": k * fast.batch_size / fast_round, "naive": k * NAIVE_BATCH / naive_round})
+        log(f"  training round {i}/{len(rounds)}: cae {per_round[-1]['cae']:,.0f} images/s, "
             f"naive {per_round[-1]['naive']:,.0f} images/s")
-    rss_train = peak_rss_mb()
+    return TrainingTimes(fast_seconds, naive_seconds, per_round, peak_rss_mb())
 
-    # evaluation, alternating in rounds too, after an untimed warm-up of each
-    model, nmodel = fast.model, naive.model
-    time_fast_eval(p, model, eval_set[:p.cfg.train.eval_batch_size], full=True)
-    time_naive_eval(nmodel, eval_set[:NAIVE_BATCH], device)
-    eval_s = full_s = naive_eval_s = 0.0
-    sums = {"mse": 0.0, "ssim": 0.0}
-    for a, b in _chunks(n_eval, ROUNDS):
-        s, m = time_fast_eval(p, model, eval_set[a:b], full=False)
-        eval_s += s
-        sums["mse"] += m["mse"] * (b - a)
-        s, m = time_fast_eval(p, model, eval_set[a:b], full=True)
-        full_s += s
-        sums["ssim"] += m["ssim"] * (b - a)
-        naive_eval_s += time_naive_eval(nmodel, eval_set[a:b], device)[0]
-    load_after = os.getloadavg()
 
-    bs = fast.batch_size
-    train_ips = steps * bs / train_s
-    naive_ips = steps * NAIVE_BATCH / naive_s
-    achieved = train_ips * flop_per_image / 1e9
-    r = {
+def time_evaluation(work: Workload, fast_net: nn.Module, naive_net: nn.Module) -> EvalTimes:
+    """Both evaluations of `work.eval_set`, alternating in rounds after an untimed warm-up of each."""
+    p, images = work.prepared, work.eval_set
+    time_fast_eval(p, fast_net, images[:p.cfg.train.eval_batch_size], full=True)
+    time_naive_eval(naive_net, images[:NAIVE_BATCH], p.device)
+    fast_seconds = full_seconds = naive_seconds = 0.0
+    mse_sum = ssim_sum = 0.0  # weighted by the round's images, so the means are over all of them
+    for start, stop in _chunks(len(images), ROUNDS):
+        part = images[start:stop]
+        seconds, metrics = time_fast_eval(p, fast_net, part, full=False)
+        fast_seconds += seconds
+        mse_sum += metrics["mse"] * (stop - start)
+        seconds, metrics = time_fast_eval(p, fast_net, part, full=True)
+        full_seconds += seconds
+        ssim_sum += metrics["ssim"] * (stop - start)
+        naive_seconds += time_naive_eval(naive_net, part, p.device)[0]
+    n = len(images)
+    return EvalTimes(fast_seconds, full_seconds, naive_seconds, mse_sum / n, ssim_sum / n)
+
+
+# ----------------------------------------------------------------------------- figures
+def bench_figures(work: Workload, fast: FastTrainer, naive: NaiveTrainer, training: TrainingTimes,
+                  evaluation: EvalTimes, machine: MachineReadings) -> dict:
+    """Every figure of the benchmark, as `run_bench` returns it and writes it to JSON."""
+    return {**_speed_figures(work, fast.batch_size, training, evaluation, machine),
+            **_run_figures(work, fast, naive, training, evaluation),
+            **_machine_figures(work.prepared.device, machine)}
+
+
+def _speed_figures(work: Workload, batch_size: int, training: TrainingTimes, evaluation: EvalTimes,
+                   machine: MachineReadings) -> dict:
+    """Images per second of both loops, their ratios, and the training's share of the matmul peak."""
+    train_ips = work.steps * batch_size / training.fast_seconds
+    naive_ips = work.steps * NAIVE_BATCH / training.naive_seconds
+    n_eval = len(work.eval_set)
+    achieved = train_ips * work.train_flop_per_image / 1e9
+    return {
         "train_images_per_s": train_ips,
         "naive_train_images_per_s": naive_ips,
         "train_speedup": train_ips / naive_ips,
         # robust to a load spike in one round (the total-time ratio above is not)
-        "train_speedup_median": statistics.median(r["cae"] / r["naive"] for r in per_round),
-        "train_rounds": per_round,
-        "eval_images_per_s": n_eval / eval_s,
-        "naive_eval_images_per_s": n_eval / naive_eval_s,
-        "eval_speedup": (n_eval / eval_s) / (n_eval / naive_eval_s),
-        "eval_full_images_per_s": n_eval / full_s,
+        "train_speedup_median": statistics.median(r["cae"] / r["naive"] for r in training.rounds),
+        "train_rounds": training.rounds,
+        "eval_images_per_s": n_eval / evaluation.fast_seconds,
+        "naive_eval_images_per_s": n_eval / evaluation.naive_seconds,
+        "eval_speedup": (n_eval / evaluation.fast_seconds) / (n_eval / evaluation.naive_seconds),
+        "eval_full_images_per_s": n_eval / evaluation.full_seconds,
         "train_gflops": achieved,
-        "peak_gflops": peak,
-        "peak_fraction": achieved / peak,
-        "peak_amp_gflops": peak_amp,
+        "peak_gflops": machine.peak_gflops,
+        "peak_fraction": achieved / machine.peak_gflops,
+        "peak_amp_gflops": machine.peak_amp_gflops,
+    }
+
+
+def _run_figures(work: Workload, fast: FastTrainer, naive: NaiveTrainer, training: TrainingTimes,
+                 evaluation: EvalTimes) -> dict:
+    """What was timed (sizes, precision, data), the memory it took, and the losses it reached."""
+    return {
         "peak_rss_mb": peak_rss_mb(),
-        "rss_after_training_mb": rss_train,
-        "train_flop_per_image": flop_per_image,
-        "forward_macs_per_image": info.macs,
-        "batch_size": bs,
+        "rss_after_training_mb": training.rss_mb,
+        "train_flop_per_image": work.train_flop_per_image,
+        "forward_macs_per_image": work.forward_macs,
+        "batch_size": fast.batch_size,
         "naive_batch_size": NAIVE_BATCH,
-        "precision": precision_name,
-        "fast_path": fast_path.enabled(), **{f"cpu_{k}": v for k, v in cpu_features().items()},
+        "precision": work.precision,
+        "fast_path": fast_path.enabled(),
+        "arch": work.prepared.cfg.arch,
+        "steps": work.steps,
+        "warmup_steps": work.warmup,
+        "eval_images": len(work.eval_set),
+        "naive_train_images": work.naive_images,
+        "data": work.data_note,
+        "synthetic": work.data_note.startswith("SYNTHETIC"),
+        "train_loss_last": fast.loss,
+        "naive_train_loss_last": naive.loss,
+        "eval_mse": evaluation.mse,
+        "eval_ssim": evaluation.ssim,
+    }
+
+
+def _machine_figures(device: torch.device, machine: MachineReadings) -> dict:
+    """The machine and software the figures were measured on, and its load around them."""
+    return {
+        **{f"cpu_{k}": v for k, v in cpu_features().items()},
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else describe_cpu(),
-        "arch": cfg.arch,
-        "steps": steps,
-        "warmup_steps": warmup,
-        "eval_images": n_eval,
-        "naive_train_images": naive_n,
-        "data": note,
-        "synthetic": note.startswith("SYNTHETIC"),
-        "train_loss_last": fast.loss,
-        "naive_train_loss_last": naive.loss,
-        "eval_mse": sums["mse"] / n_eval,
-        "eval_ssim": sums["ssim"] / n_eval,
-        "load_average_before": load_before[0],
-        "load_average_after": load_after[0],
+        "load_average_before": machine.load_before,
+        "load_average_after": machine.load_after,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
     }
-    _table(r, log)
-    if json_path:
-        runs.write_json(json_path, r)
-        log(f"wrote {json_path}")
-    return r
 
 
-def _table(r: dict, log: Log) -> None:
+# ----------------------------------------------------------------------------- printing
+def _print_table(r: dict, log: Log) -> None:
+    """The figures as a table: both loops side by side, then the peak, memory and load lines."""
     log(f"{'':24}{'cae (fast)':>14}{'naive':>14}{'ratio':>10}")
     log(f"{'train images/s':24}{r['train_images_per_s']:>14,.0f}{r['naive_train_images_per_s']:>14,.0f}"
         f"{r['train_speedup']:>9.2f}x")
@@ -367,11 +485,11 @@ def _table(r: dict, log: Log) -> None:
     log(f"training achieves       {r['train_gflops']:,.1f} GFLOP/s = {100 * r['peak_fraction']:.1f}% of the fp32 peak "
         f"({r['train_flop_per_image'] / 1e6:.1f} MFLOP per image)")
     log(f"fast path               {'on' if r['fast_path'] else 'off (CAE_FAST=0: the plain model)'}")
-    log(f"peak RSS                {r['peak_rss_mb']:,.0f} MB (after both training loops: {r['rss_after_training_mb']:,.0f} MB)")
+    log(f"peak RSS                {r['peak_rss_mb']:,.0f} MB "
+        f"(after both training loops: {r['rss_after_training_mb']:,.0f} MB)")
     log(f"load average            {r['load_average_before']:.1f} before, {r['load_average_after']:.1f} after "
         f"({r['cpu_count']} CPUs): figures from a busy machine are low, the ratios less affected")
 
 
 __all__ = ["run_bench", "bench_data", "naive_step", "naive_model", "FastTrainer", "NaiveTrainer",
-           "matmul_peak_gflops",
-           "peak_rss_mb"]
+           "matmul_peak_gflops", "peak_rss_mb"]

@@ -69,10 +69,24 @@ class Code:
 Block = Heading | Para | Fragment | Table | Figure | Missing | Code
 
 
-
 # ----------------------------------------------------------------------------- Markdown
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _is_numeric(table: Table, column: int) -> bool:
+    """Whether a column is right-aligned (`numeric` may be shorter than the headers: then not)."""
+    return column < len(table.numeric) and table.numeric[column]
+
+
+def _table_markdown(table: Table) -> str:
+    """A pipe table with its caption in italics above it; numeric columns right-aligned."""
+    lines = [f"*{table.caption}*", ""] if table.caption else []
+    align = ["---:" if _is_numeric(table, i) else "---" for i in range(len(table.headers))]
+    lines.append("| " + " | ".join(_md_cell(h) for h in table.headers) + " |")
+    lines.append("|" + "|".join(align) + "|")
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table.rows]
+    return "\n".join(lines)
 
 
 def to_markdown(blocks: list[Block]) -> str:
@@ -91,13 +105,7 @@ def to_markdown(blocks: list[Block]) -> str:
         elif isinstance(blk, Code):
             out.append(f"```\n{blk.text}\n```")
         elif isinstance(blk, Table):
-            lines = [f"*{blk.caption}*", ""] if blk.caption else []
-            align = [("---:" if (blk.numeric[i] if i < len(blk.numeric) else False) else "---")
-                     for i in range(len(blk.headers))]
-            lines.append("| " + " | ".join(_md_cell(h) for h in blk.headers) + " |")
-            lines.append("|" + "|".join(align) + "|")
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in blk.rows]
-            out.append("\n".join(lines))
+            out.append(_table_markdown(blk))
         elif isinstance(blk, Figure):
             n_fig += 1
             out.append(f"![Figure {n_fig}]({blk.rel})\n\n*Figure {n_fig}: {blk.caption}*")
@@ -165,6 +173,19 @@ def _fragment_html(text: str) -> str:
     return re.sub(r'<img[^>]*src="(?!data:)[^"]*"[^>]*>', "", body)
 
 
+def _table_html(table: Table) -> str:
+    """A table in a scrolling wrapper, caption on top; numeric columns get the 'num' class."""
+    def cls(i: int) -> str:
+        return ' class="num"' if _is_numeric(table, i) else ""
+
+    head = "".join(f"<th{cls(i)}>{_inline(h)}</th>" for i, h in enumerate(table.headers))
+    rows = "".join("<tr>" + "".join(f"<td{cls(i)}>{_inline(c)}</td>" for i, c in enumerate(r)) + "</tr>"
+                   for r in table.rows)
+    cap = f"<caption>{_inline(table.caption)}</caption>" if table.caption else ""
+    return (f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
+            f"<tbody>{rows}</tbody></table></div>")
+
+
 def to_html(blocks: list[Block], fallback_title: str = "Report", footer: str = "") -> str:
     """A self-contained HTML page: inline CSS, images as data URIs, no external resources."""
     body: list[str] = []
@@ -188,14 +209,7 @@ def to_html(blocks: list[Block], fallback_title: str = "Report", footer: str = "
         elif isinstance(blk, Code):
             body.append(f"<pre><code>{html.escape(blk.text)}</code></pre>")
         elif isinstance(blk, Table):
-            def cls(i: int) -> str:
-                return ' class="num"' if i < len(blk.numeric) and blk.numeric[i] else ""
-            head = "".join(f"<th{cls(i)}>{_inline(h)}</th>" for i, h in enumerate(blk.headers))
-            rows = "".join("<tr>" + "".join(f"<td{cls(i)}>{_inline(c)}</td>" for i, c in enumerate(r)) + "</tr>"
-                           for r in blk.rows)
-            cap = f"<caption>{_inline(blk.caption)}</caption>" if blk.caption else ""
-            body.append(f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
-                        f"<tbody>{rows}</tbody></table></div>")
+            body.append(_table_html(blk))
         elif isinstance(blk, Figure):
             n_fig += 1
             body.append(f'<figure><img src="{data_uri(blk.path)}" alt="Figure {n_fig}: {html.escape(blk.caption)}">'
