@@ -121,6 +121,13 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     html, md = write_report(a.dir)
     print(f"wrote {html} and {md}")
+    if a.readme:
+        from pathlib import Path
+
+        from cae.report.readme import update_readme
+
+        snapshot = update_readme(Path(a.dir), Path(a.readme))
+        print(f"wrote the results table of {a.readme} from {a.dir} (snapshot in {snapshot})")
     return 0
 
 
@@ -243,6 +250,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 def _add_report(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="regenerate report.html/report.md from finished results")
     rep.add_argument("dir")
+    rep.add_argument("--readme", help="also rewrite this README's results table from DIR (a full run)")
     rep.set_defaults(func=cmd_report)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,9 +19,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cae.core.color import merge_chroma
 from cae.core.data import luma
+from cae.core.text import Log
 from cae.errors import CaeError
 
-Log = Callable[[str], None]
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # cae/weights: shipped run folders
 DEFAULT_MODEL = "colorizer"
 TILE = 512  # tile side (output pixels) for large images; memory stays ~100 MB for unet16

@@ -33,9 +33,9 @@ from cae.core.metrics import MetricSums, squared_error_sum
 from cae.core.model import build_model
 from cae.core.spec import trace
 from cae.core.tasks import Task
+from cae.core.text import Log
 from cae.errors import CaeError
 
-Log = Callable[[str], None]
 Accelerate = Callable[[nn.Module], nn.Module]
 NORMALIZATION = "normalization.json"
 PRECISION_NAMES = {None: "float32", torch.bfloat16: "bfloat16"}

@@ -46,7 +46,6 @@ STUDY_COLUMNS = ["name", "axis", "latent_shape", "latent_size", "compression", "
 
 
 # ----------------------------------------------------------------------------- formatting
-fmt = number  # the name `cae.report` re-exports (report/__init__.py); new code imports cae.core.text.number
 
 
 def _header(column: str) -> str:

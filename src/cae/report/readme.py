@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cae.core import runs
 from cae.errors import CaeError
-from cae.report.content import fmt
+from cae.core.text import duration, number
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SNAPSHOT = Path("docs") / "results"  # relative to the README's folder
@@ -27,30 +27,17 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _best_variant(study: list[dict[str, str]]) -> dict[str, str]:
-    cae_rows = [r for r in study if r.get("kind", "cae") != "pca" and not r["name"].startswith("pca")]
-    return min(cae_rows, key=lambda r: float(r["test_mse"] if "test_mse" in r else r["mse"]))
-
-
-def _mse(row: dict[str, str]) -> str:
-    return row["test_mse"] if "test_mse" in row else row["mse"]
-
-
-def _pca_rows(study: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [r for r in study if r.get("kind") == "pca" or r["name"].startswith("pca")]
-
-
-def _colorize_line(color: list[dict[str, str]], name: str, label: str) -> str:
-    row = next((r for r in color if r["name"] == name), None)
+def _colorize_row(color: list[dict[str, str]], name: str, label: str) -> list[str]:
+    row = next((r for r in color if r["name"].split(" (")[0] == name), None)  # "best (gain 1.25)" is "best"
     if row is None:
-        return ""
-    share = float(row["colorfulness"]) / float(row["colorfulness_truth"]) if row.get("colorfulness_truth") else None
-    note = f"colorfulness {share:.0%} of the truth's" if share is not None else ""
-    return f"| {label} | | {fmt(row['mse'], 'mse')} | {note} |"
+        return []
+    return [f"| {label} | | {number(row['mse'], 'mse')} | "
+            f"colorfulness {float(row['colorfulness_ratio']):.0%} of the truth's |"]
 
 
 def results_block(root: Path) -> str:
-    """The Markdown block (table and the line naming the run's machine) for result folder `root`."""
+    """The Markdown block (a line naming the run and its machine, the table, the correlation)
+    for the result folder (or snapshot) `root`."""
     missing = [f for f in FILES if not (root / f).is_file()]
     if missing:
         raise CaeError(f"{root} lacks {', '.join(missing)}: run a full `cae reproduce` into it first")
@@ -58,23 +45,25 @@ def results_block(root: Path) -> str:
     ref = runs.read_json(root / "reference/test_metrics.json", ("mse",))
     study, color = _rows(root / "study/results.csv"), _rows(root / "colorize/results.csv")
     corr = runs.read_json(root / "study/correlation.json")
-    best, pca = _best_variant(study), _pca_rows(study)
-    machine = repro.get("machine", {})
-    lines = [f"Measured by `{repro.get('command', 'cae reproduce')}` on {machine.get('cpu', machine.get('cpu_model'))}, "
-             f"torch {repro.get('versions', {}).get('torch', '?')}, in {fmt(repro.get('total_seconds'), 'seconds')}.",
+    cae_rows = [r for r in study if r["kind"] != "pca"]
+    best = min(cae_rows, key=lambda r: float(r["test_mse"]))
+    machine = repro["machine"]
+    lines = [f"Measured by `{repro['command']}` in {duration(repro['total_seconds'])} on "
+             f"{machine.get('cpu', machine.get('cpu_model'))}, {machine['cpu_count']} cores, "
+             f"torch {repro['versions'].get('torch', '?')}; test split of the shared CIFAR-10 copy.",
              "", "| | latent | test MSE | note |", "|---|---|---|---|",
-             f"| reference CAE | {fmt(ref['latent_size'])} | {fmt(ref['mse'], 'mse')} | "
-             f"PSNR {fmt(ref['psnr'], 'psnr')} dB, SSIM {fmt(ref['ssim'], 'ssim')} |",
-             f"| best study variant: {best['name']} | {fmt(best['latent_size'])} | {fmt(_mse(best), 'mse')} | "
-             f"{fmt(best['params'])} parameters |"]
-    lines += [f"| PCA-{fmt(r['latent_size'])} (the best linear code) | {fmt(r['latent_size'])} | "
-              f"{fmt(_mse(r), 'mse')} | |" for r in pca if r["latent_size"] in ("64", "256", "1024")]
-    lines += [line for line in (_colorize_line(color, "best", "colorizer (shipped config), RGB error"),
-                                _colorize_line(color, "baseline (a) gray", "gray image (baseline)")) if line]
-    spearman = corr.get("log_latent_vs_log_mse", corr).get("spearman", {})
-    if spearman:
-        lines += ["", f"Latent size against test MSE over the study's variants: Spearman ρ = "
-                      f"{spearman.get('r', float('nan')):.2f} (p = {spearman.get('p', float('nan')):.2g})."]
+             f"| reference CAE | {number(ref['latent_size'])} | {number(ref['mse'], 'mse')} | "
+             f"PSNR {number(ref['psnr'], 'psnr')} dB, SSIM {number(ref['ssim'], 'ssim')} |",
+             f"| best of the {len(cae_rows)} study variants: {best['name']} | {number(best['latent_size'])} | "
+             f"{number(best['test_mse'], 'mse')} | {number(best['params'])} parameters |"]
+    lines += [f"| PCA with {number(r['latent_size'])} components (the best linear code) | "
+              f"{number(r['latent_size'])} | {number(r['test_mse'], 'mse')} | |"
+              for r in study if r["kind"] == "pca" and int(r["latent_size"]) in (64, 256, 1024)]
+    lines += _colorize_row(color, "best", "colorizer (`configs/colorize-best.toml`), RGB error")
+    lines += _colorize_row(color, "baseline (a) gray", "the gray image (baseline)")
+    lines += ["", f"Log latent size against log test MSE over the {corr['n']} variants: Spearman ρ = "
+                  f"{number(corr['spearman_r'], 'spearman_r')} (p = {number(corr['spearman_p'], 'spearman_p')}), "
+                  f"Pearson r = {number(corr['pearson_r'], 'pearson_r')} (p = {number(corr['pearson_p'], 'pearson_p')})."]
     return "\n".join(lines)
 
 
