@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cae.data import TEST_FILE, TRAIN_FILES
+from cae.core.data import TEST_FILE, TRAIN_FILES
 
 
 def write_smooth_cifar(folder: Path, per_file: int = 400, seed: int = 0) -> Path:

@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-import cae.train
-from cae import bench
+import cae.core.train
+from cae.experiments import bench
 from cae.cli import main
-from cae.config import RunConfig
-from cae.data import Cifar10, DEFAULT_CLASSES
+from cae.core.config import RunConfig
+from cae.core.data import Cifar10, DEFAULT_CLASSES
 from cae.errors import CaeError
-from cae.train import make_model, prepare, resolve_precision
+from cae.core.train import make_model, prepare, resolve_precision
 
 REQUIRED_KEYS = ("train_images_per_s", "naive_train_images_per_s", "train_speedup", "eval_images_per_s",
                  "naive_eval_images_per_s", "eval_speedup", "peak_gflops", "peak_fraction", "peak_rss_mb",
@@ -75,13 +75,13 @@ def test_fast_and_naive_steps_agree_in_fp32() -> None:
 
 
 def test_auto_precision_is_bf16_where_the_cpu_runs_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cae.train, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(cae.core.device, "bf16_supported", lambda device: True)
     assert resolve_precision("auto", torch.device("cpu")) is torch.bfloat16
     assert resolve_precision("fp32", torch.device("cpu")) is None
 
 
 def test_auto_precision_is_fp32_where_bf16_is_not_native(monkeypatch: pytest.MonkeyPatch, no_cifar: None) -> None:
-    monkeypatch.setattr(cae.train, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(cae.core.device, "bf16_supported", lambda device: False)
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) is None
     with pytest.raises(CaeError, match="bf16"):
@@ -105,7 +105,8 @@ def test_cli_bench_writes_all_figures(tmp_path: Path, no_cifar: None, capsys: py
     assert r["batch_size"] == RunConfig().train.batch_size and r["precision"] == "float32"
     assert r["train_speedup"] == pytest.approx(r["train_images_per_s"] / r["naive_train_images_per_s"])
     assert r["steps"] == 3 and r["eval_images"] <= 10_000
-    assert r["fused_kernels"] is True and "fused CPU kernels       on" in printed  # built on this machine
+    assert r["fast_path"] is True and "fast path               on" in printed
+    assert "cpu: " in printed and set(r) >= {"cpu_avx2", "cpu_avx512", "cpu_avx512_bf16", "cpu_amx"}
     assert len(r["train_rounds"]) == 3 and r["train_speedup_median"] > 0  # 3 steps: 3 alternating rounds
 
 
@@ -130,7 +131,7 @@ def test_wrong_data_folder_is_an_error_not_synthetic(tmp_path: Path) -> None:
 
 _FAULTS_SNIPPET = """
 import resource, sys, torch
-from cae.train import keep_freed_memory
+from cae.core.train import keep_freed_memory
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
 def faults():

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from cae.color import chroma, gray_rgb, merge_chroma
-from cae.data import luma
-from cae.metrics import colorfulness, psnr_from_mse, ssim_per_image
+from cae.core.color import chroma, gray_rgb, merge_chroma
+from cae.core.data import luma
+from cae.core.metrics import colorfulness, psnr_from_mse, ssim_per_image
 
 
 @pytest.fixture

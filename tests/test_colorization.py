@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cae.arch import trace
-from cae.colorization import (baseline_predictions, choose_gain, compute_baselines, mean_chroma,
+from cae.core.spec import trace
+from cae.experiments.colorization import (baseline_predictions, choose_gain, compute_baselines, mean_chroma,
                               run_colorization_study, study_runs)
-from cae.config import RunConfig
-from cae.data import Cifar10, luma
-from cae.unet import UNet
+from cae.core.config import RunConfig
+from cae.core.data import Cifar10, luma
+from cae.core.unet import UNet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,9 +54,9 @@ def test_unet_shapes_info_and_skip_docstring():
     info = trace("unet4", (1, 32, 32), 2)
     assert info.latent_shape == (16, 4, 4) and info.params == sum(p.numel() for p in m.parameters())
     assert info.trace[-1].shape == (2, 32, 32) and info.macs > 0
-    import cae.unet
+    import cae.core.unet
 
-    assert "not an autoencoder" in cae.unet.__doc__.lower()
+    assert "not an autoencoder" in cae.core.unet.__doc__.lower()
 
 
 def test_chroma_gain_scales_around_gray_and_choice_respects_tolerance():

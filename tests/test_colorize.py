@@ -8,17 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cae import runs
+from cae.core import runs
 from cae.cli import main
-from cae.colorize import predict, read_image, shipped_model_dir, total_stride
-from cae.config import RunConfig, save_config
-from cae.data import luma
-from cae.tasks import Task
+from cae.apps.colorize import predict, read_image, shipped_model_dir, total_stride
+from cae.core.config import RunConfig, save_config
+from cae.core.data import luma
+from cae.core.tasks import Task
 
 
 def _make_run(d: Path, arch: str, target: str) -> Path:
     """A colorize run folder with an untrained model (enough to exercise the plumbing)."""
-    from cae.arch import build_model
+    from cae.core.model import build_model
 
     cfg = RunConfig(task="colorize", target=target, arch=arch)
     cfg.data.normalize = "unit"  # these hand-made runs have no fitted statistics
@@ -81,7 +81,7 @@ def test_sixteen_bit_gray_keeps_its_range(tmp_path):
 
 
 def test_tiles_match_a_single_pass(unet_run):
-    from cae.train import load_run
+    from cae.core.train import load_run
 
     model, cfg, task = load_run(unet_run, "cpu")
     rgb = torch.rand(3, 70, 90)
@@ -129,7 +129,7 @@ def test_not_a_colorizer_is_refused(tmp_path, capsys):
     rec = RunConfig()
     rec.data.normalize = "unit"
     save_config(rec, d / runs.CONFIG)
-    from cae.arch import build_model
+    from cae.core.model import build_model
 
     runs.save_torch(d / runs.BEST, build_model("reference").state_dict())
     Image.fromarray(_photo(8, 8)).save(tmp_path / "a.png")
@@ -157,8 +157,8 @@ def _data_dir() -> str | None:
 @pytest.mark.parametrize("name", ["colorizer", "reference"])
 def test_shipped_weights_reach_their_recorded_test_mse(name):
     """The shipped model on its recorded split (seed and limit of its config) gives its recorded MSE."""
-    from cae.data import load_cifar10, split_indices
-    from cae.train import evaluate, load_run, resolve_precision
+    from cae.core.data import load_cifar10, split_indices
+    from cae.core.train import evaluate, load_run, resolve_precision
 
     d = shipped_model_dir(name)
     model, cfg, task = load_run(d, "cpu")

@@ -8,20 +8,20 @@ import pytest
 import torch
 from PIL import Image
 
-from cae import runs
+from cae.core import runs
 from cae.cli import main
-from cae.color import BIN_RANGE, chroma_bins, soft_bins
-from cae.colorize import evaluate_photos, predict, total_stride
-from cae.config import ColorConfig, RunConfig, load_config, save_config
-from cae.data import Cifar10, luma
+from cae.core.color import BIN_RANGE, chroma_bins, soft_bins
+from cae.apps.colorize import evaluate_photos, predict, total_stride
+from cae.core.config import ColorConfig, RunConfig, load_config, save_config
+from cae.core.data import Cifar10, luma
 from cae.errors import CaeError
-from cae.tasks import Task
-from cae.unet import UNet, annealed_mean
+from cae.core.tasks import Task
+from cae.core.unet import UNet, annealed_mean
 
 
 def _run(d: Path, color: ColorConfig | None = None) -> Path:
     """A colorize run folder with an untrained unet4 (enough to exercise the plumbing)."""
-    from cae.arch import build_model
+    from cae.core.model import build_model
 
     cfg = RunConfig(task="colorize", target="ycbcr", arch="unet4", color=color or ColorConfig())
     cfg.data.normalize = "unit"
@@ -34,7 +34,7 @@ def _run(d: Path, color: ColorConfig | None = None) -> Path:
 
 
 def test_working_scale_keeps_size_and_luma_and_runs_small(tmp_path):
-    from cae.train import load_run
+    from cae.core.train import load_run
 
     model, cfg, task = load_run(_run(tmp_path / "r"), "cpu")
     model.chroma_gain.fill_(0.2)  # an untrained net's colours, muted: nothing leaves the gamut, nothing is clipped
@@ -98,8 +98,8 @@ def _tiny_data(n: int = 100) -> Cifar10:
 
 @pytest.mark.parametrize("decoder,param", [("classes", "temperature"), ("regression", "chroma_gain")])
 def test_train_run_calibrates_the_decoding(tmp_path, one_thread, decoder, param):
-    from cae.colorization import DECODING_FILE
-    from cae.train import load_run, train_run
+    from cae.experiments.colorization import DECODING_FILE
+    from cae.core.train import load_run, train_run
 
     cfg = RunConfig(task="colorize", target="ycbcr", arch="unet4",
                     color=ColorConfig(decoder=decoder, bins=5, rebalance=0.5 if decoder == "classes" else 0.0,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from cae.config import DataConfig, RunConfig, TrainConfig, load_config, save_config
+from cae.core.config import DataConfig, RunConfig, TrainConfig, load_config, save_config
 from cae.errors import CaeError
 
 

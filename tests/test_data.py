@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cae import data
-from cae.data import (FOLDER, RECORD_BYTES, TEST_FILE, TRAIN_FILES, class_balance, extract_archive, load_cifar10,
+from cae.core import data
+from cae.core.data import (FOLDER, RECORD_BYTES, TEST_FILE, TRAIN_FILES, class_balance, extract_archive, load_cifar10,
                       read_batch_file, resolve_data_dir, split_indices)
 from cae.errors import CaeError
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cae import runs
+from cae.core import runs
 from cae.cli import main
-from cae.config import load_config
-from cae.train import eval_run
+from cae.core.config import load_config, save_config
+from cae.core.train import eval_run
 from helpers import write_smooth_cifar
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-import cae.train as tr
+import cae.core.train as tr
 from cae.cli import _config_from_args, build_parser
 from cae.errors import CaeError
 
@@ -92,7 +92,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     assert main(args(data, b, 1)) == 0  # B: one epoch by a single process
     b_rows = runs.read_metrics_csv(b / runs.METRICS)
     (root / "script.py").write_text(SCRIPT)
-    (b / runs.TEST_METRICS).unlink()  # as if the single-process run had stopped after epoch 1
+    # as if the single-process run had been started for 2 epochs and stopped after epoch 1
+    (b / runs.TEST_METRICS).unlink()
+    cfg = load_config(b / runs.CONFIG)
+    cfg.train.epochs = 2
+    save_config(cfg, b / runs.CONFIG)
     diverge = [*args(data, root / "D", 1), "--arch", "conv8:none | convout:none", "--lr", "1e20"]
     (root / "L").mkdir()
     (root / "L" / runs.LOCK).write_text(str(os.getpid()))  # held by this (live) test process
@@ -147,7 +151,11 @@ def test_single_process_run_resumes_under_torchrun(world: dict) -> None:
 
 def test_torchrun_run_resumes_in_single_process(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = Path(shutil.copytree(world["A"], tmp_path / "A"))
-    (out / runs.TEST_METRICS).unlink()  # as if the 2-process run had stopped after epoch 1
+    # as if the 2-process run had been started for 2 epochs and stopped after epoch 1
+    (out / runs.TEST_METRICS).unlink()
+    cfg = load_config(out / runs.CONFIG)
+    cfg.train.epochs = 2
+    save_config(cfg, out / runs.CONFIG)
     capsys.readouterr()
     assert main(args(world["data"], out, 2)) == 0
     assert f"resuming {out} after epoch 1" in capsys.readouterr().out

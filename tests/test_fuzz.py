@@ -25,8 +25,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cae.arch import build_model, trace
-from cae.data import RECORD_BYTES, TEST_FILE, TRAIN_FILES, load_cifar10, read_batch_file
+from cae.core.model import build_model
+from cae.core.spec import trace
+from cae.core.data import RECORD_BYTES, TEST_FILE, TRAIN_FILES, load_cifar10, read_batch_file
 from cae.errors import CaeError
 
 def fuzz(n: int) -> settings:
@@ -194,7 +195,7 @@ def _jpeg(arr: np.ndarray, mode: str = "RGB") -> bytes:
 
 @pytest.mark.skipif(not COLORIZE, reason="src/cae/colorize.py is not there yet")
 def test_colorize_read_image_random_bytes() -> None:
-    from cae.colorize import read_image
+    from cae.apps.colorize import read_image
 
     rng = np.random.default_rng(0)
     seeds = [_png(rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)), _jpeg(rng.integers(0, 256, (16, 8, 3),
@@ -225,8 +226,8 @@ def test_colorize_read_image_random_bytes() -> None:
 
 @pytest.mark.skipif(not COLORIZE, reason="src/cae/colorize.py is not there yet")
 def test_colorize_predict_any_size() -> None:
-    from cae.colorize import predict, total_stride
-    from cae.tasks import Task
+    from cae.apps.colorize import predict, total_stride
+    from cae.core.tasks import Task
 
     spec = "conv8 pool2 conv8 pool2 | up2 conv8 up2 convout"
     torch.manual_seed(0)
@@ -252,8 +253,8 @@ def test_colorize_cli_nasty_files(tmp_path: Path) -> None:
     """Each nasty file is a result or one error line naming it; never a traceback, never a hang."""
     from PIL import Image
 
-    from cae import runs
-    from cae.config import RunConfig, save_config
+    from cae.core import runs
+    from cae.core.config import RunConfig, save_config
 
     # a tiny untrained colorize "run" folder is enough to drive the command end to end
     model_dir = tmp_path / "model"

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cae import runs
+from cae.core import runs
 from cae.cli import main
-from cae.tasks import Task
+from cae.core.tasks import Task
 from helpers import write_smooth_cifar
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cae"
@@ -273,13 +273,15 @@ def test_other_config_into_same_folder(finished: bool, small_run: Path, syn: Pat
     assert "conv8 pool2 | up2" in (out / runs.CONFIG).read_text()
 
 
-def test_more_epochs_resume_a_finished_run_folder(small_run: Path, syn: Path, tmp_path: Path) -> None:
-    """Asking an unfinished run for more epochs continues it (epochs may differ on resume)."""
+def test_unfinished_run_asked_for_other_epochs_is_refused(small_run: Path, syn: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """Its one-cycle schedule is laid out over the epochs it started with: resuming it with other
+    epochs would rescale the schedule mid-run, so it is refused in one line and nothing changes."""
     out = copy_run(small_run, tmp_path, finished=False)
-    assert main(train_args(syn, out, "fp32", epochs=3, limit=600, batch_size=32)) == 0
-    rows = runs.read_metrics_csv(out / runs.METRICS)
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    assert rows[:2] == runs.read_metrics_csv(small_run / runs.METRICS)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    err = error_of(capsys, train_args(syn, out, "fp32", epochs=3, limit=600, batch_size=32))
+    assert "was started for 2 epochs and 3 were asked for" in err and "--force" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 # ----------------------------------------------------------------------------- divergence
@@ -297,18 +299,17 @@ def test_divergence_reports_epoch_step_lr(syn: Path, tmp_path: Path, capsys: pyt
     steps = 480 // 32  # the 600-image subset trains on 480 images: 15 steps per epoch of 32
     poison_at = steps + 4  # step 4 of epoch 2
     calls = {"train": 0}
-    original = Task.predict_rgb_u8
+    original = Task.predict_rgb
 
-    def poisoned(self: Task, model: torch.nn.Module, images: torch.Tensor,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        pred = original(self, model, images, dtype)
+    def poisoned(self: Task, model: torch.nn.Module, images: torch.Tensor, float32: bool = True) -> torch.Tensor:
+        pred = original(self, model, images, float32)
         if model.training:
             calls["train"] += 1
             if calls["train"] == poison_at:
                 return pred * float("inf")
         return pred
 
-    monkeypatch.setattr(Task, "predict_rgb_u8", poisoned)
+    monkeypatch.setattr(Task, "predict_rgb", poisoned)
     err = error_of(capsys, train_args(syn, tmp_path / "run", "fp32", epochs=3, limit=600, batch_size=32))
     assert "training diverged: loss" in err and "at epoch 2, step 4 (lr " in err, err
     assert len(runs.read_metrics_csv(tmp_path / "run" / runs.METRICS)) == 1  # epoch 1 stays saved

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from conftest import QuickRun, run_cae
 
-from cae.arch import trace
+from cae.core.spec import trace
+from cae.core.text import duration, number
 from cae.errors import CaeError
-from cae.report import SECTIONS, correlation_conclusion, fmt, write_report
-from cae.reproduce import QUICK_LIMIT, QUICK_VARIANTS, STEPS, quick_study, reproduce, study_file
+from cae.report import SECTIONS, correlation_conclusion, write_report
+from cae.experiments.study import study_file
+from cae.reproduce import QUICK_LIMIT, QUICK_VARIANTS, STEPS, STUDY_NAME, quick_study, reproduce
 
 SLOW = pytest.mark.slow
 
@@ -79,13 +81,13 @@ def test_report_holds_every_section_and_the_results_numbers(quick_reproduce: Qui
     with open(out / "study/results.csv", newline="") as f:
         for r in csv.DictReader(f):
             assert f"| {r['name']} |" in md
-            assert fmt(r["test_mse"], "test_mse") in md
+            assert number(r["test_mse"], "test_mse") in md
     corr = json.loads((out / "study/correlation.json").read_text())
     if corr["pearson_r"] is not None:
         assert f"Pearson r = {corr['pearson_r']:.3f}" in md and f"p = {corr['pearson_p']:.3g}" in md
     with open(out / "colorize/results.csv", newline="") as f:
         for r in csv.DictReader(f):
-            assert fmt(r["mse"], "mse") in md
+            assert number(r["mse"], "mse") in md
     repro = json.loads((out / "reproducibility.json").read_text())
     assert repro["command"] in md and repro["versions"]["torch"] in md
     # Markdown references the figures by relative path; HTML embeds them
@@ -100,7 +102,7 @@ def test_reproducibility_record(quick_reproduce: QuickRun) -> None:
     r = json.loads((quick_reproduce.out / "reproducibility.json").read_text())
     assert r["command"].startswith("cae reproduce --quick --out")
     assert {"python", "torch", "cae"} <= set(r["versions"])
-    assert r["machine"]["cpu_count"] >= 1 and r["machine"]["cpu_model"] and r["machine"]["platform"]
+    assert r["machine"]["cpu_count"] >= 1 and r["machine"]["cpu"] and r["machine"]["platform"]
     assert r["seeds"]["reference"] == {"split_seed": 0, "train_seed": 0}
     assert any(k.startswith("study/") for k in r["seeds"]) and any(k.startswith("colorize/") for k in r["seeds"])
     assert all(r["step_seconds"][s.key] is not None for s in STEPS if s.key != "report")
@@ -145,7 +147,7 @@ def test_cae_report_regenerates_without_training(quick_reproduce: QuickRun) -> N
 
 # ----------------------------------------------------------------------------- no training
 def test_partial_folder_reports_not_run_yet(tmp_path: Path) -> None:
-    from cae.runs import write_json
+    from cae.core.runs import write_json
 
     write_json(tmp_path / "latent.json", {**trace("reference").to_dict(), "compression": 3.0})
     html, md = write_report(tmp_path)
@@ -182,8 +184,21 @@ def test_correlation_conclusion_follows_the_numbers(r: float, p: float, words: l
     assert f"r = {r:.3f}" in text and f"p = {p:.3g}" in text
 
 
+@pytest.mark.parametrize("value,kind,text", [
+    (0.0036612, "test_mse", "0.00366"), ("27.1234", "psnr", "27.12"), (0.91234, "ssim", "0.9123"),
+    (0.000123456, "pearson_p", "0.000123"), (12345.0, "params", "12,345"), (None, "mse", "—"), ("n/a", "", "n/a"),
+])
+def test_numbers_are_written_by_what_they_measure(value: object, kind: str, text: str) -> None:
+    assert number(value, kind) == text
+
+
+@pytest.mark.parametrize("seconds,text", [(None, "—"), (0.4, "0s"), (59.6, "1m00s"), (83, "1m23s"), (7509, "2h05m09s")])
+def test_durations_read_as_hours_minutes_seconds(seconds: float | None, text: str) -> None:
+    assert duration(seconds) == text
+
+
 def test_quick_study_keeps_the_reference_and_spreads_the_latent_sizes(tmp_path: Path) -> None:
-    src = study_file()
+    src = study_file(STUDY_NAME)
     dest = quick_study(src, tmp_path / "quick.toml")
     full = tomllib.loads(src.read_text())
     quick = tomllib.loads(dest.read_text())
@@ -196,14 +211,15 @@ def test_quick_study_keeps_the_reference_and_spreads_the_latent_sizes(tmp_path: 
 
 
 def test_study_file_is_found_and_epochs_are_checked(tmp_path: Path) -> None:
-    assert study_file().name == "architecture.toml" and study_file().is_file()
+    assert study_file("architecture") == study_file("architecture.toml") == study_file("studies/architecture.toml")
+    assert study_file(STUDY_NAME).is_file()
     with pytest.raises(CaeError, match="--epochs"):
         reproduce(tmp_path, epochs=0)
 
 
 def test_only_unfinished_steps_run(tmp_path: Path) -> None:
     """A folder whose training steps are done runs only the rest (here: latent size and report)."""
-    from cae.runs import write_json
+    from cae.core.runs import write_json
 
     done = {"status": "done", "seconds": 1.0}
     write_json(tmp_path / "steps.json", {
@@ -226,7 +242,7 @@ def json_load(path: Path) -> dict:
 
 def test_an_interrupted_step_is_recorded_and_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cae import reproduce as rep
-    from cae.runs import write_json
+    from cae.core.runs import write_json
 
     done = {"status": "done", "seconds": 1.0}
     write_json(tmp_path / "steps.json", {

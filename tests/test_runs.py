@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cae import runs
+from cae.core import runs
 from cae.errors import CaeError
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from cae.errors import CaeError
-from cae.pca import evaluate_pca, fit_pca, reconstruct
-from cae.study import COLUMNS, correlation, load_study, load_study_results, run_sweep
+from cae.experiments.pca import evaluate_pca, fit_pca, reconstruct
+from cae.experiments.study import COLUMNS, correlation, load_study, load_study_results, run_sweep
 
 DATA = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
 TINY_A = "conv4 pool2 conv4 | up2 convout"
@@ -77,7 +77,7 @@ def test_impossible_variant_is_refused_before_anything_runs(tmp_path):
 
 
 def test_shipped_study_is_valid_and_complete():
-    s = load_study(Path(__file__).parents[1] / "studies" / "architecture.toml")
+    s = load_study(Path(__file__).parents[1] / "src" / "cae" / "studies" / "architecture.toml")
     axes = {v.axis for v in s.variants}
     assert len(s.variants) >= 16
     assert {"reference", "depth", "channels", "kernel", "stride", "padding", "upsampling", "latent"} <= axes

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cae import runs
+from cae.core import runs
 from cae.cli import main
-from cae.config import load_config
-from cae.data import TEST_FILE, _as_batches_folder
+from cae.core.config import load_config
+from cae.core.data import TEST_FILE, _as_batches_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,7 +111,7 @@ def test_finished_run_asked_for_other_epochs_is_refused_not_reported(run: Path, 
     assert main(["train", "--data", str(data_dir), "--limit", "600", "--epochs", "2", "--device", "cpu",
                  "--out", str(run), "--quiet"]) == 2
     line = one_error_line(capsys)
-    assert "finished 1 epochs and 2 were asked for" in line and "--force" in line and "--out" in line
+    assert "was started for 1 epochs and 2 were asked for" in line and "--force" in line and "--out" in line
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == stamps  # nothing rewritten
     assert not (run / runs.LOCK).exists()
 

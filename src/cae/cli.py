@@ -16,7 +16,7 @@ from cae.errors import CaeError
 
 def _config_from_args(a: argparse.Namespace):  # noqa: ANN202 - RunConfig
     """A RunConfig from --config (if any) with the flags given beside it overriding it."""
-    from cae.config import RunConfig, load_config
+    from cae.core.config import RunConfig, load_config
 
     cfg = load_config(a.config) if a.config else RunConfig()
     overrides = {"task": a.task, "target": a.target, "arch": a.arch}
@@ -39,19 +39,20 @@ def _config_from_args(a: argparse.Namespace):  # noqa: ANN202 - RunConfig
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from cae.train import train_run
+    from cae import fast
+    from cae.core.train import train_run
 
     cfg = _config_from_args(a)
-    train_run(cfg, a.out, force=a.force, progress=not a.quiet)
+    train_run(cfg, a.out, force=a.force, progress=not a.quiet, accelerate=fast.path())
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from cae.data import load_cifar10
-    from cae.train import eval_run
+    from cae.core.data import load_cifar10
+    from cae.core.train import eval_run
 
     data = load_cifar10(a.data) if a.data else None
-    result = eval_run(a.run, data=data, device=a.device)
+    result = eval_run(a.run, data=data, device=a.device, precision=a.precision)
     if a.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
@@ -60,9 +61,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from cae.arch import trace
-    from cae.config import load_config
-    from cae.tasks import Task
+    from cae.core.config import load_config
+    from cae.core.spec import trace
+    from cae.core.tasks import Task
 
     if a.config:
         cfg = load_config(a.config)
@@ -88,14 +89,14 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from cae.study import run_sweep
+    from cae.experiments.study import run_sweep
 
     run_sweep(a.study, a.out, epochs=a.epochs, limit=a.limit, data_dir=a.data, force=a.force)
     return 0
 
 
 def cmd_colorize(a: argparse.Namespace) -> int:
-    from cae.colorize import colorize_files, evaluate_photos
+    from cae.apps.colorize import colorize_files, evaluate_photos
 
     if a.photos:  # score the colorizer on a folder of photos against the photos themselves
         evaluate_photos(a.photos, a.out, model_dir=a.model, working_size=a.working_size, device=a.device)
@@ -109,7 +110,7 @@ def cmd_colorize(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from cae.bench import run_bench
+    from cae.experiments.bench import run_bench
 
     run_bench(steps=a.steps, data_dir=a.data, json_path=a.json, batch_size=a.batch_size, precision=a.precision)
     return 0
@@ -127,6 +128,27 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     html, md = write_report(a.dir)
     print(f"wrote {html} and {md}")
+    if a.readme:
+        from pathlib import Path
+
+        from cae.report.readme import update_readme
+
+        snapshot = update_readme(Path(a.dir), Path(a.readme))
+        print(f"wrote the results table of {a.readme} from {a.dir} (snapshot in {snapshot})")
+    return 0
+
+
+def _serve(a: argparse.Namespace) -> int:
+    try:  # all three packages of the extra, so a partial install is the same one line
+        import python_multipart  # noqa: F401
+        import uvicorn  # noqa: F401
+
+        from cae.apps.serve.app import serve
+    except ModuleNotFoundError as e:
+        if e.name in ("starlette", "uvicorn", "python_multipart", "anyio"):
+            raise CaeError("cae serve needs the serve extra: pip install 'cae[serve]'") from None
+        raise
+    serve(a.host, a.port, a.runs)
     return 0
 
 
@@ -137,7 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 "reconstruction, architecture study, colorization.")
     p.add_argument("--version", action="version", version=f"cae {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_info(sub)
+    _add_sweep(sub)
+    _add_colorize(sub)
+    _add_bench(sub)
+    _add_reproduce(sub)
+    _add_report(sub)
+    _add_serve(sub)
+    return p
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train one run into a run folder (resumes an unfinished one)")
     t.add_argument("--config", help="a config file (.toml/.json) as saved with every run")
     t.add_argument("--task", choices=("reconstruct", "colorize"))
@@ -149,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=("onecycle", "cosine", "constant"))
     t.add_argument("--seed", type=int, help="model initialisation and shuffling seed")
     t.add_argument("--split-seed", type=int, help="seed of the 80/10/10 split")
-    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"))
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     t.add_argument("--normalize", choices=("unit", "standardize"))
     t.add_argument("--device", help="auto, cpu or cuda")
     t.add_argument("--data", help="folder holding cifar-10-batches-bin/ (or that folder)")
@@ -159,19 +193,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="recompute a run's test metrics from its checkpoint")
     e.add_argument("run")
     e.add_argument("--data")
     e.add_argument("--device", default="auto")
+    e.add_argument("--precision", choices=("fp32", "bf16"), help="default: the precision the run recorded")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("info", help="layer table, latent size, parameters and multiply-adds")
     i.add_argument("--arch")
     i.add_argument("--config")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sweep", help="train every variant of a study file, then tabulate and plot")
     s.add_argument("study")
     s.add_argument("--out", required=True)
@@ -181,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.set_defaults(func=cmd_sweep)
 
+
+def _add_colorize(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("colorize", help="colorize photos with a trained (or the shipped) model")
     c.add_argument("images", nargs="*")
     c.add_argument("--model", help="a colorization run folder (default: the weights shipped with cae)")
@@ -194,15 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "gray copy, colorfulness): writes photos.csv, photos.json, photos.png into --out")
     c.set_defaults(func=cmd_colorize)
 
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("bench", help="training/evaluation speed against a naive loop, side by side")
     b.add_argument("--steps", type=int, default=200)
     b.add_argument("--batch-size", type=int)
-    b.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+    b.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="the fast path's precision (the naive loop is always float32)")
     b.add_argument("--data")
     b.add_argument("--json", help="write the figures to this JSON file")
     b.set_defaults(func=cmd_bench)
 
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("reproduce", help="the whole study, resumably, ending in report.html")
     r.add_argument("--out", required=True)
     r.add_argument("--quick", action="store_true", help="small subset, few epochs (minutes)")
@@ -211,10 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="regenerate report.html/report.md from finished results")
     rep.add_argument("dir")
+    rep.add_argument("--readme", help="also rewrite this README's results table from DIR (a full run)")
     rep.set_defaults(func=cmd_report)
-    return p
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    sv = sub.add_parser("serve", help="a local web page: colorize photos, look inside the autoencoders")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    sv.add_argument("--runs", help="a folder whose finished runs and cae reproduce reports the page offers")
+    sv.set_defaults(func=_serve)
 
 
 def _sigterm(signum: int, frame: object) -> None:

@@ -3,7 +3,7 @@
     1 data        split sizes, class balance, normalization       -> OUT/data.json
     2 reference   the reference CAE (RunConfig defaults, 10 epochs) -> OUT/reference/
     3 latent      the reference's shape trace and latent size       -> OUT/latent.json
-    4 study       the architecture study (studies/architecture.toml) -> OUT/study/
+    4 study       the architecture study (cae/studies/architecture.toml) -> OUT/study/
     5 colorize    the colorization study                            -> OUT/colorize/
     6 report      report.html (self-contained) and report.md        -> OUT/report.*
 
@@ -15,17 +15,16 @@ as run_colorization_study has no force flag of its own). The command,
 versions, machine, seeds and wall times go to OUT/reproducibility.json.
 
 `quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
-a QUICK_VARIANTS-variant slice of the study file) in a few minutes on two CPU cores.
+a QUICK_VARIANTS-variant slice of the study file): a check that the pipeline works end to end,
+not figures to quote.
 
-The study file: `studies/architecture.toml` at the repository root (a source checkout or an
-editable install), else `cae/studies/architecture.toml` inside the installed package (should
-the file be moved into the package as package data); see `study_file`.
+The study file ships inside the package, `cae/studies/architecture.toml` (see `study_file`), so
+an installed wheel runs the whole pipeline.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.resources
 import os
 import platform
 import shlex
@@ -36,14 +35,14 @@ import tomllib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import tomli_w
 
-from cae import runs
+from cae.core import runs
+from cae.core.device import describe_cpu
+from cae.core.text import Log, duration
 from cae.errors import CaeError
-
-Log = Callable[[str], None]
 
 STEPS_FILE = "steps.json"
 REPRO_FILE = "reproducibility.json"
@@ -51,7 +50,7 @@ DATA_FILE = "data.json"
 LATENT_FILE = "latent.json"
 QUICK_LIMIT = 1500  # images in the quick subset (1,200 train / 150 val / 150 test)
 QUICK_EPOCHS = 1
-QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's axes
+QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's latent sizes
 REFERENCE_EPOCHS = 10
 STUDY_NAME = "architecture.toml"
 
@@ -69,8 +68,9 @@ class Step:
     quick_cost: float
 
 
-# Measured: quick mode on 2 busy cores (reference 33 s, study 51 s, colorization 83 s); full mode from
-# the study file's budget (its variants cost about 25 reference runs) and the colorization runs.
+# Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
+# per mode (timings belong in docs/performance.md); the full study's is its study file's budget
+# in reference runs.
 STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
     Step("reference", "reference CAE", 1.0, 1.0),
@@ -79,7 +79,8 @@ STEPS: tuple[Step, ...] = (
     Step("colorize", "colorization study", 6.0, 2.5),
     Step("report", "report", 0.01, 0.05),
 )
-# seconds per cost unit before anything was measured (the reference run: ~100 s full, ~20 s quick)
+# Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
+# of this folder add up to half a reference run; `_eta` then uses their measured rate.
 PRIOR_RATE = {False: 100.0, True: 20.0}
 
 
@@ -115,18 +116,6 @@ def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, d
         return pipe.state
 
 
-def study_file(name: str = STUDY_NAME) -> Path:
-    """The shipped study file: `<repo>/studies/<name>`, else `cae/studies/<name>` package data."""
-    repo_copy = Path(__file__).resolve().parents[2] / "studies" / name  # src/cae/reproduce.py -> repo
-    if repo_copy.is_file():
-        return repo_copy
-    packaged = importlib.resources.files("cae") / "studies" / name
-    if packaged.is_file():
-        return Path(str(packaged))
-    raise CaeError(f"study file {name} not found in {repo_copy.parent} nor in the installed cae package; "
-                   "run from a source checkout or reinstall cae")
-
-
 def quick_study(src: Path, dest: Path, keep: int = QUICK_VARIANTS) -> Path:
     """Write a copy of the study file `src` to `dest` with only `keep` of its variants.
 
@@ -135,7 +124,7 @@ def quick_study(src: Path, dest: Path, keep: int = QUICK_VARIANTS) -> Path:
     spread evenly over the sizes the file holds, the cheapest variant (fewest multiply-adds) of
     that size. The variants are the file's one array of tables; every other setting is copied.
     """
-    from cae.arch import trace
+    from cae.core.spec import trace
 
     try:
         doc = tomllib.loads(src.read_text())
@@ -170,23 +159,17 @@ def _now() -> str:
 def _load_state(out: Path, settings: Settings, force: bool) -> dict[str, Any]:
     """steps.json, or a fresh state; a folder made with other settings is refused."""
     path = out / STEPS_FILE
-    fresh = {"settings": settings.as_dict(), "steps": {s.key: {"status": "pending"} for s in STEPS}}
+    fresh = {"settings": settings.as_dict(),
+             "steps": {s.key: {"status": "pending", "index": i, "title": s.title} for i, s in enumerate(STEPS, 1)}}
     if force or not path.exists():
         return fresh
     state = runs.read_json(path, ("settings", "steps"))
     if state["settings"] != settings.as_dict():
         raise CaeError(f"{out} was made with settings {state['settings']}, not {settings.as_dict()}; "
                        "use the same flags to resume, another --out, or --force to start over")
-    for s in STEPS:
-        state["steps"].setdefault(s.key, {"status": "pending"})
+    for i, s in enumerate(STEPS, 1):  # the report lists the steps by index, under these titles
+        state["steps"].setdefault(s.key, {"status": "pending"}).update(index=i, title=s.title)
     return state
-
-
-def _fmt_seconds(s: float) -> str:
-    s = max(0, round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
 
 
 class _Pipeline:
@@ -218,7 +201,7 @@ class _Pipeline:
 
     def data(self):  # noqa: ANN201 - Cifar10, loaded once and passed down
         if self._data is None:
-            from cae.data import load_cifar10
+            from cae.core.data import load_cifar10
 
             self._data = load_cifar10(self.data_dir)
         return self._data
@@ -228,12 +211,12 @@ class _Pipeline:
             self._save()
         for i, step in enumerate(STEPS, 1):
             rec = self.state["steps"][step.key]
-            elapsed = _fmt_seconds(time.perf_counter() - self.t0)
+            elapsed = duration(time.perf_counter() - self.t0)
             if rec.get("status") == "done":
                 self.log(f"[step {i}/{len(STEPS)}] {step.title} — done earlier in "
-                         f"{_fmt_seconds(rec.get('seconds', 0))}, skipped")
+                         f"{duration(rec.get('seconds', 0))}, skipped")
                 continue
-            left = _fmt_seconds(self._eta(list(STEPS[i - 1:])))
+            left = duration(self._eta(list(STEPS[i - 1:])))
             self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")
             self._record_invocation()
             rec.update(status="running", started=_now())
@@ -249,13 +232,13 @@ class _Pipeline:
             rec.update(status="done", finished=_now(), seconds=round(earlier + time.perf_counter() - t, 2))
             self._save()
             self._write_reproducibility()
-        self.log(f"[done] {len(STEPS)} steps in {self.out} — elapsed {_fmt_seconds(time.perf_counter() - self.t0)}; "
+        self.log(f"[done] {len(STEPS)} steps in {self.out} — elapsed {duration(time.perf_counter() - self.t0)}; "
                  f"open {self.out / 'report.html'}")
 
     # -- the steps
     def step_data(self) -> None:
-        from cae.config import RunConfig
-        from cae.data import SPLIT_FRACTIONS, channel_stats, class_balance, split_indices
+        from cae.core.config import RunConfig
+        from cae.core.data import SPLIT_FRACTIONS, channel_stats, class_balance, split_indices
 
         cfg = self._reference_config()
         data = self.data()
@@ -273,7 +256,7 @@ class _Pipeline:
         })
 
     def _reference_config(self):  # noqa: ANN202 - RunConfig
-        from cae.config import RunConfig
+        from cae.core.config import RunConfig
 
         cfg = RunConfig(arch="reference")
         cfg.train.epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else REFERENCE_EPOCHS)
@@ -282,22 +265,24 @@ class _Pipeline:
         return cfg.validate()
 
     def step_reference(self) -> None:
-        from cae.train import train_run
+        from cae import train_run
 
         train_run(self._reference_config(), self.out / "reference", force=self.force, data=self.data(),
                   log=self.log)
 
     def step_latent(self) -> None:
-        from cae.arch import trace
+        from cae.core.spec import trace
 
         info = trace("reference").to_dict()
         info.update(input_shape=[3, 32, 32], compression=3 * 32 * 32 / info["latent_size"])
         runs.write_json(self.out / LATENT_FILE, info)
 
     def step_study(self) -> None:
-        from cae.study import run_sweep
+        from cae.experiments.study import run_sweep
 
-        path = study_file()
+        from cae.experiments.study import study_file
+
+        path = study_file(STUDY_NAME)
         if self.settings.quick:
             path = quick_study(path, self.out / "study-quick.toml")
         epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
@@ -305,7 +290,7 @@ class _Pipeline:
                   data_dir=self.data_dir, force=self.force, log=self.log)
 
     def step_colorize(self) -> None:
-        from cae.colorization import run_colorization_study
+        from cae.experiments.colorization import run_colorization_study
 
         epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
         if self.force and (self.out / "colorize").exists():
@@ -368,22 +353,11 @@ def _versions() -> dict[str, str]:
     return v
 
 
-def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _machine() -> dict[str, Any]:
     import torch
 
     return {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+            "cpu": describe_cpu(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 

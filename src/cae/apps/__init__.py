@@ -1,0 +1,1 @@
+"""Applications of trained models: colorizing photos, the local web page."""

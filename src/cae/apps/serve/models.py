@@ -1,0 +1,201 @@
+"""The models the page offers: the shipped weights, finished runs found under --runs, a cache.
+
+A model is chosen by the id listed here; the page never sends a path. Every call into the
+colorization API goes through `colorize_rgb`, so the one place to change when that API moves
+is that function.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cae.core import runs
+from cae.apps.colorize import shipped_model_dir
+from cae.errors import CaeError
+
+TASKS = ("colorize", "reconstruct")
+SHIPPED = {"colorize": "colorizer", "reconstruct": "reference"}  # task -> folder in cae/weights
+MAX_DEPTH = 4  # runs/<study>/<variant>/<seed>/ is as deep as cae's own layouts go
+MAX_FOLDERS = 5000  # stop scanning a huge --runs tree instead of stalling the page
+CACHE_SIZE = 4  # loaded models kept; each is small, but a --runs tree may hold hundreds
+IMAGE_SIDE = 32  # the reconstruction models' input: CIFAR-10 images
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the select: what the page shows and sends back, and where it lives."""
+
+    id: str  # e.g. 'shipped/colorizer' or 'runs/study/best'; looked up, never opened as a path
+    task: str  # 'colorize' or 'reconstruct'
+    label: str
+    run_dir: Path
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to run: the network, its config and its task (see `cae.core.train.load_run`)."""
+
+    entry: ModelEntry
+    net: nn.Module
+    cfg: object  # cae.core.config.RunConfig
+    task: object  # cae.core.tasks.Task
+    latent: dict | None = None  # reconstruction models: `latent_description`
+
+
+def list_models(runs_dir: Path | None) -> list[ModelEntry]:
+    """The shipped colorizer and reference, then every finished run under `runs_dir`."""
+    entries = [_entry(shipped_model_dir(name), f"shipped/{name}", f"shipped {name}")
+               for name in SHIPPED.values()]
+    if runs_dir is not None:
+        for d in finished_runs(runs_dir):
+            rel = d.relative_to(runs_dir).as_posix()
+            entries.append(_entry(d, f"runs/{rel}", rel))
+    return [e for e in entries if e is not None]
+
+
+def find_model(runs_dir: Path | None, model_id: str, task: str) -> ModelEntry:
+    """The listed model `model_id` of `task`; anything else is refused with the valid ids."""
+    listed = [e for e in list_models(runs_dir) if e.task == task]
+    for e in listed:
+        if e.id == model_id:
+            return e
+    raise CaeError(f"unknown {task} model {model_id[:100]!r}; choose one of: {', '.join(e.id for e in listed)}")
+
+
+def finished_runs(root: Path) -> list[Path]:
+    """Run folders with test_metrics.json under `root`, at most MAX_DEPTH levels down, sorted."""
+    found: list[Path] = []
+    seen = 0
+    for folder, subdirs, files in os.walk(root):  # does not follow symlinks: no loops
+        depth = len(Path(folder).relative_to(root).parts)
+        subdirs[:] = sorted(s for s in subdirs if not s.startswith(".")) if depth < MAX_DEPTH else []
+        seen += 1
+        if runs.TEST_METRICS in files and runs.CONFIG in files:
+            found.append(Path(folder))
+        if seen >= MAX_FOLDERS:
+            break
+    return sorted(found)
+
+
+def _entry(run_dir: Path, model_id: str, name: str) -> ModelEntry | None:
+    """The entry of a finished run, labelled with its architecture and test PSNR; None if unusable."""
+    from cae.core.config import load_config
+
+    try:
+        cfg = load_config(run_dir / runs.CONFIG)
+        psnr = runs.read_json(run_dir / runs.TEST_METRICS).get("psnr")
+    except CaeError:
+        return None  # a corrupt or foreign run folder is not offered, and does not break the list
+    if cfg.task not in TASKS:
+        return None
+    what = f"{cfg.arch}, {cfg.target}" if cfg.task == "colorize" else cfg.arch
+    score = f", test PSNR {psnr:.2f} dB" if isinstance(psnr, (int, float)) else ""
+    return ModelEntry(model_id, cfg.task, f"{name} ({what}{score})", run_dir)
+
+
+class ModelCache:
+    """Models loaded once and shared by every request thread (a retrained run is reloaded)."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._lock = threading.Lock()
+        self._models: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._size = size
+
+    def get(self, entry: ModelEntry) -> LoadedModel:
+        best = entry.run_dir / runs.BEST
+        stamp = best.stat().st_mtime_ns if best.is_file() else 0
+        key = (entry.id, stamp)
+        # one lock for loads too: the first load may build the fused kernels (`cae.kernels`), which
+        # two threads must not do at once; later loads take a fraction of a second
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            model = _load(entry)
+            self._models[key] = model
+            while len(self._models) > self._size:
+                self._models.popitem(last=False)
+            return model
+
+
+def _load(entry: ModelEntry) -> LoadedModel:
+    """Load a run's best model and run it once on a tiny image (builds kernels, checks it works)."""
+    from cae.core.train import load_run
+
+    net, cfg, task = load_run(entry.run_dir, "auto")
+    if task.kind != entry.task:
+        raise CaeError(f"{entry.id} is a {task.kind} run, not a {entry.task} one")
+    model = LoadedModel(entry, net, cfg, task)
+    if entry.task == "reconstruct":
+        model.latent = latent_description(cfg.arch, task.in_channels, task.out_channels)
+    tiny = torch.zeros(3, IMAGE_SIDE, IMAGE_SIDE)
+    if entry.task == "colorize":
+        colorize_rgb(model, tiny)
+    else:
+        reconstruct(model, tiny)
+    return model
+
+
+def colorize_rgb(model: LoadedModel, rgb: torch.Tensor) -> torch.Tensor:
+    """The colorized RGB (3,H,W) in [0, 1] of an RGB image (3,H,W) in [0, 1], same size.
+
+    The only call into the colorization API: the chroma is predicted at the run's working
+    scale (`color.working_size`), as `cae colorize` does by default.
+    """
+    from cae.apps.colorize import predict, total_stride
+
+    return predict(model.net, model.task, rgb, total_stride(model.cfg.arch),
+                   working_size=model.cfg.color.working_size)
+
+
+@dataclass
+class Reconstruction:
+    """An autoencoder's output for one image, and its latent code (None when it has none)."""
+
+    output: torch.Tensor  # (3, 32, 32) in [0, 1]
+    latent: torch.Tensor | None  # (C, h, w)
+    mse: float
+
+
+def reconstruct(model: LoadedModel, rgb: torch.Tensor) -> Reconstruction:
+    """Run a reconstruction model on one (3, 32, 32) image in [0, 1]."""
+    x = rgb.unsqueeze(0).to(next(model.net.parameters()).device)
+    with torch.inference_mode():
+        out = model.task.predict_rgb(model.net, x).clamp(0, 1)
+        latent = latent_code(model, x)
+    mse = float(torch.mean((out - x) ** 2))
+    return Reconstruction(out[0].cpu(), None if latent is None else latent[0].float().cpu(), mse)
+
+
+def latent_code(model: LoadedModel, x: torch.Tensor) -> torch.Tensor | None:
+    """The encoder's output for a batch `x` in [0, 1], or None for a model without one.
+
+    A chain `AutoEncoder` exposes its encoder as `net.encoder`, a module whose output is the
+    latent code (`load_run` gives the plain model: its encoder is the handout's encoder).
+    A U-Net's `encoder` is a ModuleList feeding skip connections: it has no single code.
+    """
+    encoder = getattr(model.net, "encoder", None)
+    if not isinstance(encoder, nn.Module) or isinstance(encoder, nn.ModuleList):
+        return None
+    z = model.task.network_input(x).contiguous(memory_format=torch.channels_last)
+    return encoder(z)
+
+
+def latent_description(arch: str, in_channels: int, out_channels: int) -> dict:
+    """The latent shape and size of `arch` on 32x32 images, and the size formula of the layer
+    that makes the code, from the shape trace (`cae.arch.trace`)."""
+    from cae.core.spec import trace
+
+    info = trace(arch, (in_channels, IMAGE_SIDE, IMAGE_SIDE), out_channels)
+    c, h, w = info.latent_shape
+    encoder_rows = [r for r in info.trace if r.stage == "encoder"]
+    last = encoder_rows[-1] if encoder_rows else None
+    return {"shape": [c, h, w], "size": info.latent_size, "product": f"{c} × {h} × {w} = {info.latent_size:,}",
+            "layer": last.layer if last else "", "formula": last.formula if last else ""}

@@ -1,0 +1,61 @@
+"""The model a reader sees: an architecture spec built from plain `torch.nn` layers.
+
+`build_model("reference")` is the handout's layer list, in order, as textbook modules
+(Conv2d, ReLU, MaxPool2d, Upsample, Sigmoid) that print and can be edited as such. A faster
+equivalent for training is made from it by `cae.fast.accelerate`, never here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cae.core.spec import Layer, expand, parse, trace, unet_width
+from cae.core.unet import UNet
+
+ACTIVATION_MODULES = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "lrelu": lambda: nn.LeakyReLU(0.1),
+                      "gelu": nn.GELU}
+
+
+class AutoEncoder(nn.Module):
+    """A chain autoencoder: `encoder(x)` is the latent code, `decoder(z)` the reconstruction."""
+
+    def __init__(self, encoder: nn.Sequential, decoder: nn.Sequential, spec: str):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.spec = spec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def layer_modules(layer: Layer, in_channels: int) -> list[nn.Module]:
+    """The textbook modules of one layer of the spec: the layer, then its activation."""
+    if layer.kind == "pool":
+        return [nn.MaxPool2d(layer.scale)]
+    if layer.kind == "up":
+        return [nn.Upsample(scale_factor=layer.scale, mode=layer.mode)]
+    conv = nn.Conv2d if layer.kind == "conv" else nn.ConvTranspose2d
+    mods: list[nn.Module] = [conv(in_channels, layer.channels, layer.kernel, layer.stride, layer.padding)]
+    if layer.activation != "none":
+        mods.append(ACTIVATION_MODULES[layer.activation]())
+    return mods
+
+
+def build_model(spec: str, in_channels: int = 3, out_channels: int | None = None,
+                image_size: int = 32) -> nn.Module:
+    """The model of a spec (a preset name such as "reference", or a chain spec, or `unetW`),
+    after checking its shape trace: an impossible architecture is a `CaeError` with the trace."""
+    out_channels = in_channels if out_channels is None else out_channels
+    trace(spec, (in_channels, image_size, image_size), out_channels)
+    if unet_width(spec):
+        return UNet(in_channels, out_channels, unet_width(spec))
+    halves: list[list[nn.Module]] = []
+    c = in_channels
+    for layers in parse(spec, out_channels):
+        halves.append([])
+        for layer in layers:
+            halves[-1].extend(layer_modules(layer, c))
+            c = layer.channels if layer.kind in ("conv", "tconv") else c
+    return AutoEncoder(nn.Sequential(*halves[0]), nn.Sequential(*halves[1]), expand(spec, out_channels))

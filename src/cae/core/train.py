@@ -1,0 +1,447 @@
+"""Training and evaluation: a fit loop you can read top to bottom.
+
+The split's images live on the device as one uint8 tensor (airbench's habit); each epoch does
+one seeded shuffle (a single gather) and takes contiguous slices; a batch becomes float only
+when taken. Adam is one fused kernel, evaluation runs under `torch.inference_mode()`, and bf16
+autocast is used where the device runs it natively (the loss and all metrics stay float32).
+
+The model trained is the plain one of `cae.core.model.build_model`, or a faster equivalent when
+the caller passes `accelerate` (the `cae.fast` path: same parameters, same state_dict).
+The same loop runs under `torchrun`: each rank trains on its shard of every batch, with the
+global batch size of the config, and validation/test sums are all-reduced, so figures are exact.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cae.core import runs
+from cae.core.config import RunConfig, load_config, save_config
+from cae.core.data import Cifar10, channel_stats, load_cifar10, luma, split_indices
+from cae.core.device import keep_freed_memory, resolve_device, resolve_precision
+from cae.core.distributed import Dist, all_reduce, barrier, init_distributed, on_main, shard
+from cae.core.metrics import MetricSums, squared_error_sum
+from cae.core.model import build_model
+from cae.core.spec import trace
+from cae.core.tasks import Task
+from cae.core.text import Log
+from cae.errors import CaeError
+
+Accelerate = Callable[[nn.Module], nn.Module]
+NORMALIZATION = "normalization.json"
+PRECISION_NAMES = {None: "float32", torch.bfloat16: "bfloat16"}
+
+
+def lr_at(step: int, total: int, cfg: RunConfig) -> float:
+    """Learning rate at a step: one-cycle (linear warm-up, cosine down), cosine, or constant."""
+    peak, t = cfg.train.lr, cfg.train
+    if t.schedule == "constant":
+        return peak
+    warm = int(total * t.warmup) if t.schedule == "onecycle" else 0
+    if step < warm:
+        return peak * (0.04 + 0.96 * step / warm)
+    frac = (step - warm) / max(1, total - warm)
+    return peak * (0.5 * (1 + math.cos(math.pi * min(1.0, frac))) * 0.999 + 0.001)
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, task: Task, batch_size: int = 1000,
+             amp: torch.dtype | None = None, full: bool = True, d: Dist = Dist()) -> dict[str, float]:
+    """Metrics of `model` on uint8 images (this rank's shard in a distributed run).
+
+    `full=False` computes the MSE only (validation each epoch; SSIM is the costly part).
+    """
+    was_training = model.training
+    model.eval()
+    sums = MetricSums(colour=task.colour and full, full=full)
+    device = next(model.parameters()).device
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        for i in range(0, len(images), batch_size):
+            batch = to_device(images[i:i + batch_size], device)
+            sums.add(task.predict_rgb(model, batch.float() / 255, float32=False), batch)
+    model.train(was_training)
+    if d.world > 1:
+        sums.load_tensor(all_reduce(sums.as_tensor(), d))
+    return sums.result()
+
+
+@dataclass
+class Prepared:
+    """Everything a run's training and evaluation need, on the device."""
+
+    cfg: RunConfig
+    device: torch.device
+    amp: torch.dtype | None
+    task: Task
+    split: dict[str, np.ndarray]
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    classes: tuple[str, ...]
+
+
+def prepare(cfg: RunConfig, data: Cifar10 | None = None, split: dict[str, np.ndarray] | None = None,
+            d: Dist = Dist()) -> Prepared:
+    """Load the data, split it, fit the normalization, put the splits on the device."""
+    device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and d.world > 1:
+        device = torch.device("cuda", d.local_rank)
+    if device.type == "cpu":
+        keep_freed_memory()
+    data = data if data is not None else load_cifar10(cfg.data.dir or None)
+    split = split if split is not None else split_indices(data.labels, cfg.data.seed, cfg.data.limit)
+    mean = std = None
+    if cfg.data.normalize == "standardize":
+        src = data.images[split["train"]]
+        mean, std = channel_stats(src if cfg.task == "reconstruct" else luma_u8(src))
+        del src
+    task = Task.from_config(cfg, mean, std)
+    # the whole split on the device when it fits (CIFAR-10 is 184 MB as uint8)
+    on = device if device.type == "cpu" or _fits_on_gpu(data.images, device) else torch.device("cpu")
+    train, val, test = (gather_split(data.images, split[k]).to(on) for k in ("train", "val", "test"))
+    return Prepared(cfg, device, resolve_precision(cfg.train.precision, device), task, split, train, val, test,
+                    data.classes)
+
+
+def gather_split(images: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """The images at `idx`, channels_last like every batch the model sees: gathered straight
+    into that layout, so no batch pays for the reorder, and without a second copy of the split."""
+    nhwc = images.permute(0, 2, 3, 1)
+    out = torch.empty((len(idx), *nhwc.shape[1:]), dtype=images.dtype)  # (N, H, W, C) contiguous
+    return torch.index_select(nhwc, 0, torch.as_tensor(idx), out=out).permute(0, 3, 1, 2)
+
+
+def luma_u8(images: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of uint8 RGB images, as uint8 (the colorizer's input statistics)."""
+    return (luma(images.float()).round().clamp(0, 255)).to(torch.uint8)
+
+
+def _fits_on_gpu(images: torch.Tensor, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * 2 < free
+
+
+def make_model(cfg: RunConfig, task: Task, device: torch.device, accelerate: Accelerate | None = None) -> nn.Module:
+    """The run's model, initialised from the run's seed, on its device (made faster by
+    `accelerate`, which keeps its parameters and state_dict)."""
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.arch, task.in_channels, task.out_channels).to(device)
+    return accelerate(model) if accelerate else model
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Adam:
+    """Adam with the run's learning rate and weight decay, as one fused update on CPU and CUDA
+    (for a model of a few thousand parameters the per-tensor loop is a visible part of a step)."""
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, fused=fused)
+
+
+def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
+              data: Cifar10 | None = None, log: Log = print, accelerate: Accelerate | None = None) -> dict:
+    """Train `cfg` into the run folder `out` and return its test metrics.
+
+    A finished run is left alone unless `force`; an unfinished one resumes from its last
+    finished epoch. Asked for other settings (other epochs included: the learning-rate schedule
+    is fixed when a run starts), a run is refused, not changed. Every file is written
+    atomically; a lock keeps a second process out.
+    """
+    cfg.validate()
+    out = Path(out)
+    d = init_distributed(cfg.train.device)
+    cfg.world_size = d.world
+    task = Task.from_config(cfg)
+    info = trace(cfg.arch, (task.in_channels, 32, 32), task.out_channels)
+    lock = runs.RunLock(out) if d.main else None
+    try:
+        if on_main(d, lambda: _start(out, cfg, force, lock, log)) == "finished":
+            return runs.read_json(out / runs.TEST_METRICS, ("mse",))
+        state = _load_resume(out, cfg) if not force and (out / runs.LAST).exists() else None
+        if force and d.main:
+            _clear_run(out)
+        barrier(d)
+        p = prepare(cfg, data, runs.load_split(out / runs.SPLIT) if state else None, d)
+        if d.main:
+            _write_run_files(out, p, fresh=state is None)
+        model = make_model(cfg, p.task, p.device, accelerate)
+        rows = fit(p, model, out, state, d, progress, log)
+        return _finish(p, model, out, rows, info.params, info.latent_size, d, log)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _write_run_files(out: Path, p: Prepared, fresh: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(p.cfg, out / runs.CONFIG)
+    if fresh:
+        runs.save_split(out / runs.SPLIT, p.split)
+    if p.task.mean:  # the fitted input statistics, needed to use the model later
+        runs.write_json(out / NORMALIZATION, {"mean": list(p.task.mean), "std": list(p.task.std)})
+
+
+def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, progress: bool, log: Log) -> list[dict]:
+    """The training loop: epochs of shuffled batches, validation, checkpoints; returns the rows."""
+    t = p.cfg.train
+    if p.task.bins and p.cfg.color.rebalance:
+        model.bin_weights.copy_(_bin_weights(p))
+    opt = make_optimizer(p.cfg, model)
+    rows, best_val, start = resume_into(model, opt, state, out) if state else ([], math.inf, 0)
+    if state and d.main:
+        log(f"resuming {out} after epoch {start}")
+    net = model if d.world == 1 else nn.parallel.DistributedDataParallel(
+        model, device_ids=[p.device.index] if p.device.type == "cuda" else None)
+    n, global_bs = len(p.train), min(t.batch_size, len(p.train))
+    if global_bs % d.world:
+        raise CaeError(f"batch size {global_bs} is not divisible by the {d.world} processes; choose a multiple")
+    bs, steps = global_bs // d.world, n // global_bs
+    for epoch in range(start, t.epochs):
+        t0 = time.perf_counter()
+        xs = p.train[epoch_order(n, global_bs, t.seed, epoch, d).to(p.train.device)]
+        net.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
+        for i in _progress(range(steps), f"epoch {epoch + 1}/{t.epochs}", progress and d.main):
+            lr = lr_at(epoch * steps + i, steps * t.epochs, p.cfg)
+            loss = train_step(p, net, opt, xs[i * bs:(i + 1) * bs], lr)
+            loss_sum += loss
+            if p.device.type == "cpu" or i % 50 == 0 or i == steps - 1:  # a GPU check syncs: not every step
+                _check_finite(loss, d, epoch, i, lr)
+        train_mse = all_reduce(loss_sum.cpu(), d).item() / (steps * d.world)
+        val = evaluate(model, shard(p.val, d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
+        rows.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val, "lr": lr,
+                     "seconds": time.perf_counter() - t0})
+        if d.main:
+            log(f"epoch {epoch + 1:>3}/{t.epochs}  train_mse {train_mse:.5f}  val_mse {val:.5f}  "
+                f"lr {lr:.2e}  {rows[-1]['seconds']:.1f}s")
+            _checkpoint(out, model, opt, rows, best_val)
+        best_val = min(best_val, val)
+        barrier(d)
+    return rows
+
+
+def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8: torch.Tensor,
+               lr: float) -> torch.Tensor:
+    """One optimizer step on a uint8 batch; returns the float32 MSE loss (detached)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    batch = to_device(batch_u8, p.device)
+    with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
+        if p.task.bins:  # a chroma classifier: cross-entropy over the bins, not MSE
+            weights = getattr(net, "module", net).bin_weights if p.cfg.color.rebalance else None
+            loss = p.task.class_loss(net, batch, weights)
+        else:
+            pred = p.task.predict_rgb(net, batch.float() / 255, float32=False)
+    if not p.task.bins:
+        loss = mse(pred, batch)  # float32, against the uint8 images themselves
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+def _bin_weights(p: Prepared) -> torch.Tensor:
+    """Rebalancing weights from the chroma bin frequencies of (every 4th image of) the training split."""
+    from cae.core.color import rebalance_weights
+
+    return rebalance_weights(bin_prior(p.train, p.task.bins), p.cfg.color.rebalance).to(p.device)
+
+
+def bin_prior(images_u8: torch.Tensor, bins: int, step: int = 4) -> torch.Tensor:
+    """The share of each chroma bin (bins*bins,) in every `step`-th image, at the classifier's
+    resolution (chroma averaged over 2x2, as its training targets are)."""
+    from cae.core.color import bin_frequencies, chroma
+
+    freq, sample = torch.zeros(bins ** 2), images_u8[::step]
+    for i in range(0, len(sample), 2000):
+        part = sample[i:i + 2000]
+        c = nn.functional.avg_pool2d(chroma(part.float().div(255)), 2)
+        freq += bin_frequencies(c, bins) * (len(part) / len(sample))
+    return freq
+
+
+def epoch_order(n: int, global_bs: int, seed: int, epoch: int, d: Dist = Dist()) -> torch.Tensor:
+    """This rank's training indices for an epoch, in order: one seeded shuffle per epoch.
+
+    Derived from (seed, epoch) alone, so a resumed run needs no saved RNG state. Each global
+    batch of the permutation is cut into `world` equal parts, one per rank.
+    """
+    steps = n // global_bs
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=g)[: steps * global_bs]
+    return perm.view(steps, d.world, global_bs // d.world)[:, d.rank].reshape(-1)
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The mean squared error in float32, for a float target in [0, 1] or uint8 images as stored."""
+    return squared_error_sum(pred, target) / pred.numel()
+
+
+def to_device(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A uint8 batch on the device, channels_last like the model."""
+    return batch_u8.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def _check_finite(loss: torch.Tensor, d: Dist, epoch: int, step: int, lr: float) -> None:
+    # distributed: the mean over ranks, so every rank stops at the same step
+    value = all_reduce(loss.double().reshape(1), d).item() / d.world if d.world > 1 else loss.item()
+    if not math.isfinite(value):
+        raise CaeError(f"training diverged: loss {value} at epoch {epoch + 1}, step {step + 1} "
+                       f"(lr {lr:.2e}); lower --lr or use --precision fp32")
+
+
+def _progress(steps: range, desc: str, enabled: bool):  # noqa: ANN202 - an iterable
+    if not enabled:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def _checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, rows: list[dict], best_val: float) -> None:
+    """best.pt when validation improved, metrics.csv, then last.pt: if last.pt says epoch k,
+    the other two are at k too."""
+    if rows[-1]["val_mse"] < best_val:
+        runs.save_torch(out / runs.BEST, model.state_dict())
+    runs.write_metrics_csv(out / runs.METRICS, rows)
+    runs.save_torch(out / runs.LAST, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "epoch": rows[-1]["epoch"], "rows": rows,
+                                      "best_val": min(best_val, rows[-1]["val_mse"])})
+
+
+def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: int, latent_size: int,
+            d: Dist, log: Log) -> dict:
+    """Evaluate the best checkpoint on the test split; write plots, then test_metrics.json last."""
+    model.load_state_dict(runs.load_torch(out / runs.BEST, p.device))
+    calibration = {}
+    if p.cfg.color.calibrate:  # every rank picks the same decoding (same model, same validation split)
+        from cae.experiments.colorization import calibrate_decoding
+
+        calibration = calibrate_decoding(model, p, out, d, log)
+    test = evaluate(model, shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
+    best = min(rows, key=lambda r: r["val_mse"])
+    result = {**test, "best_epoch": best["epoch"], "val_mse": best["val_mse"], "epochs": len(rows),
+              "train_seconds": sum(r["seconds"] for r in rows), "params": params, "latent_size": latent_size,
+              "task": p.cfg.task, "target": p.cfg.target, "arch": p.cfg.arch, "world_size": d.world,
+              "device": p.device.type, "precision": PRECISION_NAMES[p.amp],
+              "torch": torch.__version__, "python": platform.python_version(), **calibration}
+    if d.main:
+        from cae.core.plots import plot_loss, save_samples
+
+        plot_loss(rows, out / "loss.png", title=f"{p.cfg.arch} ({p.cfg.task})")
+        save_samples(model, p.test[:10], p.task, out / "samples.png")
+        runs.write_json(out / runs.TEST_METRICS, result)
+        log(f"test  mse {test['mse']:.5f}  psnr {test['psnr']:.2f} dB  ssim {test['ssim']:.4f}  -> {out}")
+    barrier(d)
+    return result
+
+
+# ----------------------------------------------------------------------------- the run folder
+def _start(out: Path, cfg: RunConfig, force: bool, lock: runs.RunLock, log: Log) -> str:
+    """Rank 0's check before training: take the lock; 'finished' (same settings) or 'train'."""
+    lock.acquire()
+    runs.sweep_temporary_files(out)  # left by a process killed mid-write; we hold the lock
+    if runs.is_finished(out) and not force:
+        check_same_config(out, cfg)  # never report another configuration's result as this one's
+        result = runs.read_json(out / runs.TEST_METRICS, ("mse",))
+        log(f"{out} is already finished (test MSE {result['mse']:.5f}); use --force to train again")
+        return "finished"
+    return "train"
+
+
+def _clear_run(out: Path) -> None:
+    for name in (runs.LAST, runs.BEST, runs.TEST_METRICS, runs.METRICS, runs.SPLIT, "loss.png", "samples.png"):
+        (out / name).unlink(missing_ok=True)
+
+
+def check_same_config(out: Path, cfg: RunConfig) -> RunConfig:
+    """Refuse settings that differ from the run's saved config; return the saved config.
+
+    Not compared: device, world size and the data folder's location (the same files may live
+    elsewhere now). Epochs are: the one-cycle schedule is laid out over them when a run starts.
+    """
+    def flat(c: RunConfig) -> dict:
+        items = {}
+        for k, v in c.to_dict().items():
+            items.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
+        for k in ("world_size", "train.device", "data.dir"):
+            items.pop(k)
+        return items
+
+    saved = load_config(out / runs.CONFIG)
+    mine, theirs = flat(cfg), flat(saved)
+    diff = [k for k in mine if mine[k] != theirs[k]]
+    if diff == ["train.epochs"]:
+        raise CaeError(f"{out} was started for {saved.train.epochs} epochs and {cfg.train.epochs} were asked for: "
+                       "a run is not extended or cut (its learning-rate schedule is laid out over its epochs); "
+                       f"use another --out, or --force to train {cfg.train.epochs} epochs from scratch")
+    if diff:
+        said = "; ".join(f"{k} {theirs[k]!r} saved, {mine[k]!r} given" for k in diff)
+        raise CaeError(f"{out / runs.CONFIG} does not match the settings given ({said}); "
+                       "use the same settings to resume, another --out, or --force to start over")
+    return saved
+
+
+def _load_resume(out: Path, cfg: RunConfig) -> dict:
+    """The resume state; a config that differs from the saved one is refused (not retrained over)."""
+    check_same_config(out, cfg)
+    state = runs.load_torch(out / runs.LAST)
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "rows"} <= set(state):
+        raise CaeError(f"checkpoint {out / runs.LAST} is not a cae resume checkpoint; rerun with --force")
+    return state
+
+
+def resume_into(model: nn.Module, opt: torch.optim.Optimizer, state: dict, out: Path) -> tuple[list, float, int]:
+    """Load a resume state into the model and optimizer; (rows, best validation MSE, epoch)."""
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CaeError(f"checkpoint {out / runs.LAST} does not fit the model of {out / runs.CONFIG} "
+                       f"({str(e).splitlines()[0]}); rerun with --force") from None
+    return list(state["rows"]), float(state["best_val"]), int(state["epoch"])
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunConfig, Task]:
+    """A finished run's best model (plain modules, eval mode), its config and its task."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / runs.CONFIG)
+    dev = resolve_device(device)
+    mean = std = None
+    if cfg.data.normalize == "standardize":
+        stats = runs.read_json(run_dir / NORMALIZATION, ("mean", "std"))
+        mean, std = stats["mean"], stats["std"]
+    task = Task.from_config(cfg, mean, std)
+    model = build_model(cfg.arch, task.in_channels, task.out_channels)
+    try:
+        model.load_state_dict(runs.load_torch(run_dir / runs.BEST, dev))
+    except RuntimeError as e:
+        raise CaeError(f"checkpoint {run_dir / runs.BEST} does not fit the model of {run_dir / runs.CONFIG} "
+                       f"({str(e).splitlines()[0]}); retrain with --force") from None
+    return model.to(dev).eval(), cfg, task
+
+
+def recorded_precision(run_dir: Path) -> str:
+    """The precision a finished run was evaluated in ('fp32' or 'bf16'), from test_metrics.json."""
+    recorded = runs.read_json(run_dir / runs.TEST_METRICS, ("mse",)).get("precision", "float32")
+    return "bf16" if recorded == "bfloat16" else "fp32"
+
+
+def eval_run(run_dir: str | Path, data: Cifar10 | None = None, device: str = "auto",
+             precision: str | None = None, accelerate: Accelerate | None = None) -> dict[str, float]:
+    """Recompute a finished run's test metrics from its checkpoint and split, in the precision
+    the run recorded (or `precision`), so the figures can be compared with test_metrics.json."""
+    run_dir = Path(run_dir)
+    model, cfg, task = load_run(run_dir, device)
+    model = accelerate(model) if accelerate else model
+    split = runs.load_split(run_dir / runs.SPLIT)
+    data = data if data is not None else load_cifar10(cfg.data.dir or None)
+    dev = next(model.parameters()).device
+    amp = resolve_precision(precision or recorded_precision(run_dir), dev)
+    return evaluate(model, gather_split(data.images, split["test"]).to(dev), task, cfg.train.eval_batch_size, amp)

@@ -1,0 +1,1 @@
+"""Experiments on top of the core: the architecture study, PCA, colorization, the benchmark."""

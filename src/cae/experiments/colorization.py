@@ -1,0 +1,495 @@
+"""The colorization study: baselines, the runs, a chroma-gain calibration, tables and a write-up.
+
+`run_colorization_study(out)` trains (resumably; finished runs are skipped) into `out/`:
+  rgb      the reference CAE, luma in, RGB out          (configs/colorize-rgb.toml)
+  chroma   the reference CAE, luma in, YCbCr chroma out
+  best     a U-Net predicting YCbCr chroma               (configs/colorize-best.toml),
+           then a chroma gain calibrated on the validation split (see `calibrate_gain`)
+and writes baselines.json, results.csv, results.md, samples.png and shortcomings.md.
+Baselines (no training): (a) the gray image itself, (b) the gray image with the training
+split's mean chrominance.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from cae.core import runs
+from cae.core.color import chroma, gray_rgb, merge_chroma
+from cae.core.config import DataConfig, RunConfig, TrainConfig
+from cae.core.data import Cifar10, load_cifar10, luma
+from cae.core.metrics import MetricSums, colorfulness
+
+Log = Callable[[str], None]
+BASELINES = "baselines.json"
+GAIN_FILE = "chroma_gain.json"
+DECODING_FILE = "decoding.json"
+DECODING_LABELS = {"chroma_gain": "gain", "temperature": "T"}  # how the tables name a decoding strength  # the validation curve behind a run's calibrated decoding
+TEMPERATURE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
+GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
+GAIN_MSE_TOLERANCE = 0.05  # spend at most 5% of validation MSE on saturation
+COLORFULNESS_TARGET = 0.6  # ...and no more than it takes to restore 60% of the truth's colorfulness
+SAMPLE_COUNT = 10
+
+# label of each baseline in the tables
+BASELINE_NAMES = {"a": "baseline (a) gray", "b": "baseline (b) gray + mean chroma"}
+
+
+def study_runs() -> dict[str, RunConfig]:
+    """The study's runs by folder name (configs/colorize-*.toml hold the same settings)."""
+    def cfg(target: str, arch: str, epochs: int = 10) -> RunConfig:
+        # the settings the colorization study was tuned and measured at (float32, batch 64,
+        # peak lr 7e-3); pinned so its figures stay reproducible as the package defaults move
+        return RunConfig(task="colorize", target=target, arch=arch, data=DataConfig(),
+                         train=TrainConfig(epochs=epochs, batch_size=64, lr=7e-3, precision="fp32"))
+
+    # a Lab-target reference run is left out: it costs as much as the others and ycbcr is exact
+    # to merge (Lab is merged through the gray image's L*, see cae.core.color)
+    return {"rgb": cfg("rgb", "reference"), "chroma": cfg("ycbcr", "reference"),
+            "best": cfg("ycbcr", "unet8")}
+
+
+# ----------------------------------------------------------------------------- baselines
+def mean_chroma(images_u8: torch.Tensor, batch: int = 5000) -> torch.Tensor:
+    """Mean YCbCr chrominance (Cb, Cr) of uint8 RGB images, shape (2,)."""
+    total = torch.zeros(2, dtype=torch.float64)
+    for i in range(0, len(images_u8), batch):
+        c = chroma(images_u8[i:i + batch].float().div(255), "ycbcr")
+        total += c.double().sum(dim=(0, 2, 3))
+    return (total / (len(images_u8) * images_u8.shape[2] * images_u8.shape[3])).float()
+
+
+def baseline_predictions(rgb: torch.Tensor, mean_cbcr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """RGB predictions of both baselines for RGB images in [0, 1] (only their luma is used)."""
+    y = luma(rgb)
+    c = mean_cbcr.to(rgb.dtype).view(1, 2, 1, 1).expand(len(rgb), -1, *rgb.shape[2:])
+    return {"a": gray_rgb(y), "b": merge_chroma(y, c, "ycbcr")}
+
+
+def compute_baselines(train_u8: torch.Tensor, test_u8: torch.Tensor, batch: int = 1000) -> dict[str, dict]:
+    """Full colour metrics of baselines (a) and (b) on `test_u8`, (b) fitted on `train_u8`."""
+    m = mean_chroma(train_u8)
+    sums = {k: MetricSums(colour=True) for k in BASELINE_NAMES}
+    for i in range(0, len(test_u8), batch):
+        rgb = test_u8[i:i + batch].float().div(255)
+        for k, pred in baseline_predictions(rgb, m).items():
+            sums[k].add(pred, rgb)
+    out = {k: s.result() for k, s in sums.items()}
+    out["b"]["mean_cb"], out["b"]["mean_cr"] = float(m[0]), float(m[1])
+    return out
+
+
+# ----------------------------------------------------------------------------- chroma gain
+def _raw_chroma(model: torch.nn.Module, rgb: torch.Tensor, task, batch: int = 1000) -> torch.Tensor:  # noqa: ANN001
+    """The model's chroma output for RGB images, with its chroma gain set to 1."""
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(rgb), batch):
+            outs.append(model(task.network_input(rgb[i:i + batch])).float())
+    return torch.cat(outs)
+
+
+def gain_curve(model: torch.nn.Module, images_u8: torch.Tensor, task) -> list[dict]:  # noqa: ANN001
+    """MSE and colorfulness of the merged prediction for each gain of GAIN_GRID."""
+    saved = model.chroma_gain.clone()
+    model.chroma_gain.fill_(1.0)
+    try:
+        rgb = images_u8.float().div(255)
+        raw = _raw_chroma(model, rgb, task)
+    finally:
+        model.chroma_gain.copy_(saved)
+    y = luma(rgb)
+    rows = []
+    for g in GAIN_GRID:
+        pred = merge_chroma(y, 0.5 + g * (raw - 0.5), task.target).clamp(0, 1)
+        rows.append({"gain": g, "mse": torch.mean((pred - rgb) ** 2).item(),
+                     "colorfulness": colorfulness(pred).mean().item(),
+                     "colorfulness_truth": colorfulness(rgb).mean().item()})
+    return rows
+
+
+def choose_gain(curve: list[dict], tolerance: float = GAIN_MSE_TOLERANCE,
+                target: float = COLORFULNESS_TARGET) -> float:
+    """The gain to use, from a validation curve (rows: gain, mse, colorfulness, colorfulness_truth).
+
+    Among gains costing at most `tolerance` extra MSE over gain 1: the smallest that restores
+    `target` of the ground truth's colorfulness (saturation bought at the least MSE); if none
+    does, the most saturating one.
+    """
+    limit = curve[0]["mse"] * (1 + tolerance)
+    allowed = [r for r in curve if r["mse"] <= limit]
+    enough = [r for r in allowed if r["colorfulness"] >= target * r.get("colorfulness_truth", float("inf"))]
+    if enough:
+        return min(enough, key=lambda r: r["gain"])["gain"]
+    return max(allowed, key=lambda r: r["colorfulness"])["gain"]
+
+
+def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
+    """Pick the chroma gain of a finished U-Net chroma run on its validation split, store it.
+
+    Writes the gain into best.pt, the curve into chroma_gain.json and the test metrics of the
+    calibrated model into test_metrics.json (the gain-1 figures are kept as `gain1_*`), so
+    `cae eval` and `cae colorize` see the calibrated model. Done once (skipped when recorded).
+    """
+    from cae.core.device import resolve_precision
+    from cae.core.train import evaluate, gather_split, load_run, recorded_precision
+
+    metrics = runs.read_json(run_dir / runs.TEST_METRICS, ("mse",))
+    if "chroma_gain" in metrics:
+        return metrics
+    model, cfg, task = load_run(run_dir, "cpu")
+    if not hasattr(model, "chroma_gain") or task.target == "rgb":
+        return metrics
+    split = runs.load_split(run_dir / runs.SPLIT)
+    curve = gain_curve(model, data.images[split["val"]], task)
+    gain = choose_gain(curve)
+    model.chroma_gain.fill_(gain)
+    amp = resolve_precision(recorded_precision(run_dir), torch.device("cpu"))
+    test = evaluate(model, gather_split(data.images, split["test"]), task, cfg.train.eval_batch_size, amp, full=True)
+    runs.write_json(run_dir / GAIN_FILE, {"chosen": gain, "tolerance": GAIN_MSE_TOLERANCE, "target": COLORFULNESS_TARGET, "split": "val",
+                                          "curve": curve})
+    runs.save_torch(run_dir / runs.BEST, model.state_dict())
+    new = {**metrics, **test, "chroma_gain": gain,
+           **{f"gain1_{k}": metrics[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
+    runs.write_json(run_dir / runs.TEST_METRICS, new)
+    log(f"{run_dir}: chroma gain {gain:.2f} (validation); test mse {metrics['mse']:.5f} -> {test['mse']:.5f}, "
+        f"colorfulness {metrics['colorfulness']:.1f} -> {test['colorfulness']:.1f} "
+        f"(truth {test['colorfulness_truth']:.1f})")
+    return new
+
+
+def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001
+                   grid: tuple[float, ...], batch: int = 250) -> list[dict]:
+    """MSE and colorfulness of the merged prediction for each decoding strength of `grid`:
+    `param` 'chroma_gain' (a regression head's chroma scaled around gray) or 'temperature' (a
+    classifier's annealed mean). The network runs once per batch; only the decoding repeats."""
+    from cae.core.unet import annealed_mean
+
+    sse, col = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
+    truth = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(images_u8), batch):
+            rgb = images_u8[i:i + batch].float().div(255)
+            raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
+            truth += colorfulness(rgb).sum().item()
+            for j, v in enumerate(grid):
+                c = _upsample(annealed_mean(raw, model.centres, v), rgb) if param == "temperature" \
+                    else 0.5 + v * (raw - 0.5)
+                pred = merge_chroma(y, c, task.target).clamp(0, 1)
+                sse[j] += torch.sum((pred - rgb) ** 2).item()
+                col[j] += colorfulness(pred).sum().item()
+    n = len(images_u8)
+    return [{param: v, "mse": sse[j].item() / (n * 3 * images_u8.shape[2] * images_u8.shape[3]),
+             "colorfulness": col[j].item() / n, "colorfulness_truth": truth / n} for j, v in enumerate(grid)]
+
+
+def _upsample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(c, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def choose_decoding(curve: list[dict], param: str, tolerance: float, target: float) -> float:
+    """The decoding strength to use, from a validation curve: among those within `tolerance`
+    extra MSE over the curve's best, the least colourful restoring `target` of the truth's
+    colorfulness (saturation bought at the least MSE); if none does, the most colourful."""
+    limit = min(r["mse"] for r in curve) * (1 + tolerance)
+    allowed = [r for r in curve if r["mse"] <= limit]
+    enough = [r for r in allowed if r["colorfulness"] >= target * r["colorfulness_truth"]]
+    pick = min(enough, key=lambda r: r["colorfulness"]) if enough else max(allowed, key=lambda r: r["colorfulness"])
+    return pick[param]
+
+
+def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print) -> dict:  # noqa: ANN001
+    """train_run's calibration (color.calibrate): pick the decoding of a trained colorizer on the
+    validation split, set it in `model` (saved to best.pt) and return the test metrics at the
+    default decoding (gain 1 / temperature 1) as `default_*`, for comparison."""
+    from cae.core.distributed import shard as _shard
+    from cae.core.train import evaluate
+
+    param, grid = ("temperature", TEMPERATURE_GRID) if p.task.bins else ("chroma_gain", GAIN_GRID)
+    c = p.cfg.color
+    curve = decoding_curve(model, p.val, p.task, param, grid)
+    chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
+    base = evaluate(model, _shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
+    getattr(model, param).fill_(chosen)
+    if d.main:
+        runs.write_json(out / DECODING_FILE, {"param": param, "chosen": chosen, "split": "val",
+                                              "tolerance": c.mse_tolerance, "target": c.colorfulness_target,
+                                              "curve": curve})
+        runs.save_torch(out / runs.BEST, model.state_dict())
+        log(f"{out}: {param} {chosen:g} (validation); default test mse {base['mse']:.5f}, colorfulness "
+            f"{base['colorfulness']:.1f} (truth {base['colorfulness_truth']:.1f})")
+    return {param: chosen, **{f"default_{k}": base[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
+
+
+# ----------------------------------------------------------------------------- the study
+def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int = 0, data: Cifar10 | None = None,
+                           data_dir: str | Path | None = None, photos: str | Path | None = "auto",
+                           log: Log = print) -> dict:
+    """Train the colorization runs into `out`, compute baselines, write tables, samples, shortcomings.
+
+    `epochs` / `limit` override every run's (quick mode); finished runs are skipped, so a
+    second call only redoes the (cheap) tables. `photos`: a folder of real photos the best run
+    is also scored on (`cae.colorize.evaluate_photos`, into out/photos/); 'auto' = the default
+    folder when present, None = none. Returns {"runs", "baselines", "rows", "photos"}.
+    """
+    from cae import train_run
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = data if data is not None else load_cifar10(data_dir)
+    results: dict[str, dict] = {}
+    for name, cfg in study_runs().items():
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        cfg.data.limit = limit
+        if data_dir is not None:
+            cfg.data.dir = str(data_dir)
+        log(f"colorization: {name} ({cfg.arch}, target {cfg.target}, {cfg.train.epochs} epochs)")
+        train_run(cfg, out / name, progress=False, data=data, log=log)
+        if name == "best" and not cfg.color.calibrate:  # a calibrating config did it in train_run
+            calibrate_gain(out / name, data, log)
+        results[name] = runs.read_json(out / name / runs.TEST_METRICS, ("mse",))
+
+    split = runs.load_split(out / "best" / runs.SPLIT)  # the baselines use the runs' own test images
+    baselines = compute_baselines(data.images[split["train"]], data.images[split["test"]])
+    runs.write_json(out / BASELINES, baselines)
+    rows = result_rows(results, baselines)
+    _write_tables(out, rows)
+    _write_samples(out, data.images[split["test"][:SAMPLE_COUNT]], list(results), baselines["b"])
+    photo_res = _study_photos(out, photos, log)
+    runs.atomic_write_text(out / "shortcomings.md", shortcomings(rows, results, baselines, out, photo_res))
+    log(f"colorization: wrote {out / 'results.md'}, {out / 'samples.png'}, {out / 'shortcomings.md'}")
+    return {"runs": results, "baselines": baselines, "rows": rows, "photos": photo_res}
+
+
+def _study_photos(out: Path, photos: str | Path | None, log: Log) -> dict | None:
+    """The best run scored on a folder of real photos (None when there is no folder)."""
+    from cae.apps.colorize import default_photos_dir, evaluate_photos
+
+    folder = default_photos_dir() if photos == "auto" else photos
+    if not folder:
+        return None
+    return evaluate_photos(folder, out / "photos", model_dir=out / "best", log=log)
+
+
+FIELDS = ("name", "target", "arch", "params", "latent_size", "mse", "psnr", "ssim", "chroma_mse", "colorfulness",
+          "colorfulness_truth", "colorfulness_ratio", "beats_a", "beats_b")
+
+
+def result_rows(results: dict[str, dict], baselines: dict[str, dict]) -> list[dict]:
+    """One row per baseline and run (FIELDS), in table order."""
+    rows = []
+    for key, label in BASELINE_NAMES.items():
+        rows.append(_row(label, "-", "-", 0, 0, baselines[key], baselines))
+    for name, m in results.items():
+        rows.append(_row(name, m.get("target", ""), m.get("arch", ""), m.get("params", 0), m.get("latent_size", 0),
+                         m, baselines))
+        param = next((k for k in ("chroma_gain", "temperature") if k in m), None)
+        if param:  # the same model at the default decoding (before calibration), for comparison
+            prefix, label = ("gain1_" if "gain1_mse" in m else "default_"), DECODING_LABELS[param]
+            before = {k: m[f"{prefix}{k}"] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}
+            before["colorfulness_truth"] = m["colorfulness_truth"]
+            rows.append(_row(f"{name} ({label} 1)", m["target"], m["arch"], m["params"], m["latent_size"], before,
+                             baselines))
+            rows[-2]["name"] = f"{name} ({label} {m[param]:.2f})"
+    return rows
+
+
+def _row(name: str, target: str, arch: str, params: int, latent: int, m: dict, baselines: dict) -> dict:
+    ratio = m["colorfulness"] / m["colorfulness_truth"] if m["colorfulness_truth"] else math.nan
+    is_baseline = name in BASELINE_NAMES.values()
+    return {"name": name, "target": target, "arch": arch, "params": params, "latent_size": latent,
+            "mse": m["mse"], "psnr": m["psnr"], "ssim": m["ssim"], "chroma_mse": m["chroma_mse"],
+            "colorfulness": m["colorfulness"], "colorfulness_truth": m["colorfulness_truth"],
+            "colorfulness_ratio": ratio,
+            "beats_a": "-" if is_baseline else ("yes" if m["mse"] < baselines["a"]["mse"] else "no"),
+            "beats_b": "-" if is_baseline else ("yes" if m["mse"] < baselines["b"]["mse"] else "no")}
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) >= 1 else f"{v:.5f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _write_tables(out: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    runs.atomic_write_text(out / "results.csv", buf.getvalue())
+    head = ["name", "target", "arch", "params", "latent", "MSE", "PSNR dB", "SSIM", "chroma MSE", "colorfulness",
+            "truth", "ratio", "beats (a)", "beats (b)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        vals = [_fmt(r[k]) for k in FIELDS]
+        vals[11] = f"{r['colorfulness_ratio']:.0%}"
+        vals[7] = f"{r['ssim']:.4f}"
+        vals[6] = f"{r['psnr']:.2f}"
+        lines.append("| " + " | ".join(vals) + " |")
+    text = ("# Colorization results (test split)\n\nMSE, PSNR, SSIM on RGB in [0, 1]; chroma MSE on YCbCr Cb/Cr; "
+            "colorfulness: Hasler & Suesstrunk (0-255 scale), ratio = prediction / ground truth.\n\n"
+            + "\n".join(lines) + "\n")
+    runs.atomic_write_text(out / "results.md", text)
+
+
+def _write_samples(out: Path, images_u8: torch.Tensor, names: list[str], base_b: dict) -> None:
+    """gray / baseline (b) / each model / truth for the same test images."""
+    from cae.core.plots import save_grid
+    from cae.core.train import load_run
+
+    rgb = images_u8.float().div(255)
+    m = torch.tensor([base_b["mean_cb"], base_b["mean_cr"]])
+    rows, labels = [luma(rgb)], ["gray input"]
+    rows.append(baseline_predictions(rgb, m)["b"].clamp(0, 1))
+    labels.append("(b) mean chroma")
+    for name in names:
+        model, _, task = load_run(out / name, "cpu")
+        with torch.inference_mode():
+            rows.append(task.predict_rgb(model, rgb).clamp(0, 1))
+        labels.append(name)
+    rows.append(rgb)
+    labels.append("ground truth")
+    save_grid(rows, labels, out / "samples.png")
+
+
+# ----------------------------------------------------------------------------- write-up
+def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, out: Path,
+                 photos: dict | None = None) -> str:
+    """The shortcomings paragraphs, generated from the measured figures (and `evaluate_photos`'s)."""
+    by = {r["name"]: r for r in rows}
+    a, b = baselines["a"], baselines["b"]
+    calibrated = [r for r in rows if r["name"].startswith("best (") and not r["name"].endswith(" 1)")]
+    best_row = calibrated[0] if calibrated else by.get("best")
+    before = next((r for r in rows if r["name"].startswith("best (") and r["name"].endswith(" 1)")), None)
+    rgb, chrom, lab = by.get("rgb"), by.get("chroma"), by.get("lab")
+
+    def verdict(r: dict | None) -> str:
+        if r is None:
+            return "not run"
+        beats = [x for x, k in (("(a)", "beats_a"), ("(b)", "beats_b")) if r[k] == "yes"]
+        fails = [x for x, k in (("(a)", "beats_a"), ("(b)", "beats_b")) if r[k] == "no"]
+        s = f"MSE {r['mse']:.5f}"
+        if beats:
+            s += f", beating baseline {' and '.join(beats)}"
+        if fails:
+            s += f"{' but' if beats else ','} NOT beating baseline {' or '.join(fails)}"
+        return s
+
+    p = ["# Shortcomings of the colorizers\n",
+         f"Figures are test-split figures from `results.md`. Baselines: (a) the gray image, MSE {a['mse']:.5f}; "
+         f"(b) the gray image with the training split's mean chrominance, MSE {b['mse']:.5f}.\n"]
+    if rgb and chrom:
+        p.append(
+            "**Why the RGB-output reference loses.** Asked to output RGB, the reference CAE "
+            f"({rgb['params']:,} parameters) reaches {verdict(rgb)}. Its 1,024-value bottleneck (16x8x8) must carry "
+            "the luminance as well as the colour, and the luminance is most of the signal: the decoder has to "
+            "rebuild every edge of the gray image from a 3x-compressed code"
+            + (", and the error it makes on the luminance alone exceeds what colour could gain over the gray "
+               "image. " if rgb["beats_a"] == "no" else ", which costs more than the colour gains. ")
+            + "In chroma mode the network predicts only Cb/Cr and "
+            "the given luma is merged back exactly, so nothing of the luminance is lost: the same net reaches "
+            f"{verdict(chrom)} (YCbCr target)" + (f" and {verdict(lab)} (Lab target)" if lab else "") + ".\n")
+    if best_row is not None:
+        p.append(_desaturation_text(rows, results.get("best", {}), best_row, before, out / "best"))
+    if best_row is not None and chrom:
+        p.append(
+            "**Colour is ambiguous given luminance.** A car, a shirt or a bird of the same gray can be any "
+            "colour; no loss on a single target can recover it. Even the best model's chroma MSE "
+            f"({best_row['chroma_mse']:.5f}) is {best_row['chroma_mse'] / b['chroma_mse']:.0%} of the mean-chroma "
+            f"baseline's ({b['chroma_mse']:.5f}): "
+            + ("most of the colour variance is left unexplained; what the net learns are the frequent, "
+               "predictable colours (sky, vegetation, water), as samples.png shows.\n"
+               if best_row["chroma_mse"] > 0.5 * b["chroma_mse"] else "about half of the colour variance is "
+               "explained; the rest is the ambiguity itself.\n"))
+        p.append(
+            "**Small receptive field of the reference net.** Each output pixel of the reference CAE depends on at "
+            "most 24x24 input pixels (3x3 convolutions, two poolings; the effective field is much smaller) through "
+            "8-16 channels: too little to tell what an object is, which is what decides "
+            f"its colour; it reaches {verdict(chrom)} in chroma mode. Tried against it: the U-Net "
+            f"({best_row['arch']}, {best_row['params']:,} parameters) whose bottleneck at 1/8 of the side sees the "
+            f"whole 32x32 image, with skip connections that keep edges sharp, trained "
+            f"{results['best'].get('epochs', '?')} epochs (CPU budget; the reference runs had 10): "
+            f"{verdict(best_row)} (colorfulness {best_row['colorfulness_ratio']:.0%} of the truth's)"
+            + (f"; {before['mse']:.5f} before the chroma gain" if before else "") + ".\n")
+    p.append(_photos_text(photos))
+    return "\n".join(p)
+
+
+def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | None, run: Path) -> str:
+    """Why MSE desaturates, and what the best run's decoding bought (its calibration's figures)."""
+    from cae.core.config import load_config
+
+    c = load_config(run / runs.CONFIG).color if (run / runs.CONFIG).is_file() else None
+    classes = c is not None and c.decoder == "classes"
+    ratios = ", ".join(f"{r['name']} {r['colorfulness_ratio']:.0%}" for r in rows)
+    text = ("**Desaturation.** Trained with MSE, a colorizer predicts the conditional mean colour of what it "
+            f"sees; where a region could be red or blue it predicts the grayish average. Colorfulness "
+            f"(prediction / ground truth): {ratios}. ")
+    if classes:
+        text += (f"The best run is a classifier over {c.bins}x{c.bins} (Cb, Cr) bins (Zhang et al. 2016"
+                 + (f", class rebalancing {c.rebalance:g}" if c.rebalance else ", no class rebalancing")
+                 + ") decoded by the annealed mean softmax(logits / T): T = 1 is the predicted distribution's "
+                 "mean, a smaller T leans towards its mode where the net is sure and stays near the mean where "
+                 "it is not, instead of saturating every pixel alike as a fixed gain does. ")
+    param = "temperature" if "temperature" in m else "chroma_gain" if "chroma_gain" in m else None
+    if param and before is not None and c is not None:
+        text += (f"{DECODING_LABELS[param].capitalize()} {m[param]:.2f} was chosen on the validation split "
+                 f"(the least vivid restoring {c.colorfulness_target:.0%} of the truth's colorfulness within "
+                 f"{c.mse_tolerance:.0%} extra MSE, else the most vivid within it): colorfulness "
+                 f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
+                 f"{before['mse']:.5f} -> {best['mse']:.5f}. ")
+    elif param and before is not None:
+        text += (f"A chroma gain of {m[param]:.2f} (chosen on the validation split) gives colorfulness "
+                 f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
+                 f"{before['mse']:.5f} -> {best['mse']:.5f}. ")
+    return text + ("Near the MSE optimum any move away from the conditional mean costs MSE quadratically, so "
+                   "vividness is always bought with some MSE; the trade-off curves are in docs/colorization.md.\n")
+
+
+def _photos_text(photos: dict | None) -> str:
+    """The real-photo paragraph, from `evaluate_photos`'s result (or why there is none)."""
+    head = "**32x32 training images against real photos.** "
+    if not photos:
+        return head + ("No folder of real photos was given, so this study did not measure them; "
+                       "`cae colorize --photos DIR` scores a colorizer on one.\n")
+    s, rows = photos["summary"], photos["photos"]
+    ws = photos["working_size"]
+    fails = sorted((r for r in rows if r["gain_db"] < 0), key=lambda r: r["gain_db"])
+    text = head + (f"On {s['photos']} photos of {photos['folder']}, colorized at a working short side of "
+                   f"{ws if ws else 'native size'}{' px' if ws else ''} (the chroma predicted on a downscaled "
+                   "copy, upsampled and merged with the photo's own luma), the PSNR against the photo is "
+                   f"{s['mean_gain_db']:+.2f} dB over the gray copy on average, from {s['worst_gain_db']:+.2f} dB "
+                   f"({s['worst']}) to {s['best_gain_db']:+.2f} dB ({s['best']}); colorfulness "
+                   f"{s['colorfulness_ratio']:.0%} of the photos'. ")
+    if fails:
+        text += (f"{len(fails)} of {len(rows)} lose to the gray copy: "
+                 + ", ".join(f"{r['name']} {r['gain_db']:+.2f} dB (colour {r['colorfulness_ratio']:.0%} of its "
+                             f"own)" for r in fails) + ". ")
+    text += _failure_pattern(rows)
+    return text + ("A net that saw only 32x32 objects must guess a colour from the gray shape of the scene; "
+                   "where it guesses a wrong hue confidently, the error costs more than gray would.\n")
+
+
+def _failure_pattern(rows: list[dict]) -> str:
+    """Whether the photos that lose most are the colourful ones (Spearman rank correlation)."""
+    if len(rows) < 4:
+        return ""
+    from scipy.stats import spearmanr
+
+    rho = spearmanr([r["colorfulness_truth"] for r in rows], [r["gain_db"] for r in rows]).statistic
+    if rho != rho:  # constant input
+        return ""
+    if rho < 0:
+        return (f"The gain falls as the photo's own colorfulness rises (Spearman {rho:+.2f}): the more "
+                "colourful a photo, the more a wrong guess of its colours costs. ")
+    return (f"The gain rises with the photo's own colorfulness (Spearman {rho:+.2f}): the dullest photos lose "
+            "most, since any colour guessed is colour they do not have. ")

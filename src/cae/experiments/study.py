@@ -1,0 +1,512 @@
+"""The architecture study (`cae sweep`): train every variant of a study file, then compare.
+
+A study file (TOML) holds defaults and variants:
+
+    epochs = 10                      # default for every variant
+    [train]                          # optional TrainConfig overrides for every variant
+    lr = 3e-3
+    [data]                           # optional DataConfig overrides (split seed, limit, ...)
+    seed = 0
+    [[variant]]
+    name = "reference"               # the run folder OUT/<name>/
+    arch = "reference"               # a preset name or a spec (see cae.core.spec)
+    axis = "reference"               # what the variant changes: depth, channels, kernel, ...
+    note = "the handout's 9-layer CAE"
+    lr = 2e-3                        # optional per-variant TrainConfig overrides
+
+Every variant's shape trace is checked before anything trains. Each variant is an ordinary run
+folder (`cae train` format), so finished ones are skipped and an interrupted one resumes.
+Afterwards: the PCA baseline (OUT/pca.json), OUT/results.csv, OUT/results.md,
+OUT/correlation.json, OUT/mse_vs_latent.png and OUT/mse_vs_params.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cae.core import runs
+from cae.core.spec import ArchInfo, expand, trace
+from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict
+from cae.errors import CaeError
+
+Log = Callable[[str], None]
+IMAGE_SIZE = 3 * 32 * 32
+STUDY_COPY = "study.toml"
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+CORRELATION = "correlation.json"
+PCA_JSON = "pca.json"
+COLUMNS = ("name", "axis", "arch", "latent_shape", "latent_size", "compression", "params", "macs", "epochs",
+           "train_seconds", "val_mse", "test_mse", "psnr", "ssim", "pca_mse", "ratio_to_pca", "kind", "note")
+INT_COLUMNS = {"latent_size", "params", "macs", "epochs"}
+TEXT_COLUMNS = {"name", "axis", "arch", "latent_shape", "kind", "note"}
+TOP_KEYS = {"title", "description", "epochs", "train", "data", "variant"}
+VARIANT_KEYS = {"name", "arch", "axis", "note"}
+TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
+PCA_GRID = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072)  # the PCA line of the plot
+
+
+@dataclass
+class Variant:
+    """One architecture of the study, with its full run config and shape trace."""
+
+    name: str
+    arch: str
+    axis: str
+    note: str
+    cfg: RunConfig
+    info: ArchInfo
+
+    @property
+    def cost(self) -> float:
+        """Relative training cost: multiply-adds per image times epochs."""
+        return float(self.info.macs) * self.cfg.train.epochs
+
+
+@dataclass
+class Study:
+    """A parsed, validated study file."""
+
+    path: Path
+    text: str
+    title: str
+    variants: list[Variant] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- the study file
+SHIPPED_STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def study_file(name: str | Path) -> Path:
+    """A study file: a path, or the name of one shipped with cae ('architecture' or
+    'architecture.toml', from `cae/studies/`)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_STUDIES / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if shipped.is_file() and len(path.parts) <= 2:  # a bare name, or the old repo path studies/NAME
+        return shipped
+    have = ", ".join(sorted(p.stem for p in SHIPPED_STUDIES.glob("*.toml"))) or "none"
+    raise CaeError(f"study file {path} not found; pass an existing .toml file or a shipped study ({have})")
+
+
+def load_study(path: str | Path, epochs: int | None = None, limit: int | None = None,
+               data_dir: str | None = None) -> Study:
+    """Read and validate a study file; every variant is traced, an impossible one refused by name.
+
+    `epochs`, `limit` and `data_dir` (the CLI flags) override the file for every variant.
+    """
+    path = study_file(path)
+    text = path.read_text()
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CaeError(f"study file {path} is not valid TOML: {e}") from None
+    _no_unknown(d, TOP_KEYS, f"study {path}")
+    base = RunConfig(task="reconstruct")
+    base.train = dataclass_from_dict(TrainConfig, {**d.get("train", {}), **({"epochs": d["epochs"]} if "epochs" in d else {})},
+                            f"study {path} [train]")
+    base.data = dataclass_from_dict(DataConfig, d.get("data", {}), f"study {path} [data]")
+    if data_dir is not None:
+        base.data.dir = str(data_dir)
+    if limit is not None:
+        base.data.limit = limit
+    entries = d.get("variant", [])
+    if not isinstance(entries, list) or not entries:
+        raise CaeError(f"study {path} has no [[variant]] entries; add at least one with a name and an arch")
+    study = Study(path, text, str(d.get("title", path.stem)))
+    seen: set[str] = set()
+    for i, v in enumerate(entries, 1):
+        where = f"study {path}, variant {i}"
+        if not isinstance(v, dict):
+            raise CaeError(f"{where}: expected a [[variant]] table")
+        _no_unknown(v, VARIANT_KEYS | TRAIN_KEYS, where)
+        name, arch = v.get("name"), v.get("arch")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise CaeError(f"{where}: name {name!r} must be a folder-safe word (letters, digits, . _ -)")
+        if name in seen or name.startswith("pca-"):
+            raise CaeError(f"{where}: name {name!r} is {'reserved' if name.startswith('pca-') else 'used twice'}; "
+                           "give every variant its own name")
+        seen.add(name)
+        if not isinstance(arch, str) or not arch.strip():
+            raise CaeError(f"{where} ({name}): needs an arch (a preset name or a spec)")
+        cfg = copy.deepcopy(base)
+        cfg.arch = arch
+        overrides = {k: v[k] for k in v if k in TRAIN_KEYS}
+        cfg.train = dataclass_from_dict(TrainConfig, {**_asdict(base.train), **overrides}, f"{where} ({name})")
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        try:
+            cfg.validate()
+            info = trace(arch)
+        except CaeError as e:
+            raise CaeError(f"study {path}: variant {name!r} is refused: {e}") from None
+        study.variants.append(Variant(name, arch, str(v.get("axis", "")), str(v.get("note", "")), cfg, info))
+    return study
+
+
+def _no_unknown(d: dict, known: set[str], where: str) -> None:
+    unknown = set(d) - known
+    if unknown:
+        raise CaeError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+
+
+def _asdict(obj: Any) -> dict:
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
+# ----------------------------------------------------------------------------- running
+def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None, limit: int | None = None,
+              data_dir: str | None = None, force: bool = False, *, progress: bool = True,
+              log: Log = print) -> list[dict]:
+    """Train every variant of a study into OUT/<name>/, then write the comparison; returns its rows.
+
+    Finished variants are skipped (unless `force`), an interrupted one resumes. The variants are
+    all validated first, so a typo in the last one does not surface after an hour of training.
+    """
+    from cae import train_run
+    from cae.core.data import load_cifar10
+
+    study = load_study(study_path, epochs, limit, data_dir)
+    out = Path(out)
+    with runs.RunLock(out):
+        runs.atomic_write_text(out / STUDY_COPY, study.text)
+        for v in study.variants:
+            _check_finished_matches(v, out / v.name, force)
+        n = len(study.variants)
+        total_macs = sum(v.info.macs for v in study.variants)
+        log(f"study {study.title}: {n} variants, {total_macs / 1e6:.1f}M multiply-adds per image in all -> {out}")
+        data = load_cifar10(data_dir or study.variants[0].cfg.data.dir or None)
+        start = time.perf_counter()
+        done_cost = done_seconds = 0.0
+        for i, v in enumerate(study.variants, 1):
+            run_dir = out / v.name
+            elapsed = time.perf_counter() - start
+            remaining = sum(w.cost for w in study.variants[i - 1:])
+            eta = f"{remaining * done_seconds / done_cost:.0f}s" if done_cost else "unknown until one variant is timed"
+            if runs.is_finished(run_dir) and not force:
+                secs = float(runs.read_json(run_dir / runs.TEST_METRICS).get("train_seconds", 0.0))
+                log(f"variant {i}/{n} {v.name}: finished already, skipped (elapsed {elapsed:.0f}s)")
+                if secs > 0:
+                    done_cost, done_seconds = done_cost + v.cost, done_seconds + secs
+                continue
+            log(f"variant {i}/{n} {v.name}: elapsed {elapsed:.0f}s, estimated remaining {eta} "
+                f"({v.info.macs / 1e6:.2f}M MACs x {v.cfg.train.epochs} epochs)")
+            t0 = time.perf_counter()
+            train_run(v.cfg, run_dir, force=force, progress=progress, data=data, log=log)
+            done_cost, done_seconds = done_cost + v.cost, done_seconds + time.perf_counter() - t0
+        log(f"all {n} variants trained in {time.perf_counter() - start:.0f}s; PCA baseline and results next")
+        return write_results(study, out, data, force=force, log=log)
+
+
+def _check_finished_matches(v: Variant, run_dir: Path, force: bool) -> None:
+    """A finished run trained with other settings (e.g. an earlier --limit) must not be reused silently."""
+    if force or not runs.is_finished(run_dir):
+        return
+    from cae.core.config import load_config
+
+    saved, mine = load_config(run_dir / runs.CONFIG).to_dict(), v.cfg.to_dict()
+    for d in (saved, mine):
+        d.pop("world_size")
+        d["train"].pop("device")
+        d["data"].pop("dir")
+    if saved != mine:
+        diff = [f"{k}" for k in mine if mine[k] != saved[k]]
+        raise CaeError(f"variant {v.name!r}: the finished run {run_dir} was trained with other settings "
+                       f"({', '.join(diff)} differ); use another --out, the same flags, or --force to retrain")
+
+
+# ----------------------------------------------------------------------------- PCA baseline
+def pca_results(study: Study, out: Path, data: Any, force: bool = False, log: Log = print) -> dict[int, dict]:
+    """PCA test metrics for the study's latent sizes and the plot grid, cached in OUT/pca.json."""
+    from cae.core.data import split_indices
+    from cae.experiments.pca import evaluate_pca, fit_pca
+
+    dcfg = study.variants[0].cfg.data
+    ks = sorted({min(v.info.latent_size, IMAGE_SIZE) for v in study.variants} | set(PCA_GRID))
+    key = {"split_seed": dcfg.seed, "limit": dcfg.limit}
+    cache = out / PCA_JSON
+    if cache.is_file() and not force:
+        saved = runs.read_json(cache)
+        have = {int(k): r for k, r in saved.get("results", {}).items()}
+        if all(saved.get(k) == val for k, val in key.items()) and set(ks) <= set(have):
+            return have
+    split = split_indices(data.labels, dcfg.seed, dcfg.limit)
+    t0 = time.perf_counter()
+    fit = fit_pca(data.images[split["train"]])
+    results = evaluate_pca(fit, data.images[split["test"]], ks)
+    explained = (fit.variances.cumsum(0) / fit.variances.sum()).tolist()
+    runs.write_json(cache, {**key, "n_train": len(split["train"]), "n_test": len(split["test"]),
+                            "seconds": time.perf_counter() - t0,
+                            "explained_variance": {str(k): explained[min(k, fit.max_k) - 1] for k in ks},
+                            "results": {str(k): {m: _finite(r[m]) for m in ("mse", "psnr", "ssim", "k")}
+                                        for k, r in results.items()}})
+    log(f"PCA fitted on {len(split['train'])} training images in {time.perf_counter() - t0:.0f}s: " +
+        ", ".join(f"PCA-{k} {results[k]['mse']:.5f}" for k in (64, 128, 256, 512, 1024) if k in results))
+    return {k: {m: _finite(r[m]) for m in ("mse", "psnr", "ssim", "k")} for k, r in results.items()}
+
+
+def _finite(x: Any) -> Any:
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+# ----------------------------------------------------------------------------- statistics
+def correlation(x: list[float], y: list[float]) -> dict[str, Any]:
+    """Pearson and Spearman correlation of log x and log y (scipy.stats); None where n < 3."""
+    from scipy import stats
+
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    n = len(lx)
+    if n < 3 or np.ptp(lx) == 0 or np.ptp(ly) == 0:
+        return {"pearson_r": None, "pearson_p": None, "spearman_r": None, "spearman_p": None, "n": n}
+    p, s = stats.pearsonr(lx, ly), stats.spearmanr(lx, ly)
+    return {"pearson_r": float(p.statistic), "pearson_p": float(p.pvalue),
+            "spearman_r": float(s.statistic), "spearman_p": float(s.pvalue), "n": n}
+
+
+# ----------------------------------------------------------------------------- results
+def variant_row(v: Variant, run_dir: Path, pca: dict[int, dict]) -> dict[str, Any]:
+    """One results row from a finished run folder and the PCA figures."""
+    m = runs.read_json(run_dir / runs.TEST_METRICS, ("mse", "psnr", "ssim", "val_mse"))
+    k = min(v.info.latent_size, IMAGE_SIZE)
+    pca_mse = pca[k]["mse"]
+    return {"name": v.name, "axis": v.axis, "arch": expand(v.arch), "kind": "conv", "note": v.note,
+            "latent_shape": "x".join(map(str, v.info.latent_shape)), "latent_size": v.info.latent_size,
+            "compression": IMAGE_SIZE / v.info.latent_size, "params": v.info.params, "macs": v.info.macs,
+            "epochs": int(m.get("epochs", v.cfg.train.epochs)), "train_seconds": m.get("train_seconds"),
+            "val_mse": m["val_mse"], "test_mse": m["mse"], "psnr": m["psnr"], "ssim": m["ssim"],
+            "pca_mse": pca_mse, "ratio_to_pca": m["mse"] / pca_mse if pca_mse else None}
+
+
+def pca_rows(study: Study, pca: dict[int, dict]) -> list[dict[str, Any]]:
+    """The `pca-<k>` rows: one per latent size of the study (k capped at 3072)."""
+    rows = []
+    for k in sorted({min(v.info.latent_size, IMAGE_SIZE) for v in study.variants}):
+        r = pca[k]
+        rows.append({"name": f"pca-{k}", "axis": "pca", "arch": f"PCA, top {k} components", "kind": "pca",
+                     "latent_shape": str(k), "latent_size": k, "compression": IMAGE_SIZE / k,
+                     "test_mse": r["mse"], "psnr": r["psnr"], "ssim": r["ssim"], "pca_mse": r["mse"],
+                     "ratio_to_pca": 1.0, "note": "linear baseline fitted on the training split" + (
+                         f" (only {r['k']} components: fewer training images than {k})" if r["k"] < k else "")})
+    return rows
+
+
+def write_results(study: Study, out: Path, data: Any, force: bool = False, log: Log = print) -> list[dict]:
+    """PCA baseline, results.csv/.md, correlation.json and the plots from the finished runs."""
+    pca = pca_results(study, out, data, force, log)
+    conv = [variant_row(v, out / v.name, pca) for v in study.variants]
+    rows = conv + pca_rows(study, pca)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: _cell(r.get(c)) for c in COLUMNS})
+    runs.atomic_write_text(out / RESULTS_CSV, buf.getvalue())
+    corr = correlation([r["latent_size"] for r in conv], [r["test_mse"] for r in conv])
+    corr_p = correlation([r["params"] for r in conv], [r["test_mse"] for r in conv])
+    corr = {"x": "log latent_size", "y": "log test_mse", **corr, "params": {"x": "log params", **corr_p}}
+    runs.write_json(out / CORRELATION, corr)
+    log(_corr_line("log latent size", corr) + "\n" + _corr_line("log parameters", corr_p))
+    write_plots(rows, pca, out)
+    write_markdown(study, rows, pca, corr, out)
+    log(f"wrote {out / RESULTS_CSV}, {out / RESULTS_MD}, {out / CORRELATION}, mse_vs_latent.png, mse_vs_params.png")
+    return rows
+
+
+def _corr_line(what: str, c: dict) -> str:
+    if c["pearson_r"] is None:
+        return f"correlation of {what} with log test MSE: too few variants (n={c['n']})"
+    return (f"correlation of {what} with log test MSE (n={c['n']}): Pearson r {c['pearson_r']:+.3f} "
+            f"(p {c['pearson_p']:.2g}), Spearman rho {c['spearman_r']:+.3f} (p {c['spearman_p']:.2g})")
+
+
+def _cell(x: Any) -> Any:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return x
+
+
+# ----------------------------------------------------------------------------- plots
+def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
+    """mse_vs_latent.png (log-log, labelled points, the PCA line) and mse_vs_params.png."""
+    from cae.core.plots import save_figure  # first: it selects the Agg backend
+
+    import matplotlib.pyplot as plt
+
+    conv = [r for r in rows if r["kind"] == "conv"]
+    axes_names = sorted({r["axis"] or "-" for r in conv})
+    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(axes_names)}
+    for x_key, fname, xlabel in (("latent_size", "mse_vs_latent.png", "latent size (values per image)"),
+                                 ("params", "mse_vs_params.png", "parameters")):
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        for a in axes_names:
+            pts = [r for r in conv if (r["axis"] or "-") == a]
+            ax.scatter([r[x_key] for r in pts], [r["test_mse"] for r in pts], color=colours[a], label=a, zorder=3)
+        for r in conv:
+            ax.annotate(r["name"], (r[x_key], r["test_mse"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        if x_key == "latent_size":
+            line = sorted((k, p["mse"]) for k, p in pca.items() if p["mse"] and p["mse"] > 0)
+            ax.plot([k for k, _ in line], [m for _, m in line], "k--", lw=1, label="PCA (same latent size)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test MSE (pixels in [0, 1])")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7, title="axis", title_fontsize=7)
+        save_figure(fig, out / fname, dpi=120)
+
+
+# ----------------------------------------------------------------------------- results.md
+def _f(x: Any, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def strength(r: float) -> str:
+    """A correlation's strength in words: |r| >= 0.7 strong, 0.4 moderate, 0.1 weak, else negligible."""
+    a = abs(r)
+    for limit, word in ((0.7, "strong"), (0.4, "moderate"), (0.1, "weak")):
+        if a >= limit:
+            return word
+    return "negligible"
+
+
+def _still_learning(out: Path, names: list[str]) -> tuple[int, float]:
+    """How many runs had their best validation at the last epoch, and the median last-epoch drop (%)."""
+    last_best, drops = 0, []
+    for name in names:
+        path = out / name / runs.METRICS
+        if not path.is_file():
+            continue
+        rows = runs.read_metrics_csv(path)
+        vals = [r["val_mse"] for r in rows]
+        last_best += int(vals[-1] <= min(vals))
+        if len(vals) >= 2:
+            drops.append(100 * (vals[-2] - vals[-1]) / vals[-2])
+    return last_best, float(np.median(drops)) if drops else float("nan")
+
+
+def conclusion(rows: list[dict], corr: dict, out: Path) -> str:
+    """A paragraph of conclusions, every number taken from the results."""
+    conv = [r for r in rows if r["kind"] == "conv"]
+    parts = []
+    if corr["pearson_r"] is not None:
+        sign = "falls" if corr["pearson_r"] < 0 else "rises"
+        parts.append(f"Across the {corr['n']} conv variants, log test MSE {sign} with log latent size: Pearson r = "
+                     f"{corr['pearson_r']:+.2f} (p = {corr['pearson_p']:.2g}), Spearman rho = {corr['spearman_r']:+.2f} "
+                     f"(p = {corr['spearman_p']:.2g}), a {strength(corr['pearson_r'])} "
+                     f"{'negative' if corr['pearson_r'] < 0 else 'positive'} correlation.")
+        cp = corr["params"]
+        if cp["pearson_r"] is not None:
+            parts.append(f"Against log parameters the correlation is {strength(cp['pearson_r'])} "
+                         f"(Pearson r = {cp['pearson_r']:+.2f}, Spearman rho = {cp['spearman_r']:+.2f}).")
+    ref = next((r for r in conv if r["axis"] == "reference" or r["name"] == "reference"), None)
+    if ref:
+        effects = []
+        for axis in sorted({r["axis"] for r in conv} - {"reference", ""}):
+            ratios = sorted((r["test_mse"] / ref["test_mse"], r["name"]) for r in conv if r["axis"] == axis)
+            swing = max(abs(math.log(q)) for q, _ in ratios)
+            effects.append((swing, axis, ratios))
+        effects.sort(reverse=True)
+        if effects:
+            parts.append(f"Relative to the reference (test MSE {ref['test_mse']:.5f}), the axes ranked by their largest "
+                         "effect: " + "; ".join(
+                             f"{axis} ({', '.join(f'{n} x{q:.2f}' for q, n in ratios)})"
+                             for _, axis, ratios in effects) + ".")
+    with_pca = [r for r in conv if r["ratio_to_pca"] is not None]
+    if with_pca:
+        best = min(with_pca, key=lambda r: r["ratio_to_pca"])
+        beat = [r for r in with_pca if r["ratio_to_pca"] < 1]
+        small = [r for r in with_pca if r["latent_size"] <= 256]
+        parts.append(f"CAE/PCA test-MSE ratios range from {best['ratio_to_pca']:.2f} ({best['name']}) to "
+                     f"{max(r['ratio_to_pca'] for r in with_pca):.2f} (median "
+                     f"{float(np.median([r['ratio_to_pca'] for r in with_pca])):.2f}); "
+                     f"{len(beat)} of {len(with_pca)} variants beat PCA at their own latent size"
+                     + (f" ({', '.join(r['name'] for r in beat)})" if beat else "") + ".")
+        if small:
+            sb = min(small, key=lambda r: r["ratio_to_pca"])
+            parts.append(f"Moonshot (a conv variant beating PCA at a latent size <= 256): "
+                         f"{'yes' if sb['ratio_to_pca'] < 1 else 'no'}; the best such ratio is "
+                         f"{sb['ratio_to_pca']:.2f} ({sb['name']}, latent {sb['latent_size']}).")
+    capped = [r for r in conv if r["latent_size"] <= 1024]
+    if capped:
+        b = min(capped, key=lambda r: r["test_mse"])
+        parts.append(f"The best variant with latent size <= 1024 is {b['name']} (latent {b['latent_shape']}, "
+                     f"{b['params']:,} parameters) at test MSE {b['test_mse']:.5f}, PSNR {b['psnr']:.2f} dB.")
+    n_last, drop = _still_learning(out, [r["name"] for r in conv])
+    limits = []
+    if conv and math.isfinite(drop):
+        limits.append(f"training length: {n_last} of {len(conv)} runs had their best validation MSE at the last "
+                      f"epoch (median drop over the final epoch {drop:.1f}%), so they were still learning")
+    cp = corr.get("params", {})
+    if cp.get("spearman_r") is not None:
+        limits.append(f"capacity: {'more' if cp['spearman_r'] < 0 else 'fewer'} parameters go with lower error "
+                      f"(Spearman rho {cp['spearman_r']:+.2f}, {strength(cp['spearman_r'])})")
+    gap = correlation([r["latent_size"] for r in with_pca], [r["ratio_to_pca"] for r in with_pca])
+    if gap["spearman_r"] is not None:
+        limits.append(f"code use: the CAE/PCA ratio {'grows' if gap['spearman_r'] > 0 else 'shrinks'} with the "
+                      f"latent size (Spearman rho {gap['spearman_r']:+.2f})"
+                      + (", so the linear code gains more from extra dimensions than the conv stacks do"
+                         if gap["spearman_r"] > 0 else ""))
+    kern = sorted((r["test_mse"], r["name"]) for r in conv if r["axis"] == "kernel")
+    if ref and kern:
+        limits.append(f"receptive field: the best kernel variant ({kern[0][1]}) reaches x{kern[0][0] / ref['test_mse']:.2f} "
+                      f"the reference's MSE, the worst ({kern[-1][1]}) x{kern[-1][0] / ref['test_mse']:.2f}")
+    if limits:
+        parts.append("What limits the conv variants: " + "; ".join(limits) + ".")
+    return " ".join(parts)
+
+
+def write_markdown(study: Study, rows: list[dict], pca: dict[int, dict], corr: dict, out: Path) -> None:
+    """results.md: the table, the PCA figures and the generated conclusion."""
+    head = ("| name | axis | latent | compression | params | MACs | epochs | train s | val MSE | test MSE | "
+            "PSNR dB | SSIM | PCA MSE | CAE/PCA |")
+    lines = [f"# Architecture study: {study.title}", "", head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["name"], r["axis"], r["latent_shape"] + (f" = {r['latent_size']}" if r["kind"] == "conv" else ""),
+            _f(r["compression"], ".1f"), _f(r.get("params"), ","), _f(r.get("macs"), ","), _f(r.get("epochs"), "d"),
+            _f(r.get("train_seconds"), ".0f"), _f(r.get("val_mse"), ".5f"), _f(r["test_mse"], ".5f"),
+            _f(r["psnr"], ".2f"), _f(r["ssim"], ".4f"), _f(r["pca_mse"], ".5f"), _f(r["ratio_to_pca"], ".2f")]) + " |")
+    lines += ["", "Architectures:", ""]
+    lines += [f"- **{r['name']}**: `{r['arch']}`" + (f" - {r['note']}" if r["note"] else "")
+              for r in rows if r["kind"] == "conv"]
+    lines += ["", "PCA baseline (fitted on the training split, test split): " + ", ".join(
+        f"PCA-{k} {p['mse']:.5f}" for k, p in sorted(pca.items()) if p["mse"] is not None) + ".", "",
+        "## Conclusion", "", conclusion(rows, corr, out), ""]
+    runs.atomic_write_text(out / RESULTS_MD, "\n".join(lines))
+
+
+def load_study_results(out: str | Path) -> list[dict]:
+    """The rows of OUT/results.csv with numbers as int/float (empty cells as None)."""
+    path = Path(out) / RESULTS_CSV
+    if not path.is_file():
+        raise CaeError(f"{path} not found; run `cae sweep STUDY.toml --out {out}` first")
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for k, v in raw.items():
+                if k in TEXT_COLUMNS or k is None:
+                    row[k] = v
+                elif v in ("", None):
+                    row[k] = None
+                else:
+                    try:
+                        row[k] = int(v) if k in INT_COLUMNS else float(v)
+                    except ValueError:
+                        raise CaeError(f"{path} is corrupt ({k} = {v!r}); rerun the sweep to rewrite it") from None
+            rows.append(row)
+    return rows

@@ -1,0 +1,88 @@
+"""The README's results table, generated from a finished `cae reproduce` folder.
+
+`cae report DIR --readme README.md` copies the few result files the table is made from into
+`docs/results/` beside the README (a snapshot that is committed) and rewrites the block between
+the README's `<!-- results:begin -->` and `<!-- results:end -->` markers. A test regenerates the
+block from the snapshot and compares, so the README cannot drift from the latest full run.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+from cae.core import runs
+from cae.errors import CaeError
+from cae.core.text import duration, number
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+SNAPSHOT = Path("docs") / "results"  # relative to the README's folder
+FILES = ("reproducibility.json", "reference/test_metrics.json", "study/results.csv", "study/correlation.json",
+         "colorize/results.csv")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _colorize_row(color: list[dict[str, str]], name: str, label: str) -> list[str]:
+    row = next((r for r in color if r["name"].split(" (")[0] == name), None)  # "best (gain 1.25)" is "best"
+    if row is None:
+        return []
+    return [f"| {label} | | {number(row['mse'], 'mse')} | "
+            f"colorfulness {float(row['colorfulness_ratio']):.0%} of the truth's |"]
+
+
+def results_block(root: Path) -> str:
+    """The Markdown block (a line naming the run and its machine, the table, the correlation)
+    for the result folder (or snapshot) `root`."""
+    missing = [f for f in FILES if not (root / f).is_file()]
+    if missing:
+        raise CaeError(f"{root} lacks {', '.join(missing)}: run a full `cae reproduce` into it first")
+    repro = runs.read_json(root / "reproducibility.json")
+    ref = runs.read_json(root / "reference/test_metrics.json", ("mse",))
+    study, color = _rows(root / "study/results.csv"), _rows(root / "colorize/results.csv")
+    corr = runs.read_json(root / "study/correlation.json")
+    cae_rows = [r for r in study if r["kind"] != "pca"]
+    best = min(cae_rows, key=lambda r: float(r["test_mse"]))
+    machine = repro["machine"]
+    lines = [f"Measured by `{repro['command']}` in {duration(repro['total_seconds'])} on "
+             f"{machine.get('cpu', machine.get('cpu_model'))}, {machine['cpu_count']} cores, "
+             f"torch {repro['versions'].get('torch', '?')}; test split of the shared CIFAR-10 copy.",
+             "", "| | latent | test MSE | note |", "|---|---|---|---|",
+             f"| reference CAE | {number(ref['latent_size'])} | {number(ref['mse'], 'mse')} | "
+             f"PSNR {number(ref['psnr'], 'psnr')} dB, SSIM {number(ref['ssim'], 'ssim')} |",
+             f"| best of the {len(cae_rows)} study variants: {best['name']} | {number(best['latent_size'])} | "
+             f"{number(best['test_mse'], 'mse')} | {number(best['params'])} parameters |"]
+    lines += [f"| PCA with {number(r['latent_size'])} components (the best linear code) | "
+              f"{number(r['latent_size'])} | {number(r['test_mse'], 'mse')} | |"
+              for r in study if r["kind"] == "pca" and int(r["latent_size"]) in (64, 256, 1024)]
+    lines += _colorize_row(color, "best", "colorizer (`configs/colorize-best.toml`), RGB error")
+    lines += _colorize_row(color, "baseline (a) gray", "the gray image (baseline)")
+    lines += ["", f"Log latent size against log test MSE over the {corr['n']} variants: Spearman ρ = "
+                  f"{number(corr['spearman_r'], 'spearman_r')} (p = {number(corr['spearman_p'], 'spearman_p')}), "
+                  f"Pearson r = {number(corr['pearson_r'], 'pearson_r')} (p = {number(corr['pearson_p'], 'pearson_p')})."]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    """`text` with the part between the markers replaced by `block`."""
+    if BEGIN not in text or END not in text:
+        raise CaeError(f"the README has no {BEGIN} ... {END} markers to write the results between")
+    head, rest = text.split(BEGIN, 1)
+    return f"{head}{BEGIN}\n{block}\n{END}{rest.split(END, 1)[1]}"
+
+
+def update_readme(results: Path, readme: Path) -> Path:
+    """Snapshot the result files next to the README and rewrite its results block from them."""
+    snapshot = readme.parent / SNAPSHOT
+    for name in FILES:
+        if not (results / name).is_file():
+            raise CaeError(f"{results / name} not found: run a full `cae reproduce --out {results}` first")
+    for name in FILES:
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(results / name, snapshot / name)
+    runs.atomic_write_text(readme, replace_block(readme.read_text(), results_block(snapshot)))
+    return snapshot
