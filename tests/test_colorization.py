@@ -91,7 +91,7 @@ def test_study_on_tiny_synthetic_data(tmp_path):
         assert (out / f).is_file(), f
     names = [r["name"] for r in res["rows"]]
     assert names[:2] == ["baseline (a) gray", "baseline (b) gray + mean chroma"]
-    assert {"rgb", "chroma"} <= set(names) and any(n.startswith("best (gain") for n in names)
+    assert {"rgb", "chroma"} <= set(names) and any(n.startswith("best (boost") for n in names)
     text = (out / "shortcomings.md").read_text()
     assert "Desaturation" in text and "RGB-output reference" in text
     # a second call skips the finished runs and rewrites the same tables

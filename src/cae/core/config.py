@@ -73,6 +73,9 @@ class ColorConfig:
     # `colorfulness_target` of the truth's colorfulness within `mse_tolerance` extra MSE over
     # the best decoding (else the most colorful within it); stored with the weights
     calibrate: bool = False
+    # classes: the calibrated strength is the decoding-time rebalancing `boost` (logits + boost *
+    # log w, w Zhang's weights at this strength, from the training split) when above 0, else T
+    decode_rebalance: float = 0.0
     colorfulness_target: float = 0.6
     mse_tolerance: float = 0.05
     # `cae colorize`: short side (pixels) of the copy the chroma is predicted on; 0 = native size
@@ -87,8 +90,9 @@ class ColorConfig:
             raise CaeError(f"color.decoder = 'classes' needs a U-Net (arch unetW), got {run.arch!r}")
         if self.bins < 3:
             raise CaeError(f"color.bins must be at least 3, got {self.bins}")
-        if not 0 <= self.rebalance < 1:
-            raise CaeError(f"color.rebalance must be in [0, 1), got {self.rebalance}")
+        if not 0 <= self.rebalance < 1 or not 0 <= self.decode_rebalance < 1:
+            raise CaeError(f"color.rebalance and color.decode_rebalance must be in [0, 1), got {self.rebalance}, "
+                           f"{self.decode_rebalance}")
         if self.mse_tolerance < 0 or not 0 <= self.colorfulness_target <= 2:
             raise CaeError("color.mse_tolerance must be >= 0 and color.colorfulness_target in [0, 2]")
         if self.working_size < 0:

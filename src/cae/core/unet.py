@@ -13,7 +13,10 @@ With a square number K*K > 3 of output channels the head is a classifier instead
 the K x K chroma bins of `cae.color.chroma_bins`, trained with cross-entropy. In training mode
 `forward` returns the logits; in eval mode the annealed mean of Zhang et al. (2016) at the
 `temperature` buffer: softmax(logits / T) averaged over the bin centres (T = 1: the
-distribution's mean; smaller T moves towards its mode, i.e. more vivid where the net is sure).
+distribution's mean; smaller T moves towards its mode). Before that, `boost` * `log_weights` may
+be added to the logits: the predicted distribution reweighted by Zhang et al.'s class-rebalancing
+weights at decoding time (a prior correction: rare, saturated bins gain in proportion to the
+probability the net already gives them, so unsure pixels stay near the mean).
 
 Not an autoencoder in the strict sense: the skip connections carry full-resolution features
 from the encoder straight to the decoder, bypassing the bottleneck, so the bottleneck does not
@@ -77,12 +80,17 @@ class UNet(nn.Module):
             self.register_buffer("centres", chroma_bins(k))
             self.register_buffer("temperature", torch.ones(()))
             self.register_buffer("bin_weights", torch.ones(out_channels))  # class rebalancing, set by training
+            # decoding-time rebalancing: logits + boost * log_weights (set by the calibration)
+            self.register_buffer("log_weights", torch.zeros(out_channels))
+            self.register_buffer("boost", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.raw(x)
         if hasattr(self, "centres"):
             if self.training:
                 return y  # logits, for the cross-entropy loss
+            if self.boost.item():
+                y = y.float() + self.boost * self.log_weights.view(1, -1, 1, 1)
             y = nn.functional.interpolate(annealed_mean(y, self.centres, self.temperature.item()),
                                           scale_factor=CLASS_POOL, mode="bilinear", align_corners=False)
         # fixed saturation gain around 0.5 (gray chroma); exactly the head's output while it is 1

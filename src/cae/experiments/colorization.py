@@ -22,7 +22,7 @@ import torch
 
 from cae.core import runs
 from cae.core.color import chroma, gray_rgb, merge_chroma
-from cae.core.config import DataConfig, RunConfig, TrainConfig
+from cae.core.config import ColorConfig, DataConfig, RunConfig, TrainConfig
 from cae.core.data import Cifar10, load_cifar10, luma
 from cae.core.metrics import MetricSums, colorfulness
 
@@ -30,7 +30,9 @@ Log = Callable[[str], None]
 BASELINES = "baselines.json"
 GAIN_FILE = "chroma_gain.json"
 DECODING_FILE = "decoding.json"
-DECODING_LABELS = {"chroma_gain": "gain", "temperature": "T"}  # how the tables name a decoding strength  # the validation curve behind a run's calibrated decoding
+DECODING_LABELS = {"chroma_gain": "gain", "temperature": "T", "boost": "boost"}
+DEFAULT_DECODING = {"chroma_gain": 1.0, "temperature": 1.0, "boost": 0.0}  # each strength before calibration  # how the tables name a decoding strength  # the validation curve behind a run's calibrated decoding
+BOOST_GRID = tuple(round(0.25 * i, 2) for i in range(9))  # 0 ... 2
 TEMPERATURE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
 GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
 GAIN_MSE_TOLERANCE = 0.05  # spend at most 5% of validation MSE on saturation
@@ -51,8 +53,12 @@ def study_runs() -> dict[str, RunConfig]:
 
     # a Lab-target reference run is left out: it costs as much as the others and ycbcr is exact
     # to merge (Lab is merged through the gray image's L*, see cae.core.color)
-    return {"rgb": cfg("rgb", "reference"), "chroma": cfg("ycbcr", "reference"),
-            "best": cfg("ycbcr", "unet8")}
+    best = cfg("ycbcr", "unet8")
+    # chosen from the trade-off curves in docs/colorization.md: a chroma classifier decoded with a
+    # decoding-time rebalancing calibrated in train_run (the most vivid within 2% validation MSE)
+    best.color = ColorConfig(decoder="classes", bins=13, calibrate=True, decode_rebalance=0.1,
+                             colorfulness_target=0.75, mse_tolerance=0.02, working_size=32)
+    return {"rgb": cfg("rgb", "reference"), "chroma": cfg("ycbcr", "reference"), "best": best}
 
 
 # ----------------------------------------------------------------------------- baselines
@@ -169,8 +175,6 @@ def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param:
     """MSE and colorfulness of the merged prediction for each decoding strength of `grid`:
     `param` 'chroma_gain' (a regression head's chroma scaled around gray) or 'temperature' (a
     classifier's annealed mean). The network runs once per batch; only the decoding repeats."""
-    from cae.core.unet import annealed_mean
-
     sse, col = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
     truth = 0.0
     with torch.inference_mode():
@@ -179,14 +183,24 @@ def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param:
             raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
             truth += colorfulness(rgb).sum().item()
             for j, v in enumerate(grid):
-                c = _upsample(annealed_mean(raw, model.centres, v), rgb) if param == "temperature" \
-                    else 0.5 + v * (raw - 0.5)
+                c = _decode(model, raw, param, v, rgb)
                 pred = merge_chroma(y, c, task.target).clamp(0, 1)
                 sse[j] += torch.sum((pred - rgb) ** 2).item()
                 col[j] += colorfulness(pred).sum().item()
     n = len(images_u8)
     return [{param: v, "mse": sse[j].item() / (n * 3 * images_u8.shape[2] * images_u8.shape[3]),
              "colorfulness": col[j].item() / n, "colorfulness_truth": truth / n} for j, v in enumerate(grid)]
+
+
+def _decode(model: torch.nn.Module, raw: torch.Tensor, param: str, v: float, rgb: torch.Tensor) -> torch.Tensor:
+    """The chroma of the head's output `raw` decoded at strength `v` of `param`."""
+    from cae.core.unet import annealed_mean
+
+    if param == "chroma_gain":
+        return 0.5 + v * (raw - 0.5)
+    t = v if param == "temperature" else model.temperature.item()
+    shift = v * model.log_weights.view(1, -1, 1, 1) if param == "boost" else 0.0
+    return _upsample(annealed_mean(raw + shift, model.centres, t), rgb)
 
 
 def _upsample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -204,6 +218,13 @@ def choose_decoding(curve: list[dict], param: str, tolerance: float, target: flo
     return pick[param]
 
 
+def decoding_param(task, color) -> tuple[str, tuple[float, ...]]:  # noqa: ANN001
+    """The decoding strength a run calibrates, and its grid."""
+    if not task.bins:
+        return "chroma_gain", GAIN_GRID
+    return ("boost", BOOST_GRID) if color.decode_rebalance else ("temperature", TEMPERATURE_GRID)
+
+
 def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print) -> dict:  # noqa: ANN001
     """train_run's calibration (color.calibrate): pick the decoding of a trained colorizer on the
     validation split, set it in `model` (saved to best.pt) and return the test metrics at the
@@ -211,8 +232,13 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
     from cae.core.distributed import shard as _shard
     from cae.core.train import evaluate
 
-    param, grid = ("temperature", TEMPERATURE_GRID) if p.task.bins else ("chroma_gain", GAIN_GRID)
+    param, grid = decoding_param(p.task, p.cfg.color)
     c = p.cfg.color
+    if param == "boost":  # the decoding-time rebalancing weights, from the training split's bin shares
+        from cae.core.color import rebalance_weights
+        from cae.core.train import bin_prior
+
+        model.log_weights.copy_(rebalance_weights(bin_prior(p.train, p.task.bins), c.decode_rebalance).log())
     curve = decoding_curve(model, p.val, p.task, param, grid)
     chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
     base = evaluate(model, _shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
@@ -290,12 +316,12 @@ def result_rows(results: dict[str, dict], baselines: dict[str, dict]) -> list[di
     for name, m in results.items():
         rows.append(_row(name, m.get("target", ""), m.get("arch", ""), m.get("params", 0), m.get("latent_size", 0),
                          m, baselines))
-        param = next((k for k in ("chroma_gain", "temperature") if k in m), None)
+        param = next((k for k in ("chroma_gain", "temperature", "boost") if k in m), None)
         if param:  # the same model at the default decoding (before calibration), for comparison
             prefix, label = ("gain1_" if "gain1_mse" in m else "default_"), DECODING_LABELS[param]
             before = {k: m[f"{prefix}{k}"] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}
             before["colorfulness_truth"] = m["colorfulness_truth"]
-            rows.append(_row(f"{name} ({label} 1)", m["target"], m["arch"], m["params"], m["latent_size"], before,
+            rows.append(_row(f"{name} ({label} {DEFAULT_DECODING[param]:g})", m["target"], m["arch"], m["params"], m["latent_size"], before,
                              baselines))
             rows[-2]["name"] = f"{name} ({label} {m[param]:.2f})"
     return rows
@@ -367,9 +393,10 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
     """The shortcomings paragraphs, generated from the measured figures (and `evaluate_photos`'s)."""
     by = {r["name"]: r for r in rows}
     a, b = baselines["a"], baselines["b"]
-    calibrated = [r for r in rows if r["name"].startswith("best (") and not r["name"].endswith(" 1)")]
-    best_row = calibrated[0] if calibrated else by.get("best")
-    before = next((r for r in rows if r["name"].startswith("best (") and r["name"].endswith(" 1)")), None)
+    # a calibrated run has two rows: at its chosen decoding, then at the default one
+    at = next((i for i, r in enumerate(rows) if r["name"].startswith("best (")), None)
+    best_row = rows[at] if at is not None else by.get("best")
+    before = rows[at + 1] if at is not None else None
     rgb, chrom, lab = by.get("rgb"), by.get("chroma"), by.get("lab")
 
     def verdict(r: dict | None) -> str:
@@ -440,7 +467,11 @@ def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | Non
                  + ") decoded by the annealed mean softmax(logits / T): T = 1 is the predicted distribution's "
                  "mean, a smaller T leans towards its mode where the net is sure and stays near the mean where "
                  "it is not, instead of saturating every pixel alike as a fixed gain does. ")
-    param = "temperature" if "temperature" in m else "chroma_gain" if "chroma_gain" in m else None
+        if c.decode_rebalance:
+            text += (f"Decoded with a decoding-time rebalancing: logits + boost * log w, w the class-rebalancing "
+                     f"weights at strength {c.decode_rebalance:g} from the training split's bin shares, so a rare, "
+                     "saturated colour gains in proportion to the probability the net already gives it. ")
+    param = next((k for k in DECODING_LABELS if k in m), None)
     if param and before is not None and c is not None:
         text += (f"{DECODING_LABELS[param].capitalize()} {m[param]:.2f} was chosen on the validation split "
                  f"(the least vivid restoring {c.colorfulness_target:.0%} of the truth's colorfulness within "
