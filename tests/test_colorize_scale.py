@@ -11,7 +11,8 @@ from PIL import Image
 from cae.core import runs
 from cae.cli import main
 from cae.core.color import BIN_RANGE, chroma_bins, soft_bins
-from cae.apps.colorize import evaluate_photos, predict, total_stride
+from cae.apps.colorize import predict, total_stride
+from cae.experiments.photos import evaluate_photos
 from cae.core.config import ColorConfig, RunConfig, load_config, save_config
 from cae.core.data import Cifar10, luma
 from cae.errors import CaeError
@@ -98,7 +99,7 @@ def _tiny_data(n: int = 100) -> Cifar10:
 
 @pytest.mark.parametrize("decoder,param", [("classes", "temperature"), ("regression", "chroma_gain")])
 def test_train_run_calibrates_the_decoding(tmp_path, one_thread, decoder, param):
-    from cae.experiments.colorization import DECODING_FILE
+    from cae.core.decoding import DECODING_FILE
     from cae.core.train import load_run, train_run
 
     cfg = RunConfig(task="colorize", target="ycbcr", arch="unet4",

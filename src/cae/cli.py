@@ -96,10 +96,12 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def cmd_colorize(a: argparse.Namespace) -> int:
-    from cae.apps.colorize import colorize_files, evaluate_photos
+    from cae.apps.colorize import colorize_files, shipped_model_dir
+    from cae.experiments.photos import evaluate_photos
 
     if a.photos:  # score the colorizer on a folder of photos against the photos themselves
-        evaluate_photos(a.photos, a.out, model_dir=a.model, working_size=a.working_size, device=a.device)
+        evaluate_photos(a.photos, a.out, model_dir=a.model or shipped_model_dir(), working_size=a.working_size,
+                        device=a.device)
     if not a.images:
         if not a.photos:
             raise CaeError("give images to colorize, or --photos DIR to score the colorizer on a folder")

@@ -266,6 +266,32 @@ def bin_prior(images_u8: torch.Tensor, bins: int, step: int = 4) -> torch.Tensor
     return freq
 
 
+def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print) -> dict:  # noqa: ANN001
+    """train_run's calibration (color.calibrate): pick the decoding of a trained colorizer on the
+    validation split, set it in `model` (saved to best.pt) and return the test metrics at the
+    default decoding (gain 1 / temperature 1) as `default_*`, for comparison."""
+    from cae.core.decoding import DECODING_FILE, choose_decoding, decoding_curve, decoding_param
+
+    param, grid = decoding_param(p.task, p.cfg.color)
+    c = p.cfg.color
+    if param == "boost":  # the decoding-time rebalancing weights, from the training split's bin shares
+        from cae.core.color import rebalance_weights
+
+        model.log_weights.copy_(rebalance_weights(bin_prior(p.train, p.task.bins), c.decode_rebalance).log())
+    curve = decoding_curve(model, p.val, p.task, param, grid)
+    chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
+    base = evaluate(model, shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
+    getattr(model, param).fill_(chosen)
+    if d.main:
+        runs.write_json(out / DECODING_FILE, {"param": param, "chosen": chosen, "split": "val",
+                                              "tolerance": c.mse_tolerance, "target": c.colorfulness_target,
+                                              "curve": curve})
+        runs.save_torch(out / runs.BEST, model.state_dict())
+        log(f"{out}: {param} {chosen:g} (validation); default test mse {base['mse']:.5f}, colorfulness "
+            f"{base['colorfulness']:.1f} (truth {base['colorfulness_truth']:.1f})")
+    return {param: chosen, **{f"default_{k}": base[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
+
+
 def epoch_order(n: int, global_bs: int, seed: int, epoch: int, d: Dist = Dist()) -> torch.Tensor:
     """This rank's training indices for an epoch, in order: one seeded shuffle per epoch.
 
@@ -321,8 +347,6 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
     model.load_state_dict(runs.load_torch(out / runs.BEST, p.device))
     calibration = {}
     if p.cfg.color.calibrate:  # every rank picks the same decoding (same model, same validation split)
-        from cae.experiments.colorization import calibrate_decoding
-
         calibration = calibrate_decoding(model, p, out, d, log)
     test = evaluate(model, shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
     best = min(rows, key=lambda r: r["val_mse"])

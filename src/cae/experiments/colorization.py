@@ -24,17 +24,12 @@ from cae.core import runs
 from cae.core.color import chroma, gray_rgb, merge_chroma
 from cae.core.config import ColorConfig, DataConfig, RunConfig, TrainConfig
 from cae.core.data import Cifar10, load_cifar10, luma
+from cae.core.decoding import DECODING_LABELS, DEFAULT_DECODING, GAIN_GRID
 from cae.core.metrics import MetricSums, colorfulness
 
 Log = Callable[[str], None]
 BASELINES = "baselines.json"
 GAIN_FILE = "chroma_gain.json"
-DECODING_FILE = "decoding.json"
-DECODING_LABELS = {"chroma_gain": "gain", "temperature": "T", "boost": "boost"}
-DEFAULT_DECODING = {"chroma_gain": 1.0, "temperature": 1.0, "boost": 0.0}  # each strength before calibration  # how the tables name a decoding strength  # the validation curve behind a run's calibrated decoding
-BOOST_GRID = tuple(round(0.25 * i, 2) for i in range(9))  # 0 ... 2
-TEMPERATURE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
-GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
 GAIN_MSE_TOLERANCE = 0.05  # spend at most 5% of validation MSE on saturation
 COLORFULNESS_TARGET = 0.6  # ...and no more than it takes to restore 60% of the truth's colorfulness
 SAMPLE_COUNT = 10
@@ -170,89 +165,6 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
     return new
 
 
-def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001
-                   grid: tuple[float, ...], batch: int = 250) -> list[dict]:
-    """MSE and colorfulness of the merged prediction for each decoding strength of `grid`:
-    `param` 'chroma_gain' (a regression head's chroma scaled around gray) or 'temperature' (a
-    classifier's annealed mean). The network runs once per batch; only the decoding repeats."""
-    sse, col = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
-    truth = 0.0
-    with torch.inference_mode():
-        for i in range(0, len(images_u8), batch):
-            rgb = images_u8[i:i + batch].float().div(255)
-            raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
-            truth += colorfulness(rgb).sum().item()
-            for j, v in enumerate(grid):
-                c = _decode(model, raw, param, v, rgb)
-                pred = merge_chroma(y, c, task.target).clamp(0, 1)
-                sse[j] += torch.sum((pred - rgb) ** 2).item()
-                col[j] += colorfulness(pred).sum().item()
-    n = len(images_u8)
-    return [{param: v, "mse": sse[j].item() / (n * 3 * images_u8.shape[2] * images_u8.shape[3]),
-             "colorfulness": col[j].item() / n, "colorfulness_truth": truth / n} for j, v in enumerate(grid)]
-
-
-def _decode(model: torch.nn.Module, raw: torch.Tensor, param: str, v: float, rgb: torch.Tensor) -> torch.Tensor:
-    """The chroma of the head's output `raw` decoded at strength `v` of `param`."""
-    from cae.core.unet import annealed_mean
-
-    if param == "chroma_gain":
-        return 0.5 + v * (raw - 0.5)
-    t = v if param == "temperature" else model.temperature.item()
-    shift = v * model.log_weights.view(1, -1, 1, 1) if param == "boost" else 0.0
-    return _upsample(annealed_mean(raw + shift, model.centres, t), rgb)
-
-
-def _upsample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.interpolate(c, size=like.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def choose_decoding(curve: list[dict], param: str, tolerance: float, target: float) -> float:
-    """The decoding strength to use, from a validation curve: among those within `tolerance`
-    extra MSE over the curve's best, the least colourful restoring `target` of the truth's
-    colorfulness (saturation bought at the least MSE); if none does, the most colourful."""
-    limit = min(r["mse"] for r in curve) * (1 + tolerance)
-    allowed = [r for r in curve if r["mse"] <= limit]
-    enough = [r for r in allowed if r["colorfulness"] >= target * r["colorfulness_truth"]]
-    pick = min(enough, key=lambda r: r["colorfulness"]) if enough else max(allowed, key=lambda r: r["colorfulness"])
-    return pick[param]
-
-
-def decoding_param(task, color) -> tuple[str, tuple[float, ...]]:  # noqa: ANN001
-    """The decoding strength a run calibrates, and its grid."""
-    if not task.bins:
-        return "chroma_gain", GAIN_GRID
-    return ("boost", BOOST_GRID) if color.decode_rebalance else ("temperature", TEMPERATURE_GRID)
-
-
-def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print) -> dict:  # noqa: ANN001
-    """train_run's calibration (color.calibrate): pick the decoding of a trained colorizer on the
-    validation split, set it in `model` (saved to best.pt) and return the test metrics at the
-    default decoding (gain 1 / temperature 1) as `default_*`, for comparison."""
-    from cae.core.distributed import shard as _shard
-    from cae.core.train import evaluate
-
-    param, grid = decoding_param(p.task, p.cfg.color)
-    c = p.cfg.color
-    if param == "boost":  # the decoding-time rebalancing weights, from the training split's bin shares
-        from cae.core.color import rebalance_weights
-        from cae.core.train import bin_prior
-
-        model.log_weights.copy_(rebalance_weights(bin_prior(p.train, p.task.bins), c.decode_rebalance).log())
-    curve = decoding_curve(model, p.val, p.task, param, grid)
-    chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
-    base = evaluate(model, _shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
-    getattr(model, param).fill_(chosen)
-    if d.main:
-        runs.write_json(out / DECODING_FILE, {"param": param, "chosen": chosen, "split": "val",
-                                              "tolerance": c.mse_tolerance, "target": c.colorfulness_target,
-                                              "curve": curve})
-        runs.save_torch(out / runs.BEST, model.state_dict())
-        log(f"{out}: {param} {chosen:g} (validation); default test mse {base['mse']:.5f}, colorfulness "
-            f"{base['colorfulness']:.1f} (truth {base['colorfulness_truth']:.1f})")
-    return {param: chosen, **{f"default_{k}": base[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
-
-
 # ----------------------------------------------------------------------------- the study
 def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int = 0, data: Cifar10 | None = None,
                            data_dir: str | Path | None = None, photos: str | Path | None = "auto",
@@ -296,7 +208,7 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
 
 def _study_photos(out: Path, photos: str | Path | None, log: Log) -> dict | None:
     """The best run scored on a folder of real photos (None when there is no folder)."""
-    from cae.apps.colorize import default_photos_dir, evaluate_photos
+    from cae.experiments.photos import default_photos_dir, evaluate_photos
 
     folder = default_photos_dir() if photos == "auto" else photos
     if not folder:

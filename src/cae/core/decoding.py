@@ -1,0 +1,76 @@
+"""How a colorizer's chroma output is decoded, and how its strength is chosen on a split.
+
+The strengths: 'chroma_gain' (a regression head's chroma scaled around gray), 'temperature'
+(a classifier's annealed mean) and 'boost' (a classifier's decoding-time rebalancing). A run
+with `color.calibrate` picks one on its validation split inside train_run
+(`cae.core.train.calibrate_decoding`), and the colorization study plots their curves."""
+
+from __future__ import annotations
+
+import torch
+
+from cae.core.color import merge_chroma
+from cae.core.data import luma
+from cae.core.metrics import colorfulness
+
+GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
+BOOST_GRID = tuple(round(0.25 * i, 2) for i in range(9))  # 0 ... 2
+TEMPERATURE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
+DECODING_FILE = "decoding.json"  # the validation curve behind a run's calibrated decoding
+DECODING_LABELS = {"chroma_gain": "gain", "temperature": "T", "boost": "boost"}  # names in the tables
+DEFAULT_DECODING = {"chroma_gain": 1.0, "temperature": 1.0, "boost": 0.0}  # each strength before calibration
+
+
+def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001
+                   grid: tuple[float, ...], batch: int = 250) -> list[dict]:
+    """MSE and colorfulness of the merged prediction for each decoding strength of `grid`:
+    `param` 'chroma_gain', 'temperature' or 'boost' (see the module's docstring). The network
+    runs once per batch; only the decoding repeats."""
+    sse, col = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
+    truth = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(images_u8), batch):
+            rgb = images_u8[i:i + batch].float().div(255)
+            raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
+            truth += colorfulness(rgb).sum().item()
+            for j, v in enumerate(grid):
+                c = _decode(model, raw, param, v, rgb)
+                pred = merge_chroma(y, c, task.target).clamp(0, 1)
+                sse[j] += torch.sum((pred - rgb) ** 2).item()
+                col[j] += colorfulness(pred).sum().item()
+    n = len(images_u8)
+    return [{param: v, "mse": sse[j].item() / (n * 3 * images_u8.shape[2] * images_u8.shape[3]),
+             "colorfulness": col[j].item() / n, "colorfulness_truth": truth / n} for j, v in enumerate(grid)]
+
+
+def _decode(model: torch.nn.Module, raw: torch.Tensor, param: str, v: float, rgb: torch.Tensor) -> torch.Tensor:
+    """The chroma of the head's output `raw` decoded at strength `v` of `param`."""
+    from cae.core.unet import annealed_mean
+
+    if param == "chroma_gain":
+        return 0.5 + v * (raw - 0.5)
+    t = v if param == "temperature" else model.temperature.item()
+    shift = v * model.log_weights.view(1, -1, 1, 1) if param == "boost" else 0.0
+    return _upsample(annealed_mean(raw + shift, model.centres, t), rgb)
+
+
+def _upsample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.interpolate(c, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def choose_decoding(curve: list[dict], param: str, tolerance: float, target: float) -> float:
+    """The decoding strength to use, from a validation curve: among those within `tolerance`
+    extra MSE over the curve's best, the least colourful restoring `target` of the truth's
+    colorfulness (saturation bought at the least MSE); if none does, the most colourful."""
+    limit = min(r["mse"] for r in curve) * (1 + tolerance)
+    allowed = [r for r in curve if r["mse"] <= limit]
+    enough = [r for r in allowed if r["colorfulness"] >= target * r["colorfulness_truth"]]
+    pick = min(enough, key=lambda r: r["colorfulness"]) if enough else max(allowed, key=lambda r: r["colorfulness"])
+    return pick[param]
+
+
+def decoding_param(task, color) -> tuple[str, tuple[float, ...]]:  # noqa: ANN001
+    """The decoding strength a run calibrates, and its grid."""
+    if not task.bins:
+        return "chroma_gain", GAIN_GRID
+    return ("boost", BOOST_GRID) if color.decode_rebalance else ("temperature", TEMPERATURE_GRID)

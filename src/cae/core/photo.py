@@ -1,0 +1,152 @@
+"""A colorizer applied to one image of any size (the part of `cae colorize` that the study and
+`cae serve` share): reading a photo, and predicting its chroma at a working scale.
+
+Working scale: a colorizer trained on 32x32 images has learned what colour an object is when
+the object fills a few dozen pixels; at a photo's native resolution it sees texture only. So
+the chrominance is predicted on a copy downscaled (antialiased) to a short side of
+`working_size` pixels (the run's `color.working_size`, 0 = native), upsampled (bilinear; the
+eye tolerates blurred chroma) and merged with the photo's own full-resolution luma, which is
+kept exactly. This is also what makes a 12-megapixel photo fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cae.core.color import chroma, merge_chroma
+from cae.core.data import luma
+from cae.errors import CaeError
+
+TILE = 512  # tile side (output pixels) for large images; memory stays ~100 MB for unet16
+OVERLAP = 32  # context margin around each tile, beyond the nets' receptive field radius
+PNG_LEVEL = 3
+STRIP = 256  # rows merged at a time at full size
+MAX_PIXELS = 64_000_000  # larger images are refused (decoding alone would take GBs)
+
+
+def total_stride(spec: str) -> int:
+    """The factor both image sides must be divisible by for architecture `spec`."""
+    from cae.core.spec import parse, unet_width
+
+    if unet_width(spec):
+        from cae.core.unet import STRIDE
+
+        return STRIDE
+    enc, _ = parse(spec)
+    s = 1
+    for layer in enc:
+        s *= layer.scale if layer.kind == "pool" else layer.stride if layer.kind == "conv" else 1
+    return s
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """RGB (3,H,W) float in [0, 1] from an image file; any failure is a one-line CaeError."""
+    if path.is_dir():
+        raise CaeError(f"{path}: is a directory, not an image")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise CaeError(f"{path}: {w}x{h} is larger than the limit of {MAX_PIXELS:,} pixels; downscale it first")
+            img = ImageOps.exif_transpose(img)  # photos from cameras: apply the stored rotation
+            img.load()  # decode now: a truncated file fails here, not later
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                # 16-bit gray: keep the precision (convert('L') would clip values above 255)
+                a = np.asarray(img, dtype=np.float32) / 65535.0
+                return torch.from_numpy(np.clip(a, 0, 1)).unsqueeze(0).expand(3, -1, -1).contiguous()
+            a = np.array(img.convert("RGB"))  # L, LA, RGBA, P, CMYK, ...: uint8 (a writable copy), converted below
+    except CaeError:
+        raise
+    except FileNotFoundError:
+        raise CaeError(f"{path}: no such file") from None
+    except UnidentifiedImageError:
+        raise CaeError(f"{path}: not an image Pillow can read (empty or unknown format)") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise CaeError(f"{path}: cannot decode the image ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                       "the file may be truncated or corrupt") from None
+    # uint8 to float in one pass by torch (threaded), not numpy's cast then divide then a copy
+    return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+    # reflect needs the pad to be smaller than the side; tiny images fall back to edge replication
+    mode = "reflect" if max(top, bottom) < x.shape[-2] and max(left, right) < x.shape[-1] else "replicate"
+    return F.pad(x, (left, right, top, bottom), mode=mode)
+
+
+def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
+            overlap: int = OVERLAP, working_size: int = 0) -> torch.Tensor:
+    """The colorized RGB (3,H,W) in [0, 1] of one image (3,H,W), the luma of `rgb` kept.
+
+    `working_size` > 0: the network runs on a copy whose short side is that many pixels (only
+    when the image is larger) and its chrominance is upsampled to the full size."""
+    device = next(model.parameters()).device
+    _, h, w = rgb.shape
+    x = rgb.unsqueeze(0).to(device)
+    y = luma(x)
+    # a chroma net sees only the luma: shrink that one channel (as gray RGB, whose luma it is)
+    small = downscale(x, working_size) if task.target == "rgb" else \
+        downscale(y, working_size).expand(-1, 3, -1, -1)
+    out = _network_output(model, task, small, stride, tile, overlap)
+    if task.target == "rgb" and small.shape[-2:] == x.shape[-2:]:
+        return out[0].clamp(0, 1).cpu()
+    space = "ycbcr" if task.target == "rgb" else task.target
+    return _merge_upsampled(y, chroma(out, space) if task.target == "rgb" else out, space)[0].cpu()
+
+
+def _merge_upsampled(y: torch.Tensor, c: torch.Tensor, space: str, rows: int = STRIP) -> torch.Tensor:
+    """RGB (1,3,H,W) in [0, 1] from full-size luma (1,1,H,W) and chroma (1,2,h,w) upsampled
+    bilinearly (as F.interpolate, align_corners=False), in strips of `rows` rows: a 12-megapixel
+    photo never holds its full-size chroma and merge temporaries at once."""
+    h, w = y.shape[-2:]
+    c = F.interpolate(c, size=(c.shape[-2], w), mode="bilinear", align_corners=False)  # widths first: cheap
+    src = ((torch.arange(h, dtype=torch.float64) + 0.5) * (c.shape[-2] / h) - 0.5).clamp(min=0)
+    lo = src.floor().long().clamp(max=c.shape[-2] - 1)
+    hi, frac = (lo + 1).clamp(max=c.shape[-2] - 1), (src - lo).float().view(1, 1, -1, 1)
+    out = torch.empty(1, 3, h, w, device=y.device)
+    for i in range(0, h, rows):
+        j = slice(i, i + rows)
+        cs = torch.lerp(c[:, :, lo[j]], c[:, :, hi[j]], frac[:, :, j])
+        out[:, :, j] = merge_chroma(y[:, :, j], cs, space).clamp_(0, 1)
+    return out
+
+
+def downscale(x: torch.Tensor, short_side: int) -> torch.Tensor:
+    """`x` (N,C,H,W) resized (antialiased) so its short side is `short_side`; unchanged when it
+    is already that small or `short_side` is 0."""
+    h, w = x.shape[-2:]
+    if short_side <= 0 or min(h, w) <= short_side:
+        return x
+    f = short_side / min(h, w)
+    size = (max(1, round(h * f)), max(1, round(w * f)))
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def _network_output(model: torch.nn.Module, task, x: torch.Tensor, stride: int, tile: int,  # noqa: ANN001
+                    overlap: int) -> torch.Tensor:
+    """The network's output (1,C,h,w) (RGB or chroma) for an image (1,3,h,w): padded to the
+    stride, in overlapping tiles when larger than `tile`, cropped back."""
+    _, _, h, w = x.shape
+    device = x.device
+    tile = max(stride, tile // stride * stride)
+    m = -(-overlap // stride) * stride  # margin, a multiple of the stride so tiles stay aligned
+    # pad to a multiple of the tile grid (or of the stride for a single tile), plus the margins
+    th, tw = (-(-h // tile) * tile, -(-w // tile) * tile) if max(h, w) > tile else \
+        (-(-h // stride) * stride, -(-w // stride) * stride)
+    single = max(h, w) <= tile
+    mm = 0 if single else m
+    xp = _pad(x, mm, th - h + mm, mm, tw - w + mm)
+    outs = torch.zeros(1, task.pred_channels, th, tw, device=device)
+    with torch.inference_mode():
+        step_h, step_w = (th, tw) if single else (tile, tile)
+        for i in range(0, th, step_h):
+            for j in range(0, tw, step_w):
+                patch = xp[:, :, i:i + step_h + 2 * mm, j:j + step_w + 2 * mm]
+                y = model(task.network_input(patch)).float()
+                outs[:, :, i:i + step_h, j:j + step_w] = y[:, :, mm:mm + step_h, mm:mm + step_w]
+    return outs[:, :, :h, :w]
