@@ -132,34 +132,37 @@ def load_study(path: str | Path, epochs: int | None = None, limit: int | None = 
     if not isinstance(entries, list) or not entries:
         raise CaeError(f"study {path} has no [[variant]] entries; add at least one with a name and an arch")
     study = Study(path, text, str(d.get("title", path.stem)))
-    seen: set[str] = set()
     for i, v in enumerate(entries, 1):
-        where = f"study {path}, variant {i}"
-        if not isinstance(v, dict):
-            raise CaeError(f"{where}: expected a [[variant]] table")
-        _no_unknown(v, VARIANT_KEYS | TRAIN_KEYS, where)
-        name, arch = v.get("name"), v.get("arch")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            raise CaeError(f"{where}: name {name!r} must be a folder-safe word (letters, digits, . _ -)")
-        if name in seen or name.startswith("pca-"):
-            raise CaeError(f"{where}: name {name!r} is {'reserved' if name.startswith('pca-') else 'used twice'}; "
-                           "give every variant its own name")
-        seen.add(name)
-        if not isinstance(arch, str) or not arch.strip():
-            raise CaeError(f"{where} ({name}): needs an arch (a preset name or a spec)")
-        cfg = copy.deepcopy(base)
-        cfg.arch = arch
-        overrides = {k: v[k] for k in v if k in TRAIN_KEYS}
-        cfg.train = dataclass_from_dict(TrainConfig, {**_asdict(base.train), **overrides}, f"{where} ({name})")
-        if epochs is not None:
-            cfg.train.epochs = epochs
-        try:
-            cfg.validate()
-            info = trace(arch)
-        except CaeError as e:
-            raise CaeError(f"study {path}: variant {name!r} is refused: {e}") from None
-        study.variants.append(Variant(name, arch, str(v.get("axis", "")), str(v.get("note", "")), cfg, info))
+        study.variants.append(_parse_variant(v, path, i, base, epochs, {w.name for w in study.variants}))
     return study
+
+
+def _parse_variant(v: Any, path: Path, i: int, base: RunConfig, epochs: int | None, taken: set[str]) -> Variant:
+    """The i-th [[variant]] table on top of the study's defaults, traced; refused by name if impossible."""
+    where = f"study {path}, variant {i}"
+    if not isinstance(v, dict):
+        raise CaeError(f"{where}: expected a [[variant]] table")
+    _no_unknown(v, VARIANT_KEYS | TRAIN_KEYS, where)
+    name, arch = v.get("name"), v.get("arch")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise CaeError(f"{where}: name {name!r} must be a folder-safe word (letters, digits, . _ -)")
+    if name in taken or name.startswith("pca-"):
+        raise CaeError(f"{where}: name {name!r} is {'reserved' if name.startswith('pca-') else 'used twice'}; "
+                       "give every variant its own name")
+    if not isinstance(arch, str) or not arch.strip():
+        raise CaeError(f"{where} ({name}): needs an arch (a preset name or a spec)")
+    cfg = copy.deepcopy(base)
+    cfg.arch = arch
+    overrides = {k: v[k] for k in v if k in TRAIN_KEYS}
+    cfg.train = dataclass_from_dict(TrainConfig, {**_asdict(base.train), **overrides}, f"{where} ({name})")
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    try:
+        cfg.validate()
+        info = trace(arch)
+    except CaeError as e:
+        raise CaeError(f"study {path}: variant {name!r} is refused: {e}") from None
+    return Variant(name, arch, str(v.get("axis", "")), str(v.get("note", "")), cfg, info)
 
 
 def _no_unknown(d: dict, known: set[str], where: str) -> None:
@@ -653,18 +656,12 @@ def write_results(study: Study, out: Path, data: Any, force: bool = False, log: 
     corr_p = correlation([r["params"] for r in conv], [r["test_mse"] for r in conv])
     corr = {"x": "log latent_size", "y": "log test_mse", **corr, "params": {"x": "log params", **corr_p}}
     runs.write_json(out / CORRELATION, corr)
-    log(_corr_line("log latent size", corr) + "\n" + _corr_line("log parameters", corr_p))
+    log(correlation_sentence(corr, "log latent size", "log test MSE") + "\n"
+        + correlation_sentence(corr_p, "log parameter count", "log test MSE"))
     write_plots(rows, pca, out)
     write_markdown(study, rows, pca, corr, out)
     log(f"wrote {out / RESULTS_CSV}, {out / RESULTS_MD}, {out / CORRELATION}, mse_vs_latent.png, mse_vs_params.png")
     return rows
-
-
-def _corr_line(what: str, c: dict) -> str:
-    if c["pearson_r"] is None:
-        return f"correlation of {what} with log test MSE: too few variants (n={c['n']})"
-    return (f"correlation of {what} with log test MSE (n={c['n']}): Pearson r {c['pearson_r']:+.3f} "
-            f"(p {c['pearson_p']:.2g}), Spearman rho {c['spearman_r']:+.3f} (p {c['spearman_p']:.2g})")
 
 
 def _cell(x: Any) -> Any:
@@ -705,18 +702,86 @@ def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
         save_figure(fig, out / fname, dpi=120)
 
 
-# ----------------------------------------------------------------------------- results.md
-def _f(x: Any, fmt: str) -> str:
-    return "" if x is None else format(x, fmt)
+# ----------------------------------------------------------------------------- the conclusion's words
+# Every word that compares (stronger, lower, about half, better than PCA) is chosen here from the
+# numbers; the thresholds below define the words, they are not results.
+STRENGTH_WORDS = ((0.7, "strong"), (0.4, "moderate"), (0.1, "weak"))  # |r| at least this, else negligible
+SAME_WITHIN = 1.05  # ratios within 5% of 1 read "about the same as"
+NAMED_WITHIN = 1.1  # ratios within 10% of 1/3, 1/2, 2, 3 read "about a third of", "about half", ...
+NAMED_RATIOS = ((1 / 3, "about a third of"), (0.5, "about half"), (2.0, "about twice"), (3.0, "about three times"))
+SMALL_LATENT = 256  # the moonshot: a conv variant beating PCA at a latent size at most this
+LATENT_CAP = 1024  # "the best variant with latent size at most this"
 
 
 def strength(r: float) -> str:
     """A correlation's strength in words: |r| >= 0.7 strong, 0.4 moderate, 0.1 weak, else negligible."""
-    a = abs(r)
-    for limit, word in ((0.7, "strong"), (0.4, "moderate"), (0.1, "weak")):
-        if a >= limit:
+    for limit, word in STRENGTH_WORDS:
+        if abs(r) >= limit:
             return word
     return "negligible"
+
+
+def ratio_words(q: float) -> str:
+    """A ratio of two errors as the words before "the other's": 'about half', '23% lower than',
+    'about the same as', '3.4 times' (so 'its MSE is about half the reference's')."""
+    if abs(math.log(q)) < math.log(SAME_WITHIN):
+        return "about the same as"
+    for target, words in NAMED_RATIOS:
+        if abs(math.log(q / target)) < math.log(NAMED_WITHIN):
+            return words
+    if q < 1:
+        return f"{100 * (1 - q):.0f}% lower than"
+    return f"{100 * (q - 1):.0f}% higher than" if q < 2 else f"{q:.1f} times"
+
+
+def share_words(k: int, n: int) -> str:
+    """k of n in a word: none, all, most (more than half), some."""
+    if k == 0:
+        return "none"
+    if k == n:
+        return "all"
+    return "most" if 2 * k > n else "some"
+
+
+def correlation_sentence(c: dict[str, Any], x: str = "latent size", y: str = "test MSE",
+                         alpha: float = 0.05) -> str:
+    """The write-up of one correlation (a `correlation` dict): its strength, sign, trend and
+    significance, and whether the rank correlation agrees, every word chosen by the numbers.
+
+    `x` and `y` starting with "log " say that logarithms were correlated (as the study does).
+    """
+    n, r = c.get("n"), c.get("pearson_r")
+    scale = ""
+    if x.startswith("log ") and y.startswith("log "):
+        x, y, scale = x[4:], y[4:], "on log scales "
+    if r is None:
+        return (f"No correlation between {x} and {y} was computed over these {n} variants (it needs at least "
+                "3 variants whose values differ).")
+    if not math.isfinite(r):
+        return f"The correlation between {x} and {y} is undefined over these {n} variants (a constant column)."
+    p, rho, q = c["pearson_p"], c["spearman_r"], c["spearman_p"]
+    sign = "negative" if r < 0 else "positive"
+    text = (f"Over {n} variants, {x} and {y} have a {strength(r)} {sign} linear correlation {scale}"
+            f"(Pearson r = {r:.3f}): {_trend(r, x, y)}. It is {_significance(p, alpha)}. ")
+    rank = "significant" if q < alpha else "not significant"
+    text += (f"The rank correlation agrees in sign (Spearman ρ = {rho:.3f}, p = {q:.3g}, {rank})."
+             if (rho < 0) == (r < 0) else
+             f"The rank correlation has the opposite sign (Spearman ρ = {rho:.3f}, p = {q:.3g}, {rank}), "
+             "so the relation is not monotonic.")
+    if n < 8:
+        text += f" With only {n} points the p-values are rough."
+    return text
+
+
+def _trend(r: float, x: str, y: str) -> str:
+    if strength(r) == "negligible":
+        return f"{x} says little about {y}"
+    return f"larger {x} goes with {'lower' if r < 0 else 'higher'} {y}"
+
+
+def _significance(p: float, alpha: float) -> str:
+    verdict = "significant" if p < alpha else "not significant"
+    return f"{verdict} at the {alpha:.0%} level (p = {p:.3g})"
 
 
 def _still_learning(out: Path, names: list[str]) -> tuple[int, float]:
@@ -735,74 +800,142 @@ def _still_learning(out: Path, names: list[str]) -> tuple[int, float]:
 
 
 def conclusion(rows: list[dict], corr: dict, out: Path) -> str:
-    """A paragraph of conclusions, every number taken from the results."""
+    """A paragraph of conclusions; every number and every comparative word comes from `rows`,
+    `corr` and the runs' metrics.csv files under `out`."""
     conv = [r for r in rows if r["kind"] == "conv"]
-    parts = []
-    if corr["pearson_r"] is not None:
-        sign = "falls" if corr["pearson_r"] < 0 else "rises"
-        parts.append(f"Across the {corr['n']} conv variants, log test MSE {sign} with log latent size: Pearson r = "
-                     f"{corr['pearson_r']:+.2f} (p = {corr['pearson_p']:.2g}), Spearman rho = {corr['spearman_r']:+.2f} "
-                     f"(p = {corr['spearman_p']:.2g}), a {strength(corr['pearson_r'])} "
-                     f"{'negative' if corr['pearson_r'] < 0 else 'positive'} correlation.")
-        cp = corr["params"]
-        if cp["pearson_r"] is not None:
-            parts.append(f"Against log parameters the correlation is {strength(cp['pearson_r'])} "
-                         f"(Pearson r = {cp['pearson_r']:+.2f}, Spearman rho = {cp['spearman_r']:+.2f}).")
-    ref = next((r for r in conv if r["axis"] == "reference" or r["name"] == "reference"), None)
-    if ref:
-        effects = []
-        for axis in sorted({r["axis"] for r in conv} - {"reference", ""}):
-            ratios = sorted((r["test_mse"] / ref["test_mse"], r["name"]) for r in conv if r["axis"] == axis)
-            swing = max(abs(math.log(q)) for q, _ in ratios)
-            effects.append((swing, axis, ratios))
-        effects.sort(reverse=True)
-        if effects:
-            parts.append(f"Relative to the reference (test MSE {ref['test_mse']:.5f}), the axes ranked by their largest "
-                         "effect: " + "; ".join(
-                             f"{axis} ({', '.join(f'{n} x{q:.2f}' for q, n in ratios)})"
-                             for _, axis, ratios in effects) + ".")
+    ref = reference_row(conv)
+    parts = [correlation_sentence(corr, "log latent size", "log test MSE")]
+    if isinstance(corr.get("params"), dict):
+        parts.append(correlation_sentence(corr["params"], "log parameter count", "log test MSE"))
+    parts += [_axis_effects(conv, ref), _pca_comparison(conv), _moonshot(conv), _best_small(conv, ref),
+              _limits(conv, corr, ref, out)]
+    return " ".join(p for p in parts if p)
+
+
+def reference_row(conv: list[dict]) -> dict | None:
+    """The row the other variants are compared with: axis or name 'reference'."""
+    return next((r for r in conv if r["axis"] == "reference" or r["name"] == "reference"), None)
+
+
+def _axis_effects(conv: list[dict], ref: dict | None) -> str:
+    """The axes ranked by their largest effect on test MSE relative to the reference."""
+    if ref is None:
+        return ""
+    effects = []
+    for axis in sorted({r["axis"] for r in conv} - {"reference", ""}):
+        ratios = sorted((r["test_mse"] / ref["test_mse"], r["name"]) for r in conv if r["axis"] == axis)
+        effects.append((max(abs(math.log(q)) for q, _ in ratios), axis, ratios))
+    if not effects:
+        return ""
+    effects.sort(reverse=True)
+    ranked = "; ".join(f"{axis} ({', '.join(f'{n} x{q:.2f}' for q, n in ratios)})" for _, axis, ratios in effects)
+    _, top_axis, top_ratios = effects[0]
+    q, name = max(top_ratios, key=lambda qn: abs(math.log(qn[0])))
+    return (f"Relative to the reference (test MSE {ref['test_mse']:.5f}), the axes ranked by their largest "
+            f"effect: {ranked}. The largest single change is {name} ({top_axis}), whose test MSE is "
+            f"{ratio_words(q)} the reference's.")
+
+
+def _pca_comparison(conv: list[dict]) -> str:
+    """The CAE/PCA ratios: their range, and how many variants are better than PCA."""
     with_pca = [r for r in conv if r["ratio_to_pca"] is not None]
-    if with_pca:
-        best = min(with_pca, key=lambda r: r["ratio_to_pca"])
-        beat = [r for r in with_pca if r["ratio_to_pca"] < 1]
-        small = [r for r in with_pca if r["latent_size"] <= 256]
-        parts.append(f"CAE/PCA test-MSE ratios range from {best['ratio_to_pca']:.2f} ({best['name']}) to "
-                     f"{max(r['ratio_to_pca'] for r in with_pca):.2f} (median "
-                     f"{float(np.median([r['ratio_to_pca'] for r in with_pca])):.2f}); "
-                     f"{len(beat)} of {len(with_pca)} variants beat PCA at their own latent size"
-                     + (f" ({', '.join(r['name'] for r in beat)})" if beat else "") + ".")
-        if small:
-            sb = min(small, key=lambda r: r["ratio_to_pca"])
-            parts.append(f"Moonshot (a conv variant beating PCA at a latent size <= 256): "
-                         f"{'yes' if sb['ratio_to_pca'] < 1 else 'no'}; the best such ratio is "
-                         f"{sb['ratio_to_pca']:.2f} ({sb['name']}, latent {sb['latent_size']}).")
-    capped = [r for r in conv if r["latent_size"] <= 1024]
-    if capped:
-        b = min(capped, key=lambda r: r["test_mse"])
-        parts.append(f"The best variant with latent size <= 1024 is {b['name']} (latent {b['latent_shape']}, "
-                     f"{b['params']:,} parameters) at test MSE {b['test_mse']:.5f}, PSNR {b['psnr']:.2f} dB.")
+    if not with_pca:
+        return ""
+    best = min(with_pca, key=lambda r: r["ratio_to_pca"])
+    worst = max(with_pca, key=lambda r: r["ratio_to_pca"])
+    better = [r for r in with_pca if r["ratio_to_pca"] < 1]
+    median = float(np.median([r["ratio_to_pca"] for r in with_pca]))
+    text = (f"CAE/PCA test-MSE ratios range from {best['ratio_to_pca']:.2f} ({best['name']}) to "
+            f"{worst['ratio_to_pca']:.2f} ({worst['name']}), median {median:.2f}: ")
+    if len(better) == len(with_pca):
+        text += f"all {len(with_pca)} variants are better than PCA at their own latent size"
+    elif better:
+        text += (f"{len(better)} of {len(with_pca)} variants are better than PCA at their own latent size "
+                 f"({', '.join(r['name'] for r in better)}), the other {len(with_pca) - len(better)} no better")
+    else:
+        text += (f"no variant is better than PCA at its own latent size; even the best, {best['name']}, "
+                 f"has a test MSE {ratio_words(best['ratio_to_pca'])} PCA's")
+    return text + "."
+
+
+def _moonshot(conv: list[dict]) -> str:
+    """Whether a conv variant beats PCA at a small latent size (at most SMALL_LATENT)."""
+    small = [r for r in conv if r["ratio_to_pca"] is not None and r["latent_size"] <= SMALL_LATENT]
+    if not small:
+        return ""
+    sb = min(small, key=lambda r: r["ratio_to_pca"])
+    return (f"Moonshot (a conv variant beating PCA at a latent size <= {SMALL_LATENT}): "
+            f"{'yes' if sb['ratio_to_pca'] < 1 else 'no'}; the best such ratio is "
+            f"{sb['ratio_to_pca']:.2f} ({sb['name']}, latent {sb['latent_size']}).")
+
+
+def _best_small(conv: list[dict], ref: dict | None) -> str:
+    """The best variant with a latent size of at most LATENT_CAP, against the reference."""
+    capped = [r for r in conv if r["latent_size"] <= LATENT_CAP]
+    if not capped:
+        return ""
+    b = min(capped, key=lambda r: r["test_mse"])
+    text = (f"The best variant with latent size <= {LATENT_CAP} is {b['name']} (latent {b['latent_shape']}, "
+            f"{b['params']:,} parameters) at test MSE {b['test_mse']:.5f}, PSNR {b['psnr']:.2f} dB")
+    if ref is not None and b is not ref:
+        text += f", {ratio_words(b['test_mse'] / ref['test_mse'])} the reference's test MSE"
+    return text + "."
+
+
+def _limits(conv: list[dict], corr: dict, ref: dict | None, out: Path) -> str:
+    """What limits the conv variants: training length, capacity, code use, receptive field."""
+    limits = [_training_length(conv, out), _capacity(corr.get("params", {})), _code_use(conv),
+              _receptive_field(conv, ref)]
+    limits = [text for text in limits if text]
+    return "What limits the conv variants: " + "; ".join(limits) + "." if limits else ""
+
+
+def _training_length(conv: list[dict], out: Path) -> str:
     n_last, drop = _still_learning(out, [r["name"] for r in conv])
-    limits = []
-    if conv and math.isfinite(drop):
-        limits.append(f"training length: {n_last} of {len(conv)} runs had their best validation MSE at the last "
-                      f"epoch (median drop over the final epoch {drop:.1f}%), so they were still learning")
-    cp = corr.get("params", {})
-    if cp.get("spearman_r") is not None:
-        limits.append(f"capacity: {'more' if cp['spearman_r'] < 0 else 'fewer'} parameters go with lower error "
-                      f"(Spearman rho {cp['spearman_r']:+.2f}, {strength(cp['spearman_r'])})")
+    if not conv or not math.isfinite(drop):
+        return ""
+    verdict = "so those were still learning" if n_last else "so none was still improving when it stopped"
+    return (f"training length: {n_last} of {len(conv)} runs ({share_words(n_last, len(conv))}) had their best "
+            f"validation MSE at the last epoch (median drop over the final epoch {drop:.1f}%), {verdict}")
+
+
+def _capacity(cp: dict) -> str:
+    rho = cp.get("spearman_r")
+    if rho is None:
+        return ""
+    trend = ("the parameter count says little about the error" if strength(rho) == "negligible" else
+             f"{'more' if rho < 0 else 'fewer'} parameters go with lower error")
+    return f"capacity: {trend} (Spearman ρ {rho:+.2f}, {strength(rho)})"
+
+
+def _code_use(conv: list[dict]) -> str:
+    with_pca = [r for r in conv if r["ratio_to_pca"] is not None]
     gap = correlation([r["latent_size"] for r in with_pca], [r["ratio_to_pca"] for r in with_pca])
-    if gap["spearman_r"] is not None:
-        limits.append(f"code use: the CAE/PCA ratio {'grows' if gap['spearman_r'] > 0 else 'shrinks'} with the "
-                      f"latent size (Spearman rho {gap['spearman_r']:+.2f})"
-                      + (", so the linear code gains more from extra dimensions than the conv stacks do"
-                         if gap["spearman_r"] > 0 else ""))
+    if gap["spearman_r"] is None:
+        return ""
+    rho = gap["spearman_r"]
+    said = f"(Spearman ρ {rho:+.2f}, {strength(rho)})"
+    if strength(rho) == "negligible":
+        return f"code use: the CAE/PCA ratio hardly follows the latent size {said}"
+    grows = rho > 0
+    return (f"code use: the CAE/PCA ratio {'grows' if grows else 'shrinks'} with the latent size {said}"
+            + (", so the linear code gains more from extra dimensions than the conv stacks do" if grows
+               else ", so the conv stacks gain more from extra dimensions than the linear code does"))
+
+
+def _receptive_field(conv: list[dict], ref: dict | None) -> str:
     kern = sorted((r["test_mse"], r["name"]) for r in conv if r["axis"] == "kernel")
-    if ref and kern:
-        limits.append(f"receptive field: the best kernel variant ({kern[0][1]}) reaches x{kern[0][0] / ref['test_mse']:.2f} "
-                      f"the reference's MSE, the worst ({kern[-1][1]}) x{kern[-1][0] / ref['test_mse']:.2f}")
-    if limits:
-        parts.append("What limits the conv variants: " + "; ".join(limits) + ".")
-    return " ".join(parts)
+    if ref is None or not kern:
+        return ""
+    (best, best_name), (worst, worst_name) = kern[0], kern[-1]
+    return (f"receptive field: the best kernel variant ({best_name}) reaches {ratio_words(best / ref['test_mse'])} "
+            f"the reference's MSE (x{best / ref['test_mse']:.2f}), the worst ({worst_name}) "
+            f"{ratio_words(worst / ref['test_mse'])} it (x{worst / ref['test_mse']:.2f})")
+
+
+# ----------------------------------------------------------------------------- results.md
+def _f(x: Any, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
 
 
 def write_markdown(study: Study, rows: list[dict], pca: dict[int, dict], corr: dict, out: Path) -> None:
