@@ -375,35 +375,55 @@ def _one_line(e: BaseException, log: Log) -> str:
 
 
 # ----------------------------------------------------------------------------- worker processes
-# Two 1-thread processes beat one 2-thread process here: these convolutions are small (a few
-# channels, 32x32 images), so one step is too short for a thread team to split well, and much of
-# it (optimizer, pooling, elementwise ops, Python) runs on one thread anyway. Separate processes
-# also keep each other's memory traffic and Python overhead apart. docs/sweeps.md has figures.
+# Each worker gets 1/N of the CPUs as torch threads: two 1-thread processes beat one 2-thread
+# process for these small convolutions (a few channels, 32x32 images). One layer's work is too
+# short for a thread team to split well, much of a step (optimizer, pooling, elementwise ops,
+# Python) runs on one thread anyway, and on busy cores a team's threads wait for each other at
+# every operation, which one-thread processes never do. docs/sweeps.md has the figures.
 STOP_GRACE_SECONDS = 120.0  # how long stopped workers get to finish their current step and unlock
-MAX_AUTO_JOBS = 8  # default_jobs' cap: every worker holds its own copy of the data (~0.4 GB)
+MAX_AUTO_JOBS = 8  # default_jobs' cap: every worker holds its own copy of the images and splits
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask (a SLURM or container cpuset) when the OS
-    tells, else os.cpu_count(), which counts the whole machine."""
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask (a SLURM or container cpuset) when the OS tells,
+    else os.cpu_count(), which counts the whole machine; capped by a container's CPU limit (a
+    Kubernetes pod's limit leaves the mask at the whole node)."""
     try:
-        return len(os.sched_getaffinity(0)) or 1
+        cpus = len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return min(cpus, cgroup_cpu_limit(cgroup) or cpus)
+
+
+def cgroup_cpu_limit(root: Path) -> int | None:
+    """The container's CPU limit in whole CPUs, rounded up (cgroup v2 cpu.max, or v1's CFS quota);
+    None without a limit or a readable cgroup."""
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
 
 
 def threads_per_worker(workers: int) -> int:
     return max(1, usable_cpus() // workers)
 
 
-def default_jobs(n_variants: int) -> int:
+def default_jobs() -> int:
     """The pipeline's choice: one worker per usable CPU (at most MAX_AUTO_JOBS, each holds its own
-    copy of the data), one process on a CUDA machine (the workers would queue for one GPU)."""
+    copy of the data), one process on a CUDA machine (the workers would queue for one GPU).
+    `train_variants` starts no more workers than there are variants to train."""
     import torch
 
     if torch.cuda.is_available():
         return 1
-    return max(1, min(n_variants, usable_cpus(), MAX_AUTO_JOBS))
+    return max(1, min(usable_cpus(), MAX_AUTO_JOBS))
 
 
 
