@@ -380,7 +380,7 @@ def _one_line(e: BaseException, log: Log) -> str:
 # short for a thread team to split well, much of a step (optimizer, pooling, elementwise ops,
 # Python) runs on one thread anyway, and on busy cores a team's threads wait for each other at
 # every operation, which one-thread processes never do. docs/sweeps.md has the figures.
-STOP_GRACE_SECONDS = 120.0  # how long stopped workers get to finish their current step and unlock
+STOP_GRACE_SECONDS = 120.0  # how long stopped workers get to unwind and unlock before being killed
 MAX_AUTO_JOBS = 8  # default_jobs' cap: every worker holds its own copy of the images and splits
 
 
@@ -432,7 +432,7 @@ def _train_in_workers(pending: list[Variant], out: Path, force: bool, workers: i
     """Train the variants in `workers` spawned processes; {name: error} of those that failed.
 
     Any interruption of this process (Ctrl-C, SIGTERM via the CLI) stops the workers the same
-    clean way before it propagates: each finishes its current step, releases its run lock and
+    clean way before it propagates: each abandons the epoch under way, releases its run lock and
     exits; finished epochs are kept, and the same command resumes.
     """
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools or locks
