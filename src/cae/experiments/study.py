@@ -44,9 +44,10 @@ import numpy as np
 from cae.core import runs
 from cae.core.spec import ArchInfo, expand, trace
 from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict
+from cae.core.text import Log
 from cae.errors import CaeError
 
-Log = Callable[[str], None]
+
 IMAGE_SIZE = 3 * 32 * 32
 STUDY_COPY = "study.toml"
 RESULTS_CSV = "results.csv"
