@@ -14,6 +14,7 @@ from cae.colorize import predict, read_image, shipped_model_dir, total_stride
 from cae.config import RunConfig, save_config
 from cae.data import luma
 from cae.tasks import Task
+from conftest import require
 
 
 def _make_run(d: Path, arch: str, target: str) -> Path:
@@ -139,8 +140,8 @@ def test_not_a_colorizer_is_refused(tmp_path, capsys):
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "cae" / "weights" / "colorizer" / "best.pt"
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped weights")
 def test_default_model_is_the_shipped_colorizer(tmp_path):
+    require(SHIPPED.is_file(), f"no shipped weights at {SHIPPED}")
     Image.fromarray(_photo(40, 50)).save(tmp_path / "p.jpg")
     assert main(["colorize", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o")]) == 0
     assert Image.open(tmp_path / "o" / "p.png").size == (50, 40)
@@ -152,10 +153,10 @@ def _data_dir() -> str | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_data_dir() is None or not SHIPPED.is_file(), reason="needs CIFAR-10 and shipped weights")
 @pytest.mark.parametrize("name", ["colorizer", "reference"])
 def test_shipped_weights_reach_their_recorded_test_mse(name):
     """The shipped model on its recorded split (seed and limit of its config) gives its recorded MSE."""
+    require(_data_dir() is not None and SHIPPED.is_file(), "needs CIFAR-10 (CAE_DATA_DIR) and the shipped weights")
     from cae.data import load_cifar10, split_indices
     from cae.train import evaluate, load_run, resolve_precision
 

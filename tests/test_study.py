@@ -14,6 +14,7 @@ import torch
 from cae.errors import CaeError
 from cae.pca import evaluate_pca, fit_pca, reconstruct
 from cae.study import COLUMNS, correlation, load_study, load_study_results, run_sweep
+from conftest import require
 
 DATA = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
 TINY_A = "conv4 pool2 conv4 | up2 convout"
@@ -145,8 +146,8 @@ class Interrupt:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(DATA).is_dir(), reason="needs the CIFAR-10 binary files")
 def test_sweep_runs_skips_resumes_and_tabulates(tmp_path):
+    require(Path(DATA).is_dir(), f"needs the CIFAR-10 binary files at {DATA} (set CAE_DATA_DIR)")
     study = write(tmp_path, f'epochs = 2\n[[variant]]\nname = "a"\narch = "{TINY_A}"\naxis = "reference"\n'
                             f'[[variant]]\nname = "b"\narch = "{TINY_B}"\naxis = "latent"\n')
     out = tmp_path / "sweep"
