@@ -14,6 +14,7 @@ from cae.apps.colorize import predict, read_image, shipped_model_dir, total_stri
 from cae.core.config import RunConfig, save_config
 from cae.core.data import luma
 from cae.core.tasks import Task
+from conftest import require
 
 
 def _make_run(d: Path, arch: str, target: str) -> Path:
@@ -139,8 +140,8 @@ def test_not_a_colorizer_is_refused(tmp_path, capsys):
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "cae" / "weights" / "colorizer" / "best.pt"
 
 
-@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped weights")
 def test_default_model_is_the_shipped_colorizer(tmp_path):
+    require(SHIPPED.is_file(), f"no shipped weights at {SHIPPED}")
     Image.fromarray(_photo(40, 50)).save(tmp_path / "p.jpg")
     assert main(["colorize", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o")]) == 0
     assert Image.open(tmp_path / "o" / "p.png").size == (50, 40)

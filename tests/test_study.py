@@ -21,6 +21,7 @@ from cae.experiments.pca import evaluate_pca, fit_pca, reconstruct
 from cae.experiments.study import (COLUMNS, Eta, conclusion, correlation, correlation_sentence, load_study,
                                    load_study_results, parse_shard, ratio_words, run_shard, run_sweep,
                                    shard_variants, threads_per_worker, usable_cpus)
+from conftest import require
 
 DATA = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
 TINY_A = "conv4 pool2 conv4 | up2 convout"
@@ -153,8 +154,8 @@ class Interrupt:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(DATA).is_dir(), reason="needs the CIFAR-10 binary files")
 def test_sweep_runs_skips_resumes_and_tabulates(tmp_path):
+    require(Path(DATA).is_dir(), f"needs the CIFAR-10 binary files at {DATA} (set CAE_DATA_DIR)")
     study = write(tmp_path, f'epochs = 2\n[[variant]]\nname = "a"\narch = "{TINY_A}"\naxis = "reference"\n'
                             f'[[variant]]\nname = "b"\narch = "{TINY_B}"\naxis = "latent"\n')
     out = tmp_path / "sweep"
