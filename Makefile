@@ -1,6 +1,8 @@
 # One command per job on a fresh clone:
 #   make reproduce   -> sets up .venv and runs the whole study (cae reproduce --out runs/reproduce)
-#   make test        -> sets up .venv and runs the test suite
+#   make test        -> sets up .venv and runs the test suite (summary line; skips and failures listed)
+# and, to check the installed wheel from outside the checkout (its own fresh venv):
+#   make wheel-smoke -> .ci/wheel_smoke.sh
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +11,7 @@ OUT ?= runs/reproduce
 # anything newer resolves a multi-GB CUDA build there.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup reproduce quick test bench clean
+.PHONY: setup reproduce quick test wheel-smoke bench clean
 
 $(BIN)/cae: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +27,13 @@ reproduce: setup
 quick: setup
 	$(BIN)/cae reproduce --quick --out runs/quick
 
+# -q ends with the count line ("N passed, M skipped in Xs"); -rfEs lists failures, errors and
+# skips with their reasons (in CI a skip fails the run: tests/conftest.py)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rfEs
+
+wheel-smoke:
+	PYTHON="$(PYTHON)" TORCH="$(TORCH)" bash .ci/wheel_smoke.sh
 
 bench: setup
 	$(BIN)/cae bench

@@ -21,6 +21,7 @@ from cae.core.config import RunConfig
 from cae.core.data import Cifar10, DEFAULT_CLASSES
 from cae.errors import CaeError
 from cae.core.train import make_model, prepare, resolve_precision
+from conftest import require
 
 REQUIRED_KEYS = ("train_images_per_s", "naive_train_images_per_s", "train_speedup", "eval_images_per_s",
                  "naive_eval_images_per_s", "eval_speedup", "peak_gflops", "peak_fraction", "peak_rss_mb",
@@ -116,8 +117,8 @@ def test_bench_refuses_zero_steps() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(CIFAR).is_dir(), reason="CIFAR-10 not available")
 def test_bench_on_real_cifar_subset() -> None:
+    require(Path(CIFAR).is_dir(), f"CIFAR-10 not found at {CIFAR} (set CAE_DATA_DIR)")
     lines: list[str] = []
     r = bench.run_bench(steps=2, data_dir=CIFAR, eval_images=200, limit=600, log=lines.append)
     assert not r["synthetic"] and r["data"].startswith("CIFAR-10")

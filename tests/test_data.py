@@ -19,6 +19,7 @@ from cae.core import data
 from cae.core.data import (FOLDER, RECORD_BYTES, TEST_FILE, TRAIN_FILES, class_balance, extract_archive, load_cifar10,
                       read_batch_file, resolve_data_dir, split_indices)
 from cae.errors import CaeError
+from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -228,8 +229,8 @@ def test_extract_good_archive(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_real_cifar10() -> None:
     folder = real_data_dir()
-    if folder is None:
-        pytest.skip("real CIFAR-10 not found: set CAE_DATA_DIR or place it at ../shared/datasets next to the repo")
+    require(folder is not None,
+            "real CIFAR-10 not found: set CAE_DATA_DIR or place it at ../shared/datasets next to the repo")
     d = load_cifar10(folder)
     assert tuple(d.images.shape) == (60000, 3, 32, 32)
     assert int(d.labels.min()) == 0 and int(d.labels.max()) == 9

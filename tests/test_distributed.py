@@ -98,14 +98,15 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     cfg.train.epochs = 2
     save_config(cfg, b / runs.CONFIG)
     diverge = [*args(data, root / "D", 1), "--arch", "conv8:none | convout:none", "--lr", "1e20"]
-    (root / "L").mkdir()
-    (root / "L" / runs.LOCK).write_text(str(os.getpid()))  # held by this (live) test process
     jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2)), ("", diverge), ("", args(data, root / "L", 1))]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        str(root / "script.py"), json.dumps(jobs)],
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    with runs.RunLock(root / "L"):  # held by this (live) test process while torchrun tries it
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            str(root / "script.py"), json.dumps(jobs)],
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+        locked_files = {p.name for p in (root / "L").iterdir()}
     assert r.returncode == 0, r.stdout + r.stderr
-    return {"root": root, "data": data, "A": a, "B": b, "B_rows_single": b_rows, "log": r.stdout + r.stderr}
+    return {"root": root, "data": data, "A": a, "B": b, "B_rows_single": b_rows, "log": r.stdout + r.stderr,
+            "locked_files": locked_files}
 
 
 def test_ranks_hold_identical_parameters(world: dict) -> None:
@@ -176,4 +177,4 @@ def test_divergence_stops_every_rank_at_the_same_step(world: dict) -> None:
 def test_locked_folder_refused_on_every_rank(world: dict) -> None:
     found = sorted(re.findall(r"rank (\d): cae: error: run folder \S+ is in use by process (\d+)", world["log"]))
     assert found == [("0", str(os.getpid())), ("1", str(os.getpid()))], world["log"]
-    assert {p.name for p in (world["root"] / "L").iterdir()} == {runs.LOCK}  # nothing written
+    assert world["locked_files"] == {runs.LOCK}  # nothing written while it was locked

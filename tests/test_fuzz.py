@@ -3,7 +3,7 @@
 - the CIFAR-10 reader fed files of random bytes (any size, record-sized ones included);
 - architecture specs generated from a token grammar: either `trace` refuses them with a
   CaeError, or `build_model` builds a model that maps (1, C, 32, 32) to the right shape;
-- `cae colorize` (when src/cae/colorize.py exists): random and truncated image bytes through
+- `cae colorize`: random and truncated image bytes through
   `read_image`, random image sizes through `predict`, and a subprocess fed the nasty files
   (zero bytes, truncated PNG/JPEG, 1x1, 1x100000, 16-bit PNG, CMYK JPEG, a folder named .png).
 
@@ -34,7 +34,6 @@ def fuzz(n: int) -> settings:
     """n examples, no deadline (the machine is shared), no example database written into the repo."""
     return settings(max_examples=n, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-COLORIZE = (Path(__file__).resolve().parents[1] / "src" / "cae" / "colorize.py").exists()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -193,7 +192,6 @@ def _jpeg(arr: np.ndarray, mode: str = "RGB") -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.skipif(not COLORIZE, reason="src/cae/colorize.py is not there yet")
 def test_colorize_read_image_random_bytes() -> None:
     from cae.apps.colorize import read_image
 
@@ -224,7 +222,6 @@ def test_colorize_read_image_random_bytes() -> None:
     counter.report()
 
 
-@pytest.mark.skipif(not COLORIZE, reason="src/cae/colorize.py is not there yet")
 def test_colorize_predict_any_size() -> None:
     from cae.apps.colorize import predict, total_stride
     from cae.core.tasks import Task
@@ -248,7 +245,6 @@ def test_colorize_predict_any_size() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not COLORIZE, reason="src/cae/colorize.py is not there yet")
 def test_colorize_cli_nasty_files(tmp_path: Path) -> None:
     """Each nasty file is a result or one error line naming it; never a traceback, never a hang."""
     from PIL import Image

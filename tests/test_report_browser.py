@@ -10,15 +10,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import QuickRun
+from conftest import QuickRun, require
 from PIL import Image
 
 from cae.report import SECTIONS
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on PATH (apt-get install chromium; "
-                                 ".ci/run installs it)")]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def chromium_installed() -> None:
+    """Autouse, so every test here needs it, checked before `rendered` starts the browser."""
+    require(CHROMIUM is not None, "no chromium binary on PATH (apt-get install chromium; .ci/run installs it)")
 
 
 def _chromium(html: Path, profile: Path, *args: str) -> subprocess.CompletedProcess:

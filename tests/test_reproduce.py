@@ -14,7 +14,8 @@ from conftest import QuickRun, run_cae
 from cae.core.spec import trace
 from cae.core.text import duration, number
 from cae.errors import CaeError
-from cae.report import SECTIONS, correlation_conclusion, write_report
+from cae.experiments.study import correlation_sentence as correlation_conclusion
+from cae.report import SECTIONS, write_report
 from cae.experiments.study import study_file
 from cae.reproduce import QUICK_LIMIT, QUICK_VARIANTS, STEPS, STUDY_NAME, quick_study, reproduce
 

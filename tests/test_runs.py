@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import subprocess
-import sys
+import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -114,35 +116,64 @@ def test_load_torch_refuses_pickled_objects(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- RunLock
+# Forked children share the imports already made here (a fresh interpreter would spend seconds
+# importing torch per process) and race on their own open file, as separate cae processes do.
+FORK = multiprocessing.get_context("fork")
+
+
+def _hold(run_dir: Path, locked: Any) -> None:
+    """Child: take the lock, say so, keep it until killed. (It waits in a plain sleep: a process
+    SIGKILLed inside a multiprocessing Event's wait can leave that Event locked for good.)"""
+    runs.RunLock(run_dir).acquire()
+    locked.set()
+    time.sleep(120)
+
+
 @pytest.fixture
-def live_pid():  # noqa: ANN201 - a pid of a process that is alive while the test runs
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc.pid
+def holder(tmp_path: Path):  # noqa: ANN201 - a live process holding tmp_path's lock
+    locked = FORK.Event()
+    proc = FORK.Process(target=_hold, args=(tmp_path, locked))
+    proc.start()
+    assert locked.wait(30), "the holder never took the lock"
+    yield proc
     proc.kill()
-    proc.wait()
+    proc.join(30)
 
 
-def test_lock_refuses_while_owner_lives(tmp_path: Path, live_pid: int) -> None:
-    (tmp_path / runs.LOCK).write_text(str(live_pid))
-    with pytest.raises(CaeError, match=rf"in use by process {live_pid}"):
+def test_lock_refuses_while_owner_lives(tmp_path: Path, holder: Any) -> None:
+    with pytest.raises(CaeError, match=rf"in use by process {holder.pid}; wait for it or use another --out"):
         runs.RunLock(tmp_path).acquire()
-    assert (tmp_path / runs.LOCK).read_text() == str(live_pid)  # the owner's lock is left alone
+    assert (tmp_path / runs.LOCK).read_text() == str(holder.pid)  # the owner's lock is left alone
 
 
-def test_stale_lock_taken_over(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()  # its pid is now (almost certainly) free
-    (tmp_path / runs.LOCK).write_text(str(proc.pid))
+def test_lock_of_a_sigkilled_process_is_taken_over(tmp_path: Path, holder: Any) -> None:
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(30)
+    assert (tmp_path / runs.LOCK).read_text() == str(holder.pid)  # the file outlives its process
     with runs.RunLock(tmp_path) as lock:
         assert lock.held and (tmp_path / runs.LOCK).read_text() == str(os.getpid())
     assert not (tmp_path / runs.LOCK).exists()
 
 
-def test_garbage_lock_is_stale(tmp_path: Path) -> None:
-    (tmp_path / runs.LOCK).write_text("not a pid")
+@pytest.mark.parametrize("content", ["", "not a pid", "999999999", "{pid}"])
+def test_unlocked_leftover_file_is_taken_over(tmp_path: Path, content: str) -> None:
+    """Only a held flock counts: a file nobody locks (whatever pid it names, even ours) is free."""
+    (tmp_path / runs.LOCK).write_text(content.format(pid=os.getpid()))
     lock = runs.RunLock(tmp_path).acquire()
+    assert (tmp_path / runs.LOCK).read_text() == str(os.getpid())
     lock.release()
     assert not (tmp_path / runs.LOCK).exists()
+
+
+def test_release_lets_another_take_it(tmp_path: Path) -> None:
+    first, second = runs.RunLock(tmp_path), runs.RunLock(tmp_path)  # two open files: they exclude each other
+    first.acquire()
+    with pytest.raises(CaeError, match=rf"in use by process {os.getpid()}"):
+        second.acquire()
+    first.release()
+    second.acquire()
+    assert second.held and not first.held
+    second.release()
 
 
 def test_lock_released_on_exception(tmp_path: Path) -> None:
@@ -152,6 +183,69 @@ def test_lock_released_on_exception(tmp_path: Path) -> None:
             raise RuntimeError("boom")
     assert not (tmp_path / runs.LOCK).exists()
 
+
+def _race_once(run_dir: Path, start: Any, results: Any, done: Any) -> None:
+    """Child: wait for the others, try the lock once, report, and hold a won lock until all reported."""
+    start.wait(30)
+    try:
+        runs.RunLock(run_dir).acquire()
+    except CaeError:
+        results.put("refused")
+        return
+    results.put("won")
+    done.wait(60)
+
+
+@pytest.mark.parametrize("leftover", [None, "999999999"])
+def test_racing_processes_exactly_one_wins(tmp_path: Path, leftover: str | None) -> None:
+    """8 processes start at once (on a free folder, or one with a dead process's lock file: the
+    case where the old stale-pid takeover let two win): exactly one gets the lock."""
+    if leftover is not None:
+        (tmp_path / runs.LOCK).write_text(leftover)
+    n = 8
+    start, done, results = FORK.Barrier(n), FORK.Event(), FORK.Queue()
+    procs = [FORK.Process(target=_race_once, args=(tmp_path, start, results, done)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        outcomes = sorted(results.get(timeout=60) for _ in range(n))
+    finally:
+        done.set()
+        for p in procs:
+            p.join(30)
+    assert outcomes == ["refused"] * (n - 1) + ["won"]
+    assert all(p.exitcode == 0 for p in procs)
+
+
+def _churn(run_dir: Path, rounds: int, holders: Any, worst: Any) -> None:
+    """Child: take the lock `rounds` times, retrying when refused; count how many hold it at once."""
+    for _ in range(rounds):
+        lock = runs.RunLock(run_dir)
+        while True:
+            try:
+                lock.acquire()
+                break
+            except CaeError:
+                time.sleep(0.001)
+        with holders.get_lock():
+            holders.value += 1
+            worst.value = max(worst.value, holders.value)
+        time.sleep(0.001)
+        with holders.get_lock():
+            holders.value -= 1
+        lock.release()  # unlinks the file while others hold it open: they must not win a dead file
+
+
+def test_lock_excludes_under_acquire_release_churn(tmp_path: Path) -> None:
+    holders, worst = FORK.Value("i", 0), FORK.Value("i", 0)
+    procs = [FORK.Process(target=_churn, args=(tmp_path, 25, holders, worst)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert worst.value == 1
+    assert not (tmp_path / runs.LOCK).exists()
 
 
 def test_written_files_follow_the_umask(tmp_path: Path) -> None:

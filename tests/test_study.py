@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import write_smooth_cifar
 
+from cae.core import runs
 from cae.errors import CaeError
 from cae.experiments.pca import evaluate_pca, fit_pca, reconstruct
-from cae.experiments.study import COLUMNS, correlation, load_study, load_study_results, run_sweep
+from cae.experiments.study import (COLUMNS, Eta, conclusion, correlation, correlation_sentence, load_study,
+                                   load_study_results, parse_shard, ratio_words, run_shard, run_sweep,
+                                   shard_variants, threads_per_worker, usable_cpus)
+from conftest import require
 
 DATA = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
 TINY_A = "conv4 pool2 conv4 | up2 convout"
@@ -131,22 +139,23 @@ def test_correlation_known_answers():
 
 # ----------------------------------------------------------------------------- the sweep
 class Interrupt:
-    """A log that stops training (like Ctrl-C) at the n-th epoch line it sees."""
+    """A log that stops training (like Ctrl-C) at the n-th epoch line it sees (`prefix`: a worker's
+    lines start with its variant's name in brackets)."""
 
-    def __init__(self, at: int):
-        self.at, self.seen, self.lines = at, 0, []
+    def __init__(self, at: int, prefix: str = ""):
+        self.at, self.seen, self.lines, self.prefix = at, 0, [], prefix
 
     def __call__(self, line: str) -> None:
         self.lines.append(line)
-        if line.startswith("epoch"):
+        if re.match(self.prefix + "epoch", line):
             self.seen += 1
             if self.seen == self.at:
                 raise KeyboardInterrupt
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(DATA).is_dir(), reason="needs the CIFAR-10 binary files")
 def test_sweep_runs_skips_resumes_and_tabulates(tmp_path):
+    require(Path(DATA).is_dir(), f"needs the CIFAR-10 binary files at {DATA} (set CAE_DATA_DIR)")
     study = write(tmp_path, f'epochs = 2\n[[variant]]\nname = "a"\narch = "{TINY_A}"\naxis = "reference"\n'
                             f'[[variant]]\nname = "b"\narch = "{TINY_B}"\naxis = "latent"\n')
     out = tmp_path / "sweep"
@@ -191,3 +200,232 @@ def test_sweep_runs_skips_resumes_and_tabulates(tmp_path):
     # 5) finished runs trained with other settings are not silently reused
     with pytest.raises(CaeError, match="trained with other settings"):
         run_sweep(study, out, epochs=3, log=lambda s: None, **kw)
+
+
+# ----------------------------------------------------------------------------- parallel and sharded sweeps
+TINY_C = "conv8 pool2 conv4 | up2 convout"
+THREE = (f'[train]\nprecision = "fp32"\n'  # fp32: the runs are then deterministic, so tables compare exactly
+         f'[[variant]]\nname = "a"\narch = "{TINY_A}"\naxis = "reference"\n'
+         f'[[variant]]\nname = "b"\narch = "{TINY_B}"\naxis = "latent"\n'
+         f'[[variant]]\nname = "c"\narch = "{TINY_C}"\naxis = "channels"\n')
+
+
+@pytest.fixture(scope="module")
+def smooth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_smooth_cifar(tmp_path_factory.mktemp("smooth") / "cifar", per_file=400)
+
+
+@pytest.fixture
+def worker_threads():  # noqa: ANN201 - a generator fixture
+    """This process on the thread count of a --jobs 2 worker: a different count changes the order
+    of float32 sums inside the convolutions (~1e-7 relative), the same count gives the same bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads_per_worker(2))
+    yield
+    torch.set_num_threads(before)
+
+
+def table(out: Path) -> list[dict]:
+    """results.csv without train_seconds (wall time differs from run to run)."""
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in load_study_results(out)]
+
+
+def assert_same_rows(rows: list[dict], expected: list[dict]) -> None:
+    assert [r["name"] for r in rows] == [r["name"] for r in expected]
+    for r, e in zip(rows, expected):
+        assert set(r) == set(e)
+        for k in ("val_mse", "test_mse", "psnr", "ssim", "pca_mse", "ratio_to_pca"):
+            if e.get(k) is None:  # the PCA rows have no validation MSE
+                assert r.get(k) is None, (r["name"], k)
+            else:
+                assert r.get(k) == pytest.approx(e.get(k), rel=1e-7), (r["name"], k)
+
+
+@pytest.mark.parametrize("text", ["0/4", "5/4", "x", "1/0", "", "1/2/3", "-1/4"])
+def test_bad_shards_are_refused_in_one_line(text):
+    with pytest.raises(CaeError) as e:
+        parse_shard(text)
+    assert "--shard" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_shards_split_the_variants_once_each(tmp_path):
+    assert parse_shard("2/4") == (2, 4) and parse_shard(" 1 / 1 ") == (1, 1)
+    study = load_study(write(tmp_path, "".join(f'[[variant]]\nname = "v{k}"\narch = "{TINY_A}"\n' for k in range(7))))
+    shares = [[v.name for v in shard_variants(study.variants, i, 3)] for i in (1, 2, 3)]
+    assert shares == [["v0", "v3", "v6"], ["v1", "v4"], ["v2", "v5"]]
+
+
+def test_cli_refuses_a_bad_shard_with_one_line(tmp_path, capsys):
+    from cae.cli import main
+
+    code = main(["sweep", str(write(tmp_path, THREE)), "--out", str(tmp_path / "o"), "--shard", "5/4"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--shard 5/4" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_container_cpu_limit_caps_the_usable_cpus(tmp_path):
+    cpus = usable_cpus(tmp_path / "none")  # no cgroup files: the affinity mask alone
+    assert cpus >= 1
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a Kubernetes limit of 1.5 CPUs
+    assert usable_cpus(tmp_path) == min(cpus, 2)
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == cpus
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(v1) == 1
+
+
+def test_eta_spreads_the_work_left_over_the_workers():
+    study = load_study(Path(__file__).parents[1] / "src" / "cae" / "studies" / "architecture.toml")
+    v = study.variants[0]
+    eta = Eta(jobs=2, left={"x": v.cost, "y": v.cost, "z": 4 * v.cost})
+    assert "unknown" in eta.line()
+    eta.recorded(v, 100.0)  # an earlier call's seconds: used until this call has timed a variant
+    assert eta.line().endswith(f"remaining {4 * 100}s")  # the longest variant left bounds it from below
+    eta.finished(study.variants[0], 10.0)
+    eta.left = {"x": v.cost, "y": v.cost, "z": v.cost, "w": v.cost}
+    assert eta.line().endswith(f"remaining {2 * 10}s")  # 4 equal variants on 2 workers at 10 s each
+
+
+@pytest.mark.usefixtures("worker_threads")
+def test_shards_and_jobs_give_the_one_process_table(tmp_path, smooth_data):
+    study = write(tmp_path, THREE)
+    kw = dict(epochs=1, limit=600, data_dir=str(smooth_data), progress=False, log=lambda line: None)
+    run_sweep(study, tmp_path / "one", **kw)
+    expected = table(tmp_path / "one")
+    # two shards one after another, while another live process holds the study folder's lock:
+    # shards take only the run folders' own locks, and write no study-level file
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / runs.LOCK).write_text(str(os.getppid()))
+    lines: list[str] = []
+    assert run_shard(study, shared, "1/2", **{**kw, "log": lines.append}) == ["a", "c"]
+    assert any(line.startswith("shard 1/2 done: trained a, c") for line in lines)
+    assert run_shard(study, shared, (2, 2), **kw) == ["b"]
+    assert not any((shared / f).exists() for f in ("study.toml", "results.csv", "pca.json"))
+    with pytest.raises(CaeError, match="in use by process"):
+        run_sweep(study, shared, **kw)  # the merge does take the study lock
+    (shared / runs.LOCK).unlink()
+    shutil.copy(tmp_path / "one" / "pca.json", shared)  # the same split: the PCA baseline is reused, not refitted
+    merge_lines: list[str] = []
+    run_sweep(study, shared, **{**kw, "log": merge_lines.append})
+    assert sum("finished already, skipped" in line for line in merge_lines) == 3
+    assert_same_rows(table(shared), expected)
+    # --jobs 2, with b's folder holding another run: b fails by name, a and c still finish
+    parallel = tmp_path / "parallel"
+    (parallel / "b").mkdir(parents=True)
+    shutil.copy(tmp_path / "one" / "a" / "config.toml", parallel / "b")
+    (parallel / "b" / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CaeError) as e:
+        run_sweep(study, parallel, jobs=2, **kw)
+    assert str(e.value).startswith("1 of 3 variants failed (2 other(s) finished): b: ") and "\n" not in str(e.value)
+    assert runs.is_finished(parallel / "a") and runs.is_finished(parallel / "c") and not multiprocessing.active_children()
+    shutil.rmtree(parallel / "b")
+    shutil.copy(tmp_path / "one" / "pca.json", parallel)
+    run_sweep(study, parallel, jobs=2, **kw)
+    assert_same_rows(table(parallel), expected)
+    assert (parallel / "results.csv").read_text().count("\n") == (tmp_path / "one" / "results.csv").read_text().count("\n")
+
+
+@pytest.mark.usefixtures("one_thread")  # the in-process rerun: two threads on busy cores crawl
+def test_parallel_sweep_stops_cleanly_on_interrupt_and_resumes(tmp_path, smooth_data):
+    study = write(tmp_path, THREE.replace("[train]\n", "epochs = 2\n[train]\n"))
+    out = tmp_path / "out"
+    kw = dict(limit=600, data_dir=str(smooth_data), progress=False)
+    stop = Interrupt(at=1, prefix=r"\[\w+\] ")  # the parent is interrupted at a worker's first epoch line
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(study, out, jobs=2, log=stop, **kw)
+    assert any(line.startswith("stopping 2 worker process(es)") for line in stop.lines)
+    assert not multiprocessing.active_children()  # no worker left behind
+    assert not list(out.rglob(runs.LOCK))  # every lock released: the study's and the runs'
+    assert not all(runs.is_finished(out / name) for name in "abc")
+    # training again finishes every variant (as one shard of one: the results are not the point here)
+    assert run_shard(study, out, "1/1", log=lambda line: None, **kw)
+    for name in "abc":
+        assert len((out / name / runs.METRICS).read_text().splitlines()) == 3  # header + 2 epochs
+
+
+# ----------------------------------------------------------------------------- the conclusion's words
+def study_rows() -> list[dict]:
+    def row(name: str, axis: str, latent: int, mse: float, ratio: float) -> dict:
+        return {"name": name, "axis": axis, "kind": "conv", "latent_size": latent, "latent_shape": str(latent),
+                "params": 1000 + latent, "test_mse": mse, "psnr": 10.0, "ratio_to_pca": ratio}
+
+    return [row("ref", "reference", 1024, 0.010, 1.25), row("deep", "depth", 1024, 0.005, 0.62),
+            row("narrow", "channels", 256, 0.012, 0.9), row("tiny", "latent", 64, 0.030, 1.5)]
+
+
+CORR = {"pearson_r": -0.9, "pearson_p": 0.01, "spearman_r": -0.8, "spearman_p": 0.02, "n": 4,
+        "params": {"pearson_r": -0.3, "pearson_p": 0.6, "spearman_r": -0.2, "spearman_p": 0.7, "n": 4}}
+
+
+def test_conclusion_words_follow_the_numbers(tmp_path):
+    text = conclusion(study_rows(), CORR, tmp_path)
+    assert "strong negative linear correlation" in text and "larger latent size goes with lower test MSE" in text
+    assert "larger parameter count goes with lower test MSE" in text and "weak negative" in text
+    assert "capacity: more parameters go with lower error (Spearman ρ -0.20, weak)" in text
+    assert "tiny (latent), whose test MSE is about three times the reference's" in text
+    assert "is deep (latent 1024, 2,024 parameters) at test MSE 0.00500" in text
+    assert "about half the reference's test MSE" in text
+    assert "2 of 4 variants are better than PCA at their own latent size (deep, narrow)" in text
+    assert "Moonshot (a conv variant beating PCA at a latent size <= 256): yes" in text
+
+    flipped = {**CORR, "pearson_r": 0.9, "spearman_r": 0.8}  # the sign of the correlation
+    flipped["params"] = {**CORR["params"], "spearman_r": 0.05}
+    text = conclusion(study_rows(), flipped, tmp_path)
+    assert "strong positive linear correlation" in text and "goes with higher test MSE" in text
+    assert "capacity: the parameter count says little about the error (Spearman ρ +0.05, negligible)" in text
+
+    rows = study_rows()  # swap two variants' MSE: the best variant and the reference's ratios change
+    rows[0]["test_mse"], rows[1]["test_mse"] = rows[1]["test_mse"], rows[0]["test_mse"]
+    text = conclusion(rows, CORR, tmp_path)
+    assert "is ref (latent 1024" in text and "deep x2.00" in text and "the reference's test MSE." not in text
+    assert "tiny (latent), whose test MSE is 6.0 times the reference's" in text
+
+    rows = study_rows()  # change the ratios to PCA: worse everywhere, then better everywhere
+    for r in rows:
+        r["ratio_to_pca"] = 2.0
+    text = conclusion(rows, CORR, tmp_path)
+    assert "no variant is better than PCA" in text and "has a test MSE about twice PCA's" in text
+    assert "latent size <= 256): no" in text
+    for r in rows:
+        r["ratio_to_pca"] = 0.5
+    assert "all 4 variants are better than PCA" in conclusion(rows, CORR, tmp_path)
+
+    rows = study_rows()
+    rows[1]["test_mse"] = 0.0099  # deep, still the best, now matches the reference
+    assert "about the same as the reference's test MSE" in conclusion(rows, CORR, tmp_path)
+
+
+def test_conclusion_says_whether_the_runs_were_still_learning(tmp_path):
+    def metrics(vals: list[float]) -> None:
+        for r in study_rows():
+            runs.write_metrics_csv(tmp_path / r["name"] / runs.METRICS, [
+                {"epoch": e, "train_mse": v, "val_mse": v, "lr": 1e-3, "seconds": 1.0} for e, v in enumerate(vals, 1)])
+
+    metrics([0.03, 0.02, 0.01])
+    assert "4 of 4 runs (all) had their best validation MSE at the last epoch" in conclusion(study_rows(), CORR, tmp_path)
+    assert "so those were still learning" in conclusion(study_rows(), CORR, tmp_path)
+    metrics([0.03, 0.01, 0.02])
+    text = conclusion(study_rows(), CORR, tmp_path)
+    assert "0 of 4 runs (none)" in text and "none was still improving" in text and "still learning" not in text
+
+
+@pytest.mark.parametrize("q, words", [(1.02, "about the same as"), (0.5, "about half"), (0.34, "about a third of"),
+                                      (2.1, "about twice"), (0.8, "20% lower than"), (1.3, "30% higher than"),
+                                      (4.0, "4.0 times")])
+def test_ratio_words(q, words):
+    assert ratio_words(q) == words
+
+
+def test_correlation_sentence_follows_the_numbers():
+    c = {"pearson_r": -0.82, "pearson_p": 0.001, "spearman_r": 0.3, "spearman_p": 0.4, "n": 12}
+    text = correlation_sentence(c, "log latent size", "log test MSE")
+    assert "strong negative linear correlation on log scales (Pearson r = -0.820)" in text
+    assert "is significant at the 5% level" in text and "opposite sign" in text and "rough" not in text
+    text = correlation_sentence({**c, "pearson_r": 0.05, "pearson_p": 0.9, "n": 5})
+    assert "negligible positive" in text and "latent size says little about test MSE" in text and "rough" in text
+    assert "No correlation" in correlation_sentence({"pearson_r": None, "n": 2})

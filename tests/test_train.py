@@ -3,7 +3,7 @@
 reports the reference figures, and user mistakes end in one line with exit code 2.
 
 The training reads the real CIFAR-10 files (600-image subset, 1 epoch); it is skipped with the
-reason when they are not there.
+reason when they are not there (in CI it fails).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from cae.core import runs
 from cae.cli import main
 from cae.core.config import load_config
 from cae.core.data import TEST_FILE, _as_batches_folder
+from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,8 +35,8 @@ def real_data_dir() -> Path | None:
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
     d = real_data_dir()
-    if d is None:
-        pytest.skip("real CIFAR-10 not found: set CAE_DATA_DIR or place it at ../shared/datasets next to the repo")
+    require(d is not None,
+            "real CIFAR-10 not found: set CAE_DATA_DIR or place it at ../shared/datasets next to the repo")
     return d
 
 

@@ -89,9 +89,13 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from cae.experiments.study import run_sweep
+    from cae.experiments.study import parse_shard, run_shard, run_sweep
 
-    run_sweep(a.study, a.out, epochs=a.epochs, limit=a.limit, data_dir=a.data, force=a.force)
+    options = dict(epochs=a.epochs, limit=a.limit, data_dir=a.data, force=a.force, jobs=a.jobs)
+    if a.shard is not None:
+        run_shard(a.study, a.out, parse_shard(a.shard), **options)
+    else:
+        run_sweep(a.study, a.out, **options)
     return 0
 
 
@@ -222,6 +226,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--limit", type=int)
     s.add_argument("--data")
     s.add_argument("--force", action="store_true")
+    s.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N variants at once, each in its own process with 1/N of the CPU threads "
+                        "(default 1: one after another in this process)")
+    s.add_argument("--shard", metavar="I/N",
+                   help="train only share I of N (1-based) of the variants into the shared --out, for a "
+                        "cluster; writes no results: run once more without --shard to merge them")
     s.set_defaults(func=cmd_sweep)
 
 

@@ -278,16 +278,17 @@ class _Pipeline:
         runs.write_json(self.out / LATENT_FILE, info)
 
     def step_study(self) -> None:
-        from cae.experiments.study import run_sweep
-
-        from cae.experiments.study import study_file
+        from cae.experiments.study import default_jobs, run_sweep, study_file
 
         path = study_file(STUDY_NAME)
         if self.settings.quick:
             path = quick_study(path, self.out / "study-quick.toml")
         epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
+        # quick variants train in seconds, less than a worker process takes to start (spawn, import
+        # torch, read the data): one process. The full study's variants take minutes: one per core.
+        jobs = 1 if self.settings.quick else default_jobs()
         run_sweep(path, self.out / "study", epochs=epochs, limit=self.settings.limit or None,
-                  data_dir=self.data_dir, force=self.force, log=self.log)
+                  data_dir=self.data_dir, force=self.force, jobs=jobs, log=self.log)
 
     def step_colorize(self) -> None:
         from cae.experiments.colorization import run_colorization_study

@@ -13,10 +13,12 @@ A run folder holds:
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -142,51 +144,74 @@ def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / TEST_METRICS).is_file()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
     """An exclusive lock on a run folder, so two processes never write one run.
 
-    The lock file holds the owner's pid; a lock whose process is gone is stale and taken over.
+    It is an `flock` held on the open lock file for the run's lifetime: the kernel grants it to
+    one process only, however many race for it, and drops it when its process dies (even by
+    SIGKILL), so a lock left by a dead process needs no stale-pid guessing to be taken over.
+    The file holds the owner's pid, only to name it in the refusal.
     """
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or "0")
-                except (ValueError, OSError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise CaeError(f"run folder {self.path.parent} is in use by process {pid}; wait for it "
-                                   f"to finish or stop it (a stale lock is removed automatically)") from None
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            self.held = True
+        if self.held:
             return self
-        raise CaeError(f"could not lock run folder {self.path.parent}; remove {self.path} if no cae process uses it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise CaeError(f"run folder {self.path.parent} is in use by process {self._owner()}; "
+                               "wait for it or use another --out") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if self._still_linked(fd):
+                break
+            os.close(fd)  # its holder released (unlinked) it after we opened it: lock the new file
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def _still_linked(self, fd: int) -> bool:
+        """Whether `fd` is still the file at `self.path`: `release` unlinks the file before it
+        unlocks, so a lock won on an unlinked file locks nothing another process can see."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+
+    def _owner(self) -> str:
+        """The holder's pid from the file; it writes it just after locking, so wait a moment for it."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                pid = self.path.read_text().strip()
+            except OSError:
+                pid = ""
+            if pid.isdigit() or time.monotonic() > deadline:
+                return pid or "(unknown)"
+            time.sleep(0.01)
 
     def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
+        if self._fd is None:
+            return
+        # unlink while still holding the lock (see `_still_linked`), then let the lock go
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

@@ -24,11 +24,17 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
 import math
+import multiprocessing
+import os
+import queue
 import re
+import signal
 import time
 import tomllib
+import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -38,9 +44,10 @@ import numpy as np
 from cae.core import runs
 from cae.core.spec import ArchInfo, expand, trace
 from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict
+from cae.core.text import Log
 from cae.errors import CaeError
 
-Log = Callable[[str], None]
+
 IMAGE_SIZE = 3 * 32 * 32
 STUDY_COPY = "study.toml"
 RESULTS_CSV = "results.csv"
@@ -126,34 +133,37 @@ def load_study(path: str | Path, epochs: int | None = None, limit: int | None = 
     if not isinstance(entries, list) or not entries:
         raise CaeError(f"study {path} has no [[variant]] entries; add at least one with a name and an arch")
     study = Study(path, text, str(d.get("title", path.stem)))
-    seen: set[str] = set()
     for i, v in enumerate(entries, 1):
-        where = f"study {path}, variant {i}"
-        if not isinstance(v, dict):
-            raise CaeError(f"{where}: expected a [[variant]] table")
-        _no_unknown(v, VARIANT_KEYS | TRAIN_KEYS, where)
-        name, arch = v.get("name"), v.get("arch")
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            raise CaeError(f"{where}: name {name!r} must be a folder-safe word (letters, digits, . _ -)")
-        if name in seen or name.startswith("pca-"):
-            raise CaeError(f"{where}: name {name!r} is {'reserved' if name.startswith('pca-') else 'used twice'}; "
-                           "give every variant its own name")
-        seen.add(name)
-        if not isinstance(arch, str) or not arch.strip():
-            raise CaeError(f"{where} ({name}): needs an arch (a preset name or a spec)")
-        cfg = copy.deepcopy(base)
-        cfg.arch = arch
-        overrides = {k: v[k] for k in v if k in TRAIN_KEYS}
-        cfg.train = dataclass_from_dict(TrainConfig, {**_asdict(base.train), **overrides}, f"{where} ({name})")
-        if epochs is not None:
-            cfg.train.epochs = epochs
-        try:
-            cfg.validate()
-            info = trace(arch)
-        except CaeError as e:
-            raise CaeError(f"study {path}: variant {name!r} is refused: {e}") from None
-        study.variants.append(Variant(name, arch, str(v.get("axis", "")), str(v.get("note", "")), cfg, info))
+        study.variants.append(_parse_variant(v, path, i, base, epochs, {w.name for w in study.variants}))
     return study
+
+
+def _parse_variant(v: Any, path: Path, i: int, base: RunConfig, epochs: int | None, taken: set[str]) -> Variant:
+    """The i-th [[variant]] table on top of the study's defaults, traced; refused by name if impossible."""
+    where = f"study {path}, variant {i}"
+    if not isinstance(v, dict):
+        raise CaeError(f"{where}: expected a [[variant]] table")
+    _no_unknown(v, VARIANT_KEYS | TRAIN_KEYS, where)
+    name, arch = v.get("name"), v.get("arch")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise CaeError(f"{where}: name {name!r} must be a folder-safe word (letters, digits, . _ -)")
+    if name in taken or name.startswith("pca-"):
+        raise CaeError(f"{where}: name {name!r} is {'reserved' if name.startswith('pca-') else 'used twice'}; "
+                       "give every variant its own name")
+    if not isinstance(arch, str) or not arch.strip():
+        raise CaeError(f"{where} ({name}): needs an arch (a preset name or a spec)")
+    cfg = copy.deepcopy(base)
+    cfg.arch = arch
+    overrides = {k: v[k] for k in v if k in TRAIN_KEYS}
+    cfg.train = dataclass_from_dict(TrainConfig, {**_asdict(base.train), **overrides}, f"{where} ({name})")
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    try:
+        cfg.validate()
+        info = trace(arch)
+    except CaeError as e:
+        raise CaeError(f"study {path}: variant {name!r} is refused: {e}") from None
+    return Variant(name, arch, str(v.get("axis", "")), str(v.get("note", "")), cfg, info)
 
 
 def _no_unknown(d: dict, known: set[str], where: str) -> None:
@@ -168,46 +178,396 @@ def _asdict(obj: Any) -> dict:
 
 # ----------------------------------------------------------------------------- running
 def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None, limit: int | None = None,
-              data_dir: str | None = None, force: bool = False, *, progress: bool = True,
+              data_dir: str | None = None, force: bool = False, *, jobs: int = 1, progress: bool = True,
               log: Log = print) -> list[dict]:
     """Train every variant of a study into OUT/<name>/, then write the comparison; returns its rows.
 
     Finished variants are skipped (unless `force`), an interrupted one resumes. The variants are
     all validated first, so a typo in the last one does not surface after an hour of training.
+    `jobs` > 1 trains that many variants at once, each in its own process (see `train_variants`);
+    the processes are spawned, so a script calling this needs the `if __name__ == "__main__":`
+    guard. The study folder is locked for the whole call: it alone writes study.toml and results.
     """
-    from cae import train_run
-    from cae.core.data import load_cifar10
-
     study = load_study(study_path, epochs, limit, data_dir)
     out = Path(out)
+    check_jobs(jobs)
     with runs.RunLock(out):
         runs.atomic_write_text(out / STUDY_COPY, study.text)
-        for v in study.variants:
-            _check_finished_matches(v, out / v.name, force)
         n = len(study.variants)
         total_macs = sum(v.info.macs for v in study.variants)
         log(f"study {study.title}: {n} variants, {total_macs / 1e6:.1f}M multiply-adds per image in all -> {out}")
-        data = load_cifar10(data_dir or study.variants[0].cfg.data.dir or None)
+        data = _data_once(study)
         start = time.perf_counter()
-        done_cost = done_seconds = 0.0
-        for i, v in enumerate(study.variants, 1):
-            run_dir = out / v.name
-            elapsed = time.perf_counter() - start
-            remaining = sum(w.cost for w in study.variants[i - 1:])
-            eta = f"{remaining * done_seconds / done_cost:.0f}s" if done_cost else "unknown until one variant is timed"
-            if runs.is_finished(run_dir) and not force:
-                secs = float(runs.read_json(run_dir / runs.TEST_METRICS).get("train_seconds", 0.0))
-                log(f"variant {i}/{n} {v.name}: finished already, skipped (elapsed {elapsed:.0f}s)")
-                if secs > 0:
-                    done_cost, done_seconds = done_cost + v.cost, done_seconds + secs
-                continue
-            log(f"variant {i}/{n} {v.name}: elapsed {elapsed:.0f}s, estimated remaining {eta} "
-                f"({v.info.macs / 1e6:.2f}M MACs x {v.cfg.train.epochs} epochs)")
-            t0 = time.perf_counter()
-            train_run(v.cfg, run_dir, force=force, progress=progress, data=data, log=log)
-            done_cost, done_seconds = done_cost + v.cost, done_seconds + time.perf_counter() - t0
-        log(f"all {n} variants trained in {time.perf_counter() - start:.0f}s; PCA baseline and results next")
-        return write_results(study, out, data, force=force, log=log)
+        trained = train_variants(study, study.variants, out, force=force, jobs=jobs, data=data, progress=progress,
+                                 log=log)
+        log(f"all {n} variants finished ({len(trained)} trained now, in {time.perf_counter() - start:.0f}s); "
+            "PCA baseline and results next")
+        return write_results(study, out, data(), force=force, log=log)
+
+
+def run_shard(study_path: str | Path, out: str | Path, shard: tuple[int, int] | str, epochs: int | None = None,
+              limit: int | None = None, data_dir: str | None = None, force: bool = False, *, jobs: int = 1,
+              progress: bool = True, log: Log = print) -> list[str]:
+    """Train one share of a study's variants (shard (I, N): those whose 0-based index % N == I - 1)
+    into the shared OUT; returns the names it trained.
+
+    A shard writes no study-level file (study.toml, results): other shards may still be running.
+    It takes no lock on OUT either, only each run folder's own lock (in `train_run`), so shards
+    run at once on a shared folder. `run_sweep` on OUT afterwards skips the finished variants,
+    trains any a shard left unfinished, and writes the results (the merge).
+    """
+    index, count = parse_shard(shard) if isinstance(shard, str) else check_shard(*shard)
+    study = load_study(study_path, epochs, limit, data_dir)
+    check_jobs(jobs)
+    out = Path(out)
+    mine = shard_variants(study.variants, index, count)
+    log(f"study {study.title}: shard {index}/{count}, {len(mine)} of {len(study.variants)} variants "
+        f"({', '.join(v.name for v in mine) or 'none'}) -> {out}")
+    trained = train_variants(study, mine, out, force=force, jobs=jobs, data=_data_once(study),
+                             progress=progress, log=log)
+    skipped = [v.name for v in mine if v.name not in trained]
+    log(f"shard {index}/{count} done: trained {', '.join(trained) or 'none'}"
+        + (f"; finished already: {', '.join(skipped)}" if skipped else "")
+        + f". Once every shard is done, `cae sweep STUDY --out {out}` (no --shard) writes the results")
+    return trained
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' (1-based I, as SLURM array indices are) -> (I, N); anything else is a one-line CaeError."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m:
+        raise CaeError(f"--shard {text!r} is not I/N (this machine's share I of N, 1-based, e.g. 1/4)")
+    return check_shard(int(m.group(1)), int(m.group(2)))
+
+
+def check_shard(index: int, count: int) -> tuple[int, int]:
+    if count < 1:
+        raise CaeError(f"--shard {index}/{count}: N, the number of shards, must be at least 1")
+    if not 1 <= index <= count:
+        raise CaeError(f"--shard {index}/{count}: I must be from 1 to {count} (1-based; from a 0-based index "
+                       f"such as JOB_COMPLETION_INDEX pass $((INDEX+1))/{count})")
+    return index, count
+
+
+def check_jobs(jobs: int) -> int:
+    if not isinstance(jobs, int) or jobs < 1:
+        raise CaeError(f"--jobs must be a whole number of processes, at least 1; got {jobs!r}")
+    return jobs
+
+
+def shard_variants(variants: list[Variant], index: int, count: int) -> list[Variant]:
+    """Shard `index` of `count` (1-based): every count-th variant, so each shard gets a mix of costs."""
+    return [v for k, v in enumerate(variants) if k % count == index - 1]
+
+
+def _data_once(study: Study) -> Callable[[], Any]:
+    """The study's data, loaded on first use only: a sweep whose variants all train in worker
+    processes needs it in this process only for the PCA baseline, after the workers are gone."""
+    from cae.core.data import load_cifar10
+
+    return functools.cache(lambda: load_cifar10(study.variants[0].cfg.data.dir or None))
+
+
+def train_variants(study: Study, chosen: list[Variant], out: Path, *, force: bool, jobs: int,
+                   data: Callable[[], Any], progress: bool, log: Log) -> list[str]:
+    """Train the chosen variants that are not finished (all of them with `force`); their names.
+
+    With jobs > 1, min(jobs, unfinished) worker processes train one variant each at a time.
+    A variant that fails does not stop the others; the failures are raised together at the end,
+    as one CaeError naming each failed variant.
+    """
+    for v in chosen:
+        _check_finished_matches(v, out / v.name, force)
+    number = {v.name: f"{i}/{len(study.variants)}" for i, v in enumerate(study.variants, 1)}
+    eta = Eta(jobs=1)
+    pending = []
+    for v in chosen:
+        if runs.is_finished(out / v.name) and not force:
+            eta.recorded(v, float(runs.read_json(out / v.name / runs.TEST_METRICS).get("train_seconds", 0.0)))
+            log(f"variant {number[v.name]} {v.name}: finished already, skipped (elapsed {eta.elapsed():.0f}s)")
+        else:
+            pending.append(v)
+    eta.left = {v.name: v.cost for v in pending}
+    eta.jobs = workers = min(jobs, len(pending)) or 1
+    if workers == 1:
+        errors = _train_here(pending, out, force, data, progress, log, eta, number)
+    else:
+        log(f"{len(pending)} variants to train in {workers} worker processes of {threads_per_worker(workers)} "
+            "thread(s) each")
+        errors = _train_in_workers(pending, out, force, workers, log, eta, number)
+    if errors:
+        raise CaeError(_failure_line(errors, len(pending)))
+    return [v.name for v in pending]
+
+
+def _failure_line(errors: dict[str, str], tried: int) -> str:
+    others = "" if len(errors) == tried else f" ({tried - len(errors)} other(s) finished)"
+    return (f"{len(errors)} of {tried} variants failed{others}: "
+            + "; ".join(f"{name}: {msg}" for name, msg in errors.items())
+            + "; fix it and run the same command again (finished variants are skipped)")
+
+
+@dataclass
+class Eta:
+    """The running time estimate: seconds per cost unit (MACs x epochs) as measured, times the
+    cost left, spread over the worker processes.
+
+    The measured seconds of a variant trained in a worker are its wall time while the other
+    workers shared the machine, so dividing the work left by the number of workers gives wall
+    time; the longest variant left bounds it from below (it cannot be split). Seconds recorded
+    by an earlier call (skipped variants) are used only until this call has timed a variant.
+    """
+
+    jobs: int
+    left: dict[str, float] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+    timed: list[float] = field(default_factory=lambda: [0.0, 0.0])  # cost, seconds (this call)
+    earlier: list[float] = field(default_factory=lambda: [0.0, 0.0])  # cost, seconds (recorded)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def recorded(self, v: Variant, seconds: float) -> None:
+        if seconds > 0:
+            self.earlier = [self.earlier[0] + v.cost, self.earlier[1] + seconds]
+
+    def finished(self, v: Variant, seconds: float) -> None:
+        self.left.pop(v.name, None)
+        self.timed = [self.timed[0] + v.cost, self.timed[1] + seconds]
+
+    def line(self) -> str:
+        cost, seconds = self.timed if self.timed[0] else self.earlier
+        if not cost:
+            return f"elapsed {self.elapsed():.0f}s, estimated remaining unknown until one variant is timed"
+        work = max(sum(self.left.values()) / self.jobs, max(self.left.values(), default=0.0))
+        return f"elapsed {self.elapsed():.0f}s, estimated remaining {work * seconds / cost:.0f}s"
+
+
+def _start_line(v: Variant, number: str, eta: Eta) -> str:
+    return (f"variant {number} {v.name}: {eta.line()} "
+            f"({v.info.macs / 1e6:.2f}M MACs x {v.cfg.train.epochs} epochs)")
+
+
+def _train_here(pending: list[Variant], out: Path, force: bool, data: Callable[[], Any], progress: bool,
+                log: Log, eta: Eta, number: dict[str, str]) -> dict[str, str]:
+    """Train the variants one after another in this process; {name: error} of those that failed."""
+    from cae import train_run
+
+    errors = {}
+    for v in pending:
+        log(_start_line(v, number[v.name], eta))
+        t0 = time.perf_counter()
+        try:
+            train_run(v.cfg, out / v.name, force=force, progress=progress, data=data(), log=log)
+        except Exception as e:  # noqa: BLE001 - reported with the variant's name once the others ran
+            errors[v.name] = _one_line(e, log)
+            log(f"variant {number[v.name]} {v.name}: failed: {errors[v.name]}")
+            continue
+        eta.finished(v, time.perf_counter() - t0)
+    return errors
+
+
+def _one_line(e: BaseException, log: Log) -> str:
+    """An error as one line: a CaeError's message; anything else (a bug) also gets its traceback logged."""
+    if isinstance(e, CaeError):
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    log("".join(traceback.format_exception(e)).rstrip())
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+
+
+# ----------------------------------------------------------------------------- worker processes
+# Each worker gets 1/N of the CPUs as torch threads: two 1-thread processes beat one 2-thread
+# process for these small convolutions (a few channels, 32x32 images). One layer's work is too
+# short for a thread team to split well, much of a step (optimizer, pooling, elementwise ops,
+# Python) runs on one thread anyway, and on busy cores a team's threads wait for each other at
+# every operation, which one-thread processes never do. docs/sweeps.md has the figures.
+STOP_GRACE_SECONDS = 120.0  # how long stopped workers get to unwind and unlock before being killed
+MAX_AUTO_JOBS = 8  # default_jobs' cap: every worker holds its own copy of the images and splits
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask (a SLURM or container cpuset) when the OS tells,
+    else os.cpu_count(), which counts the whole machine; capped by a container's CPU limit (a
+    Kubernetes pod's limit leaves the mask at the whole node)."""
+    try:
+        cpus = len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(cpus, cgroup_cpu_limit(cgroup) or cpus)
+
+
+def cgroup_cpu_limit(root: Path) -> int | None:
+    """The container's CPU limit in whole CPUs, rounded up (cgroup v2 cpu.max, or v1's CFS quota);
+    None without a limit or a readable cgroup."""
+    try:
+        if (root / "cpu.max").is_file():
+            quota, period = (root / "cpu.max").read_text().split()[:2]
+        else:
+            quota = (root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota in ("max", "-1"):
+            return None
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        return None
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, usable_cpus() // workers)
+
+
+def default_jobs() -> int:
+    """The pipeline's choice: one worker per usable CPU (at most MAX_AUTO_JOBS, each holds its own
+    copy of the data), one process on a CUDA machine (the workers would queue for one GPU).
+    `train_variants` starts no more workers than there are variants to train."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(usable_cpus(), MAX_AUTO_JOBS))
+
+
+
+def _train_in_workers(pending: list[Variant], out: Path, force: bool, workers: int, log: Log, eta: Eta,
+                      number: dict[str, str]) -> dict[str, str]:
+    """Train the variants in `workers` spawned processes; {name: error} of those that failed.
+
+    Any interruption of this process (Ctrl-C, SIGTERM via the CLI) stops the workers the same
+    clean way before it propagates: each abandons the epoch under way, releases its run lock and
+    exits; finished epochs are kept, and the same command resumes.
+    """
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools or locks
+    tasks, events = ctx.Queue(), ctx.Queue()
+    for v in sorted(pending, key=lambda v: -v.cost):  # longest first: the last to finish is a short one
+        tasks.put((v.name, v.cfg, str(out / v.name), force))
+    for _ in range(workers):
+        tasks.put(None)  # one "no more work" per worker
+    procs = [ctx.Process(target=_worker_main, args=(tasks, events, threads_per_worker(workers)),
+                         name=f"cae-sweep-{k + 1}", daemon=True) for k in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        return _collect(procs, events, {v.name: v for v in pending}, log, eta, number)
+    except BaseException:
+        _stop_workers(procs, events, log)
+        raise
+    finally:
+        tasks.cancel_join_thread()  # unread tasks of stopped workers must not block our exit
+        for p in procs:
+            p.join(timeout=STOP_GRACE_SECONDS)
+
+
+def _collect(procs: list, events: Any, waiting: dict[str, Variant], log: Log, eta: Eta,
+             number: dict[str, str]) -> dict[str, str]:
+    """Relay the workers' reports until every variant is done or failed; {name: error}."""
+    errors: dict[str, str] = {}
+    running: dict[int, str] = {}  # worker pid -> the variant it trains
+    while waiting:
+        try:
+            kind, name, payload = events.get(timeout=1.0)
+        except queue.Empty:
+            _account_dead_workers(procs, running, waiting, errors, log)
+            continue
+        v = waiting.get(name)
+        if kind == "log":
+            log(f"[{name}] {payload}")
+        elif kind == "start" and v:
+            running[payload] = name
+            log(_start_line(v, number[name], eta))
+        elif kind == "done" and v:
+            eta.finished(waiting.pop(name), payload)
+            log(f"variant {number[name]} {name}: trained in {payload:.0f}s ({eta.line()})")
+        elif kind in ("error", "stopped") and v:
+            errors[name] = payload if kind == "error" else "its worker was stopped (interrupted)"
+            waiting.pop(name)
+            log(f"variant {number[name]} {name}: failed: {errors[name]}")
+    return errors
+
+
+def _account_dead_workers(procs: list, running: dict[int, str], waiting: dict[str, Variant],
+                          errors: dict[str, str], log: Log) -> None:
+    """A worker that died without reporting (killed, out of memory) fails its variant; when no
+    worker is left, the variants nobody took fail too. Called when no report is pending: a dead
+    worker's reports are all delivered (a process flushes its queue before it exits)."""
+    for p in procs:
+        name = running.get(p.pid)
+        if not p.is_alive() and name in waiting:
+            errors[name] = f"its worker process died (exit code {p.exitcode})"
+            waiting.pop(name)
+            log(f"variant {name}: failed: {errors[name]}")
+    if waiting and not any(p.is_alive() for p in procs):
+        codes = ", ".join(str(p.exitcode) for p in procs)
+        for name in list(waiting):
+            errors[name] = f"not trained: every worker process had exited (exit codes {codes})"
+            waiting.pop(name)
+
+
+def _stop_workers(procs: list, events: Any, log: Log) -> None:
+    """Ask the running workers to stop (SIGTERM, which they turn into KeyboardInterrupt) and wait,
+    relaying their last lines; kill those still alive after STOP_GRACE_SECONDS."""
+    alive = [p for p in procs if p.is_alive()]
+    if alive:
+        log(f"stopping {len(alive)} worker process(es); their finished epochs are kept")
+    for p in alive:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        try:  # keep reading: a worker cannot exit while its reports wait in a full pipe
+            kind, name, payload = events.get(timeout=0.2)
+            if kind == "log":
+                log(f"[{name}] {payload}")
+        except queue.Empty:
+            pass
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _worker_main(tasks: Any, events: Any, threads: int) -> None:
+    """A worker process: set its thread count, then train variants from `tasks` until a None."""
+    import torch
+
+    # Ctrl-C in a terminal reaches every process of the group: the parent alone decides, and
+    # stops the workers with SIGTERM, which unwinds like Ctrl-C (train_run releases its lock).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    torch.set_num_threads(threads)
+    data = None
+    try:
+        while (task := tasks.get()) is not None:
+            data = _worker_train(task, events, data)
+    except KeyboardInterrupt:
+        pass  # stopped by the parent; it was told which variant, if any, was cut short
+
+
+def _worker_train(task: tuple, events: Any, data: Any) -> Any:
+    """Train one variant in a worker, reporting start, log lines and the outcome; returns the data
+    (loaded by the first variant, kept for the next)."""
+    from cae import train_run
+    from cae.core.data import load_cifar10
+
+    name, cfg, run_dir, force = task
+    events.put(("start", name, os.getpid()))
+    t0 = time.perf_counter()
+    try:
+        data = data if data is not None else load_cifar10(cfg.data.dir or None)
+        train_run(cfg, run_dir, force=force, progress=False, data=data,
+                  log=lambda line: events.put(("log", name, line)))
+        events.put(("done", name, time.perf_counter() - t0))
+    except KeyboardInterrupt:
+        events.put(("stopped", name, None))
+        raise
+    except Exception as e:  # noqa: BLE001 - reported to the parent with the variant's name
+        events.put(("error", name, _one_line(e, lambda text: events.put(("log", name, text)))))
+    return data
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _check_finished_matches(v: Variant, run_dir: Path, force: bool) -> None:
@@ -317,18 +677,12 @@ def write_results(study: Study, out: Path, data: Any, force: bool = False, log: 
     corr_p = correlation([r["params"] for r in conv], [r["test_mse"] for r in conv])
     corr = {"x": "log latent_size", "y": "log test_mse", **corr, "params": {"x": "log params", **corr_p}}
     runs.write_json(out / CORRELATION, corr)
-    log(_corr_line("log latent size", corr) + "\n" + _corr_line("log parameters", corr_p))
+    log(correlation_sentence(corr, "log latent size", "log test MSE") + "\n"
+        + correlation_sentence(corr_p, "log parameter count", "log test MSE"))
     write_plots(rows, pca, out)
     write_markdown(study, rows, pca, corr, out)
     log(f"wrote {out / RESULTS_CSV}, {out / RESULTS_MD}, {out / CORRELATION}, mse_vs_latent.png, mse_vs_params.png")
     return rows
-
-
-def _corr_line(what: str, c: dict) -> str:
-    if c["pearson_r"] is None:
-        return f"correlation of {what} with log test MSE: too few variants (n={c['n']})"
-    return (f"correlation of {what} with log test MSE (n={c['n']}): Pearson r {c['pearson_r']:+.3f} "
-            f"(p {c['pearson_p']:.2g}), Spearman rho {c['spearman_r']:+.3f} (p {c['spearman_p']:.2g})")
 
 
 def _cell(x: Any) -> Any:
@@ -369,18 +723,86 @@ def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
         save_figure(fig, out / fname, dpi=120)
 
 
-# ----------------------------------------------------------------------------- results.md
-def _f(x: Any, fmt: str) -> str:
-    return "" if x is None else format(x, fmt)
+# ----------------------------------------------------------------------------- the conclusion's words
+# Every word that compares (stronger, lower, about half, better than PCA) is chosen here from the
+# numbers; the thresholds below define the words, they are not results.
+STRENGTH_WORDS = ((0.7, "strong"), (0.4, "moderate"), (0.1, "weak"))  # |r| at least this, else negligible
+SAME_WITHIN = 1.05  # ratios within 5% of 1 read "about the same as"
+NAMED_WITHIN = 1.1  # ratios within 10% of 1/3, 1/2, 2, 3 read "about a third of", "about half", ...
+NAMED_RATIOS = ((1 / 3, "about a third of"), (0.5, "about half"), (2.0, "about twice"), (3.0, "about three times"))
+SMALL_LATENT = 256  # the moonshot: a conv variant beating PCA at a latent size at most this
+LATENT_CAP = 1024  # "the best variant with latent size at most this"
 
 
 def strength(r: float) -> str:
     """A correlation's strength in words: |r| >= 0.7 strong, 0.4 moderate, 0.1 weak, else negligible."""
-    a = abs(r)
-    for limit, word in ((0.7, "strong"), (0.4, "moderate"), (0.1, "weak")):
-        if a >= limit:
+    for limit, word in STRENGTH_WORDS:
+        if abs(r) >= limit:
             return word
     return "negligible"
+
+
+def ratio_words(q: float) -> str:
+    """A ratio of two errors as the words before "the other's": 'about half', '23% lower than',
+    'about the same as', '3.4 times' (so 'its MSE is about half the reference's')."""
+    if abs(math.log(q)) < math.log(SAME_WITHIN):
+        return "about the same as"
+    for target, words in NAMED_RATIOS:
+        if abs(math.log(q / target)) < math.log(NAMED_WITHIN):
+            return words
+    if q < 1:
+        return f"{100 * (1 - q):.0f}% lower than"
+    return f"{100 * (q - 1):.0f}% higher than" if q < 2 else f"{q:.1f} times"
+
+
+def share_words(k: int, n: int) -> str:
+    """k of n in a word: none, all, most (more than half), some."""
+    if k == 0:
+        return "none"
+    if k == n:
+        return "all"
+    return "most" if 2 * k > n else "some"
+
+
+def correlation_sentence(c: dict[str, Any], x: str = "latent size", y: str = "test MSE",
+                         alpha: float = 0.05) -> str:
+    """The write-up of one correlation (a `correlation` dict): its strength, sign, trend and
+    significance, and whether the rank correlation agrees, every word chosen by the numbers.
+
+    `x` and `y` starting with "log " say that logarithms were correlated (as the study does).
+    """
+    n, r = c.get("n"), c.get("pearson_r")
+    scale = ""
+    if x.startswith("log ") and y.startswith("log "):
+        x, y, scale = x[4:], y[4:], "on log scales "
+    if r is None:
+        return (f"No correlation between {x} and {y} was computed over these {n} variants (it needs at least "
+                "3 variants whose values differ).")
+    if not math.isfinite(r):
+        return f"The correlation between {x} and {y} is undefined over these {n} variants (a constant column)."
+    p, rho, q = c["pearson_p"], c["spearman_r"], c["spearman_p"]
+    sign = "negative" if r < 0 else "positive"
+    text = (f"Over {n} variants, {x} and {y} have a {strength(r)} {sign} linear correlation {scale}"
+            f"(Pearson r = {r:.3f}): {_trend(r, x, y)}. It is {_significance(p, alpha)}. ")
+    rank = "significant" if q < alpha else "not significant"
+    text += (f"The rank correlation agrees in sign (Spearman ρ = {rho:.3f}, p = {q:.3g}, {rank})."
+             if (rho < 0) == (r < 0) else
+             f"The rank correlation has the opposite sign (Spearman ρ = {rho:.3f}, p = {q:.3g}, {rank}), "
+             "so the relation is not monotonic.")
+    if n < 8:
+        text += f" With only {n} points the p-values are rough."
+    return text
+
+
+def _trend(r: float, x: str, y: str) -> str:
+    if strength(r) == "negligible":
+        return f"{x} says little about {y}"
+    return f"larger {x} goes with {'lower' if r < 0 else 'higher'} {y}"
+
+
+def _significance(p: float, alpha: float) -> str:
+    verdict = "significant" if p < alpha else "not significant"
+    return f"{verdict} at the {alpha:.0%} level (p = {p:.3g})"
 
 
 def _still_learning(out: Path, names: list[str]) -> tuple[int, float]:
@@ -399,74 +821,142 @@ def _still_learning(out: Path, names: list[str]) -> tuple[int, float]:
 
 
 def conclusion(rows: list[dict], corr: dict, out: Path) -> str:
-    """A paragraph of conclusions, every number taken from the results."""
+    """A paragraph of conclusions; every number and every comparative word comes from `rows`,
+    `corr` and the runs' metrics.csv files under `out`."""
     conv = [r for r in rows if r["kind"] == "conv"]
-    parts = []
-    if corr["pearson_r"] is not None:
-        sign = "falls" if corr["pearson_r"] < 0 else "rises"
-        parts.append(f"Across the {corr['n']} conv variants, log test MSE {sign} with log latent size: Pearson r = "
-                     f"{corr['pearson_r']:+.2f} (p = {corr['pearson_p']:.2g}), Spearman rho = {corr['spearman_r']:+.2f} "
-                     f"(p = {corr['spearman_p']:.2g}), a {strength(corr['pearson_r'])} "
-                     f"{'negative' if corr['pearson_r'] < 0 else 'positive'} correlation.")
-        cp = corr["params"]
-        if cp["pearson_r"] is not None:
-            parts.append(f"Against log parameters the correlation is {strength(cp['pearson_r'])} "
-                         f"(Pearson r = {cp['pearson_r']:+.2f}, Spearman rho = {cp['spearman_r']:+.2f}).")
-    ref = next((r for r in conv if r["axis"] == "reference" or r["name"] == "reference"), None)
-    if ref:
-        effects = []
-        for axis in sorted({r["axis"] for r in conv} - {"reference", ""}):
-            ratios = sorted((r["test_mse"] / ref["test_mse"], r["name"]) for r in conv if r["axis"] == axis)
-            swing = max(abs(math.log(q)) for q, _ in ratios)
-            effects.append((swing, axis, ratios))
-        effects.sort(reverse=True)
-        if effects:
-            parts.append(f"Relative to the reference (test MSE {ref['test_mse']:.5f}), the axes ranked by their largest "
-                         "effect: " + "; ".join(
-                             f"{axis} ({', '.join(f'{n} x{q:.2f}' for q, n in ratios)})"
-                             for _, axis, ratios in effects) + ".")
+    ref = reference_row(conv)
+    parts = [correlation_sentence(corr, "log latent size", "log test MSE")]
+    if isinstance(corr.get("params"), dict):
+        parts.append(correlation_sentence(corr["params"], "log parameter count", "log test MSE"))
+    parts += [_axis_effects(conv, ref), _pca_comparison(conv), _moonshot(conv), _best_small(conv, ref),
+              _limits(conv, corr, ref, out)]
+    return " ".join(p for p in parts if p)
+
+
+def reference_row(conv: list[dict]) -> dict | None:
+    """The row the other variants are compared with: axis or name 'reference'."""
+    return next((r for r in conv if r["axis"] == "reference" or r["name"] == "reference"), None)
+
+
+def _axis_effects(conv: list[dict], ref: dict | None) -> str:
+    """The axes ranked by their largest effect on test MSE relative to the reference."""
+    if ref is None:
+        return ""
+    effects = []
+    for axis in sorted({r["axis"] for r in conv} - {"reference", ""}):
+        ratios = sorted((r["test_mse"] / ref["test_mse"], r["name"]) for r in conv if r["axis"] == axis)
+        effects.append((max(abs(math.log(q)) for q, _ in ratios), axis, ratios))
+    if not effects:
+        return ""
+    effects.sort(reverse=True)
+    ranked = "; ".join(f"{axis} ({', '.join(f'{n} x{q:.2f}' for q, n in ratios)})" for _, axis, ratios in effects)
+    _, top_axis, top_ratios = effects[0]
+    q, name = max(top_ratios, key=lambda qn: abs(math.log(qn[0])))
+    return (f"Relative to the reference (test MSE {ref['test_mse']:.5f}), the axes ranked by their largest "
+            f"effect: {ranked}. The largest single change is {name} ({top_axis}), whose test MSE is "
+            f"{ratio_words(q)} the reference's.")
+
+
+def _pca_comparison(conv: list[dict]) -> str:
+    """The CAE/PCA ratios: their range, and how many variants are better than PCA."""
     with_pca = [r for r in conv if r["ratio_to_pca"] is not None]
-    if with_pca:
-        best = min(with_pca, key=lambda r: r["ratio_to_pca"])
-        beat = [r for r in with_pca if r["ratio_to_pca"] < 1]
-        small = [r for r in with_pca if r["latent_size"] <= 256]
-        parts.append(f"CAE/PCA test-MSE ratios range from {best['ratio_to_pca']:.2f} ({best['name']}) to "
-                     f"{max(r['ratio_to_pca'] for r in with_pca):.2f} (median "
-                     f"{float(np.median([r['ratio_to_pca'] for r in with_pca])):.2f}); "
-                     f"{len(beat)} of {len(with_pca)} variants beat PCA at their own latent size"
-                     + (f" ({', '.join(r['name'] for r in beat)})" if beat else "") + ".")
-        if small:
-            sb = min(small, key=lambda r: r["ratio_to_pca"])
-            parts.append(f"Moonshot (a conv variant beating PCA at a latent size <= 256): "
-                         f"{'yes' if sb['ratio_to_pca'] < 1 else 'no'}; the best such ratio is "
-                         f"{sb['ratio_to_pca']:.2f} ({sb['name']}, latent {sb['latent_size']}).")
-    capped = [r for r in conv if r["latent_size"] <= 1024]
-    if capped:
-        b = min(capped, key=lambda r: r["test_mse"])
-        parts.append(f"The best variant with latent size <= 1024 is {b['name']} (latent {b['latent_shape']}, "
-                     f"{b['params']:,} parameters) at test MSE {b['test_mse']:.5f}, PSNR {b['psnr']:.2f} dB.")
+    if not with_pca:
+        return ""
+    best = min(with_pca, key=lambda r: r["ratio_to_pca"])
+    worst = max(with_pca, key=lambda r: r["ratio_to_pca"])
+    better = [r for r in with_pca if r["ratio_to_pca"] < 1]
+    median = float(np.median([r["ratio_to_pca"] for r in with_pca]))
+    text = (f"CAE/PCA test-MSE ratios range from {best['ratio_to_pca']:.2f} ({best['name']}) to "
+            f"{worst['ratio_to_pca']:.2f} ({worst['name']}), median {median:.2f}: ")
+    if len(better) == len(with_pca):
+        text += f"all {len(with_pca)} variants are better than PCA at their own latent size"
+    elif better:
+        text += (f"{len(better)} of {len(with_pca)} variants are better than PCA at their own latent size "
+                 f"({', '.join(r['name'] for r in better)}), the other {len(with_pca) - len(better)} no better")
+    else:
+        text += (f"no variant is better than PCA at its own latent size; even the best, {best['name']}, "
+                 f"has a test MSE {ratio_words(best['ratio_to_pca'])} PCA's")
+    return text + "."
+
+
+def _moonshot(conv: list[dict]) -> str:
+    """Whether a conv variant beats PCA at a small latent size (at most SMALL_LATENT)."""
+    small = [r for r in conv if r["ratio_to_pca"] is not None and r["latent_size"] <= SMALL_LATENT]
+    if not small:
+        return ""
+    sb = min(small, key=lambda r: r["ratio_to_pca"])
+    return (f"Moonshot (a conv variant beating PCA at a latent size <= {SMALL_LATENT}): "
+            f"{'yes' if sb['ratio_to_pca'] < 1 else 'no'}; the best such ratio is "
+            f"{sb['ratio_to_pca']:.2f} ({sb['name']}, latent {sb['latent_size']}).")
+
+
+def _best_small(conv: list[dict], ref: dict | None) -> str:
+    """The best variant with a latent size of at most LATENT_CAP, against the reference."""
+    capped = [r for r in conv if r["latent_size"] <= LATENT_CAP]
+    if not capped:
+        return ""
+    b = min(capped, key=lambda r: r["test_mse"])
+    text = (f"The best variant with latent size <= {LATENT_CAP} is {b['name']} (latent {b['latent_shape']}, "
+            f"{b['params']:,} parameters) at test MSE {b['test_mse']:.5f}, PSNR {b['psnr']:.2f} dB")
+    if ref is not None and b is not ref:
+        text += f", {ratio_words(b['test_mse'] / ref['test_mse'])} the reference's test MSE"
+    return text + "."
+
+
+def _limits(conv: list[dict], corr: dict, ref: dict | None, out: Path) -> str:
+    """What limits the conv variants: training length, capacity, code use, receptive field."""
+    limits = [_training_length(conv, out), _capacity(corr.get("params", {})), _code_use(conv),
+              _receptive_field(conv, ref)]
+    limits = [text for text in limits if text]
+    return "What limits the conv variants: " + "; ".join(limits) + "." if limits else ""
+
+
+def _training_length(conv: list[dict], out: Path) -> str:
     n_last, drop = _still_learning(out, [r["name"] for r in conv])
-    limits = []
-    if conv and math.isfinite(drop):
-        limits.append(f"training length: {n_last} of {len(conv)} runs had their best validation MSE at the last "
-                      f"epoch (median drop over the final epoch {drop:.1f}%), so they were still learning")
-    cp = corr.get("params", {})
-    if cp.get("spearman_r") is not None:
-        limits.append(f"capacity: {'more' if cp['spearman_r'] < 0 else 'fewer'} parameters go with lower error "
-                      f"(Spearman rho {cp['spearman_r']:+.2f}, {strength(cp['spearman_r'])})")
+    if not conv or not math.isfinite(drop):
+        return ""
+    verdict = "so those were still learning" if n_last else "so none was still improving when it stopped"
+    return (f"training length: {n_last} of {len(conv)} runs ({share_words(n_last, len(conv))}) had their best "
+            f"validation MSE at the last epoch (median drop over the final epoch {drop:.1f}%), {verdict}")
+
+
+def _capacity(cp: dict) -> str:
+    rho = cp.get("spearman_r")
+    if rho is None:
+        return ""
+    trend = ("the parameter count says little about the error" if strength(rho) == "negligible" else
+             f"{'more' if rho < 0 else 'fewer'} parameters go with lower error")
+    return f"capacity: {trend} (Spearman ρ {rho:+.2f}, {strength(rho)})"
+
+
+def _code_use(conv: list[dict]) -> str:
+    with_pca = [r for r in conv if r["ratio_to_pca"] is not None]
     gap = correlation([r["latent_size"] for r in with_pca], [r["ratio_to_pca"] for r in with_pca])
-    if gap["spearman_r"] is not None:
-        limits.append(f"code use: the CAE/PCA ratio {'grows' if gap['spearman_r'] > 0 else 'shrinks'} with the "
-                      f"latent size (Spearman rho {gap['spearman_r']:+.2f})"
-                      + (", so the linear code gains more from extra dimensions than the conv stacks do"
-                         if gap["spearman_r"] > 0 else ""))
+    if gap["spearman_r"] is None:
+        return ""
+    rho = gap["spearman_r"]
+    said = f"(Spearman ρ {rho:+.2f}, {strength(rho)})"
+    if strength(rho) == "negligible":
+        return f"code use: the CAE/PCA ratio hardly follows the latent size {said}"
+    grows = rho > 0
+    return (f"code use: the CAE/PCA ratio {'grows' if grows else 'shrinks'} with the latent size {said}"
+            + (", so the linear code gains more from extra dimensions than the conv stacks do" if grows
+               else ", so the conv stacks gain more from extra dimensions than the linear code does"))
+
+
+def _receptive_field(conv: list[dict], ref: dict | None) -> str:
     kern = sorted((r["test_mse"], r["name"]) for r in conv if r["axis"] == "kernel")
-    if ref and kern:
-        limits.append(f"receptive field: the best kernel variant ({kern[0][1]}) reaches x{kern[0][0] / ref['test_mse']:.2f} "
-                      f"the reference's MSE, the worst ({kern[-1][1]}) x{kern[-1][0] / ref['test_mse']:.2f}")
-    if limits:
-        parts.append("What limits the conv variants: " + "; ".join(limits) + ".")
-    return " ".join(parts)
+    if ref is None or not kern:
+        return ""
+    (best, best_name), (worst, worst_name) = kern[0], kern[-1]
+    return (f"receptive field: the best kernel variant ({best_name}) reaches {ratio_words(best / ref['test_mse'])} "
+            f"the reference's MSE (x{best / ref['test_mse']:.2f}), the worst ({worst_name}) "
+            f"{ratio_words(worst / ref['test_mse'])} it (x{worst / ref['test_mse']:.2f})")
+
+
+# ----------------------------------------------------------------------------- results.md
+def _f(x: Any, fmt: str) -> str:
+    return "" if x is None else format(x, fmt)
 
 
 def write_markdown(study: Study, rows: list[dict], pca: dict[int, dict], corr: dict, out: Path) -> None:

@@ -1,5 +1,5 @@
 """Reports: finished result files turned into text, tables and figures (report.html, report.md)."""
 
-from cae.report.content import SECTIONS, correlation_conclusion, write_report
+from cae.report.content import SECTIONS, write_report
 
-__all__ = ["SECTIONS", "correlation_conclusion", "write_report"]
+__all__ = ["SECTIONS", "write_report"]

@@ -22,7 +22,6 @@ from typing import Any, Callable
 from cae.core import runs
 from cae.core.text import MISSING, duration, number, shape
 from cae.errors import CaeError
-from cae.experiments.study import strength
 from cae.report.document import (NOT_RUN, Block, Code, Figure, Fragment, Heading, Missing, Para, Table, to_html,
                                  to_markdown)
 
@@ -64,31 +63,6 @@ def _is_number(text: str) -> bool:
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def correlation_conclusion(c: dict[str, Any], x: str = "latent size", y: str = "test MSE",
-                           alpha: float = 0.05) -> str:
-    """One paragraph on a correlation: its sign, strength and significance, from the numbers."""
-    r, p, rho, q, n = c["pearson_r"], c["pearson_p"], c["spearman_r"], c["spearman_p"], c["n"]
-    if not math.isfinite(r):
-        return f"The correlation between {x} and {y} is undefined over these {n} variants (a constant column)."
-    scale = ""
-    if x.startswith("log ") and y.startswith("log "):  # the study correlates logarithms
-        x, y, scale = x[4:], y[4:], "on log scales "
-    sign = "negative" if r < 0 else "positive"
-    trend = (f"larger {x} goes with lower {y}" if r < 0 else f"larger {x} goes with higher {y}")
-    sig = (f"significant at the {alpha:.0%} level (p = {p:.3g})" if p < alpha
-           else f"not significant at the {alpha:.0%} level (p = {p:.3g})")
-    text = (f"Over {n} variants, {x} and {y} have a {strength(r)} {sign} linear correlation "
-            f"{scale}(Pearson r = {r:.3f}): {trend}. It is {sig}. ")
-    rank_sig = "significant" if q < alpha else "not significant"
-    text += (f"The rank correlation agrees in sign (Spearman ρ = {rho:.3f}, p = {q:.3g}, {rank_sig})."
-             if (rho < 0) == (r < 0) else
-             f"The rank correlation has the opposite sign (Spearman ρ = {rho:.3f}, p = {q:.3g}, {rank_sig}), "
-             "so the relation is not monotonic.")
-    if n < 8:
-        text += f" With only {n} points the p-values are rough."
-    return text
 
 
 def _prose(md_text: str, demote: int = 2) -> str:
@@ -286,7 +260,7 @@ def _label(name: str) -> str:
 
 
 def _correlation(b: _Builder, c: dict) -> None:
-    """The correlation table (latent size, and parameters if given) and the generated conclusion."""
+    """The correlation table (latent size, and parameters if given)."""
     pairs = [(c, _label(c.get("x", "latent size")), _label(c.get("y", "test MSE")))]
     if isinstance(c.get("params"), dict):
         p = c["params"]
@@ -300,12 +274,7 @@ def _correlation(b: _Builder, c: dict) -> None:
                      f"{cc['spearman_r']:.3f}", f"{cc['spearman_p']:.3g}", number(cc["n"])])
     b.add(Table(["pair", "Pearson r", "p-value", "Spearman ρ", "p-value", "n"], rows,
                 "Correlation over the conv variants", [False] + [True] * 5))
-    for cc, x, y in pairs:
-        if cc.get("pearson_r") is None:
-            b.add(Para(f"{x} vs {y}: no correlation was computed over these {cc.get('n')} variants (it needs "
-                       "at least 3 variants whose values differ)."))
-        else:
-            b.add(Para(correlation_conclusion(cc, x, y)))
+    # the sentences on these correlations open the study's conclusion (study/results.md), included below
 
 
 def _subsection(md_text: str, word: str) -> str:

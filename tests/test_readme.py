@@ -1,0 +1,55 @@
+"""The README's results table is generated from the committed snapshot of the latest full run."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cae.core import runs
+from cae.report.readme import BEGIN, END, FILES, SNAPSHOT, replace_block, results_block
+from conftest import QuickRun
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_table_is_the_snapshot_of_the_latest_full_run() -> None:
+    text = (ROOT / "README.md").read_text()
+    block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert block == results_block(ROOT / SNAPSHOT).strip(), "regenerate: cae report RUN --readme README.md"
+    repro = runs.read_json(ROOT / SNAPSHOT / "reproducibility.json")
+    assert "--quick" not in repro["command"], "the README's figures come from a full run"
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    for name in FILES:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / name, dest / name)
+    return dest
+
+
+@pytest.mark.slow
+def test_block_follows_the_numbers(quick_reproduce: QuickRun, tmp_path: Path) -> None:
+    """Change a result and the text changes with it: nothing in the block is typed in."""
+    root = _copy(quick_reproduce.out, tmp_path / "r")
+    before = results_block(root)
+    metrics = runs.read_json(root / "reference/test_metrics.json")
+    runs.write_json(root / "reference/test_metrics.json", {**metrics, "mse": 0.0123456})
+    path = root / "study/results.csv"
+    rows = list(csv.DictReader(path.open()))
+    worst = max((r for r in rows if r["kind"] != "pca"), key=lambda r: float(r["test_mse"]))
+    worst["test_mse"] = "1e-9"  # now the best variant
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    after = results_block(root)
+    assert "0.01235" in after and "0.01235" not in before
+    assert f"best of the {sum(r['kind'] != 'pca' for r in rows)} study variants: {worst['name']}" in after
+
+
+def test_replace_block_keeps_the_rest() -> None:
+    text = f"intro\n{BEGIN}\nold\n{END}\noutro\n"
+    assert replace_block(text, "new") == f"intro\n{BEGIN}\nnew\n{END}\noutro\n"

@@ -1,0 +1,46 @@
+"""Shipped = reproducible: each shipped model has its config in configs/, identical to the one
+beside its weights, recorded in the precision it names, and reaches its recorded test metrics."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cae.apps.colorize import WEIGHTS
+from cae.core import runs
+from cae.core.config import load_config
+from cae.core.train import eval_run
+from conftest import require
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = {"reference": "reference.toml", "colorizer": "colorize-best.toml"}  # weights/<name> <- configs/<file>
+PRECISION_RECORDED = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def test_every_shipped_model_is_listed() -> None:
+    assert {p.name for p in WEIGHTS.iterdir() if (p / runs.BEST).is_file()} == set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_config_is_the_one_in_configs(name: str) -> None:
+    shipped = load_config(WEIGHTS / name / runs.CONFIG)
+    assert shipped == load_config(CONFIGS / SHIPPED[name])
+    # 'auto' would mean bf16 on one CPU and float32 on another: a shipped config names its precision
+    assert shipped.train.precision in PRECISION_RECORDED
+    recorded = runs.read_json(WEIGHTS / name / runs.TEST_METRICS, ("mse",))
+    assert recorded["precision"] == PRECISION_RECORDED[shipped.train.precision]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_weights_reach_their_recorded_test_metrics(name: str) -> None:
+    """Evaluated again on the test split their config names, in their recorded precision."""
+    data = os.environ.get("CAE_DATA_DIR")
+    require(bool(data) and Path(data).is_dir(), "CAE_DATA_DIR is not set to the CIFAR-10 binary folder")
+    got = eval_run(WEIGHTS / name, device="cpu")
+    recorded = runs.read_json(WEIGHTS / name / runs.TEST_METRICS, ("mse",))
+    for key in ("mse", "ssim", "colorfulness"):
+        if key in recorded:
+            assert got[key] == pytest.approx(recorded[key], rel=1e-4), key
