@@ -98,7 +98,12 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     cfg.train.epochs = 2
     save_config(cfg, b / runs.CONFIG)
     diverge = [*args(data, root / "D", 1), "--arch", "conv8:none | convout:none", "--lr", "1e20"]
-    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2)), ("", diverge), ("", args(data, root / "L", 1))]
+    # the U-Net colorizer normalizes per image (GroupNorm): one process on the whole batch and two on
+    # its halves must train alike (with BatchNorm each process would normalize by its own half)
+    unet = ["--task", "colorize", "--target", "ycbcr", "--arch", "unet4"]
+    assert main([*args(data, root / "U1", 1), *unet]) == 0
+    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2)), ("", diverge), ("", args(data, root / "L", 1)),
+            ("", [*args(data, root / "U2", 1), *unet])]
     with runs.RunLock(root / "L"):  # held by this (live) test process while torchrun tries it
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             str(root / "script.py"), json.dumps(jobs)],
@@ -178,3 +183,11 @@ def test_locked_folder_refused_on_every_rank(world: dict) -> None:
     found = sorted(re.findall(r"rank (\d): cae: error: run folder \S+ is in use by process (\d+)", world["log"]))
     assert found == [("0", str(os.getpid())), ("1", str(os.getpid()))], world["log"]
     assert world["locked_files"] == {runs.LOCK}  # nothing written while it was locked
+
+
+def test_two_processes_train_the_unet_like_one(world: dict) -> None:
+    one, two = (runs.read_metrics_csv(world["root"] / name / runs.METRICS)[0] for name in ("U1", "U2"))
+    for k in ("train_mse", "val_mse"):
+        assert two[k] == pytest.approx(one[k], rel=1e-3), k  # only the summation order differs
+    m1, m2 = (runs.read_json(world["root"] / name / runs.TEST_METRICS) for name in ("U1", "U2"))
+    assert m2["world_size"] == 2 and m2["mse"] == pytest.approx(m1["mse"], rel=1e-3)
