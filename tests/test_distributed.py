@@ -128,7 +128,7 @@ def test_one_set_of_files(world: dict) -> None:
     assert runs.read_json(world["A"] / runs.TEST_METRICS)["world_size"] == 2
     lines = (world["A"] / runs.METRICS).read_text().splitlines()
     assert len(lines) == 2  # one header, one epoch: rank 1 wrote nothing
-    assert world["log"].count("test  mse") == 2  # one line per run: only rank 0 logs
+    assert world["log"].count("test  mse") == 3  # one line per finished run (A, B, U2): only rank 0 logs
 
 
 def test_all_reduced_test_metrics_match_single_process_eval(world: dict) -> None:

@@ -300,15 +300,14 @@ def test_shards_and_jobs_give_the_one_process_table(tmp_path, smooth_data):
     # shards take only the run folders' own locks, and write no study-level file
     shared = tmp_path / "shared"
     shared.mkdir()
-    (shared / runs.LOCK).write_text(str(os.getppid()))
-    lines: list[str] = []
-    assert run_shard(study, shared, "1/2", **{**kw, "log": lines.append}) == ["a", "c"]
-    assert any(line.startswith("shard 1/2 done: trained a, c") for line in lines)
-    assert run_shard(study, shared, (2, 2), **kw) == ["b"]
-    assert not any((shared / f).exists() for f in ("study.toml", "results.csv", "pca.json"))
-    with pytest.raises(CaeError, match="in use by process"):
-        run_sweep(study, shared, **kw)  # the merge does take the study lock
-    (shared / runs.LOCK).unlink()
+    with runs.RunLock(shared):  # held here, as another process's sweep would hold it
+        lines: list[str] = []
+        assert run_shard(study, shared, "1/2", **{**kw, "log": lines.append}) == ["a", "c"]
+        assert any(line.startswith("shard 1/2 done: trained a, c") for line in lines)
+        assert run_shard(study, shared, (2, 2), **kw) == ["b"]
+        assert not any((shared / f).exists() for f in ("study.toml", "results.csv", "pca.json"))
+        with pytest.raises(CaeError, match="in use by process"):
+            run_sweep(study, shared, **kw)  # the merge does take the study lock
     shutil.copy(tmp_path / "one" / "pca.json", shared)  # the same split: the PCA baseline is reused, not refitted
     merge_lines: list[str] = []
     run_sweep(study, shared, **{**kw, "log": merge_lines.append})
