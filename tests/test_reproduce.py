@@ -263,3 +263,16 @@ def test_an_interrupted_step_is_recorded_and_resumed(tmp_path: Path, monkeypatch
     state = reproduce(tmp_path, quick=True, log=lambda s: None)
     assert state["steps"]["latent"]["status"] == "done" and "interrupted_seconds" not in state["steps"]["latent"]
     assert not (tmp_path / ".lock").exists()
+
+
+@SLOW
+def test_report_shows_the_colorizer_on_real_photos(quick_reproduce: QuickRun) -> None:
+    """With kodak-dev beside the data (as in CI), the best colorizer is scored on it and the
+    report shows the panel and one row per photo, its figures read from photos.json."""
+    out = quick_reproduce.out
+    result = json.loads((out / "colorize" / "photos" / "photos.json").read_text())
+    md = (out / "report.md").read_text()
+    section = md[md.index("### Real photos"):md.index("### Shortcomings")]
+    assert f"mean gain {result['summary']['mean_gain_db']:+.2f} dB over gray" in section
+    assert all(f"| {r['name']} |" in section for r in result["photos"])
+    assert (out / "colorize" / "photos" / "photos.png").is_file() and "photos.png" in section

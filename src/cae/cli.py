@@ -125,7 +125,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from cae.reproduce import reproduce
 
-    reproduce(a.out, quick=a.quick, epochs=a.epochs, data_dir=a.data, force=a.force)
+    reproduce(a.out, quick=a.quick, epochs=a.epochs, data_dir=a.data, force=a.force, photos=a.photos or "auto")
     return 0
 
 
@@ -267,6 +267,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--quick", action="store_true", help="small subset, few epochs (minutes)")
     r.add_argument("--epochs", type=int)
     r.add_argument("--data")
+    r.add_argument("--photos", metavar="DIR", help="real photos to score the best colorizer on "
+                   "(default: kodak-dev beside the data, when present)")
     r.add_argument("--force", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 

@@ -98,12 +98,13 @@ class Settings:
 
 # ----------------------------------------------------------------------------- public API
 def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, data_dir: str | None = None,
-              force: bool = False, log: Log = print) -> dict[str, Any]:
+              force: bool = False, log: Log = print, photos: str | Path | None = "auto") -> dict[str, Any]:
     """Run the whole study into `out`, resumably; return the final steps.json content.
 
     `epochs` overrides the epochs of every training step (reference, study, colorization);
     `data_dir` is the CIFAR-10 folder (else $CAE_DATA_DIR / the user cache / a download);
-    `force` starts every step (and every training run under it) over.
+    `force` starts every step (and every training run under it) over; `photos` is the folder of
+    real photos the best colorizer is scored on ('auto': kodak-dev beside the data when present).
     """
     if epochs is not None and epochs < 1:
         raise CaeError(f"--epochs must be at least 1, got {epochs}")
@@ -112,6 +113,7 @@ def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, d
     with runs.RunLock(out):
         state = _load_state(out, settings, force)
         pipe = _Pipeline(out, settings, data_dir, force, log, state)
+        pipe.photos = photos
         pipe.run()
         return pipe.state
 
@@ -181,6 +183,7 @@ class _Pipeline:
         self.state = state
         self.t0 = time.perf_counter()
         self._data = None
+        self.photos: str | Path | None = "auto"
         self._invocation_recorded = False
         self._invocations: list[dict[str, str]] = []
 
@@ -299,7 +302,7 @@ class _Pipeline:
             self.log(f"--force: removing {self.out / 'colorize'} to train the colorization runs again")
             shutil.rmtree(self.out / "colorize")
         run_colorization_study(self.out / "colorize", epochs=epochs, limit=self.settings.limit,
-                               data=self.data(), data_dir=self.data_dir, log=self.log)
+                               data=self.data(), data_dir=self.data_dir, log=self.log, photos=self.photos)
 
     def step_report(self) -> None:
         from cae.report import write_report

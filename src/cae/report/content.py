@@ -328,12 +328,35 @@ def _colorize(b: _Builder) -> None:
     for run in run_dirs:
         if (run / "samples.png").is_file():
             b.figure(f"colorize/{run.name}/samples.png", f"Run `{run.name}`: gray input, prediction, ground truth.")
+    _real_photos(b, root / "photos")
     b.add(Heading(3, "Shortcomings"))
     sc = root / "shortcomings.md"
     if sc.is_file():
         b.add(Fragment(_prose(sc.read_text(), demote=2), "colorize/shortcomings.md"))
     else:
         b.add(Missing(f"colorize/shortcomings.md: {NOT_RUN}"))
+
+
+def _real_photos(b: _Builder, root: Path) -> None:
+    """The best colorizer on real photos: a panel and a per-photo table (or why there is none)."""
+    b.add(Heading(3, "Real photos"))
+    result = b.json("colorize/photos/photos.json")
+    if result is None:
+        b.add(Missing("no folder of real photos was given, so none were colorized "
+                      "(`cae reproduce --photos DIR`; the kodak-dev folder beside the data is used when present)"))
+        return
+    s = result["summary"]
+    b.add(Para(f"The best colorizer on the {s['photos']} photos of `{Path(result['folder']).name}`, each photo "
+               f"against its own gray copy, the chrominance predicted at a {result['working_size']}-pixel short "
+               f"side and merged with the photo's luma: mean gain {s['mean_gain_db']:+.2f} dB over gray, worst "
+               f"{s['worst_gain_db']:+.2f} dB ({s['worst']}), {s['below_gray']} of {s['photos']} below gray; "
+               f"colorfulness {s['colorfulness_ratio']:.0%} of the photos' own."))
+    b.figure("colorize/photos/photos.png", "Real photos with the lowest and highest gain: original, gray, colorized.")
+    rows = [[r["name"], f"{r['width']}x{r['height']}", f"{r['gain_db']:+.2f}",
+             f"{r['colorfulness'] / r['colorfulness_truth']:.0%}" if r["colorfulness_truth"] else MISSING]
+            for r in result["photos"]]
+    b.add(Table(["photo", "size", "PSNR gain over gray, dB", "colorfulness / truth"], rows,
+                "Each photo: the colorized PSNR minus the gray copy's", [False, True, True, True]))
 
 
 def _baselines_table(b: _Builder, base: dict) -> None:
