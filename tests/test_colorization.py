@@ -99,3 +99,22 @@ def test_study_on_tiny_synthetic_data(tmp_path):
     run_colorization_study(out, epochs=1, data=data, log=logs.append)
     assert (out / "results.csv").read_text() == before
     assert any("already finished" in line for line in logs)
+
+
+def test_shortcomings_sentences_follow_the_numbers():
+    """The receptive field is measured on the run's architecture and the explained share of the
+    colour variance is computed: change the numbers and the words change."""
+    from cae.experiments.colorization import _ambiguity_text, _receptive_field_text
+
+    base = {"chroma_mse": 0.002}
+    mostly = _ambiguity_text({"chroma_mse": 0.0016}, base)
+    partly = _ambiguity_text({"chroma_mse": 0.0006}, base)
+    assert "is 80% of" in mostly and "explains 20%" in mostly and "less than half" in mostly
+    assert "is 30% of" in partly and "explains 70%" in partly and "less than half" not in partly
+    row = {"mse": 0.0045, "beats_a": "yes", "beats_b": "yes", "arch": "unet8", "params": 100,
+           "colorfulness_ratio": 0.5}
+    text = _receptive_field_text({**row, "arch": "reference"}, row, None, {"best": {"epochs": 10}})
+    assert "26x26 input pixels" in text
+    wider = _receptive_field_text({**row, "arch": "conv8k7 pool2 conv12 pool2 conv16 | up2 conv12 up2 convout"},
+                                  row, None, {"best": {"epochs": 10}})
+    assert "26x26" not in wider

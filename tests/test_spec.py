@@ -94,3 +94,12 @@ def test_the_reference_model_is_the_handouts_layer_list():
                      "Upsample", "Conv2d", "ReLU", "Upsample", "Conv2d", "Sigmoid"]
     assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == [8, 12, 16, 12, 3]
     assert model.encoder(torch.rand(2, 3, 32, 32)).shape == (2, 16, 8, 8)
+
+
+def test_receptive_field_follows_the_layers():
+    from cae.core.model import receptive_field
+
+    assert receptive_field("conv8 | convout") == 5  # two 3x3 convs
+    assert receptive_field("conv8k5 | convout") == 7
+    assert receptive_field("reference") == 26  # 3x3 convs through two poolings and two upsamplings
+    assert receptive_field("conv8 pool2 conv8 | up2 convout") > receptive_field("conv8 conv8 | convout")

@@ -59,3 +59,34 @@ def build_model(spec: str, in_channels: int = 3, out_channels: int | None = None
             halves[-1].extend(layer_modules(layer, c))
             c = layer.channels if layer.kind in ("conv", "tconv") else c
     return AutoEncoder(nn.Sequential(*halves[0]), nn.Sequential(*halves[1]), expand(spec, out_channels))
+
+
+def receptive_field(spec: str, in_channels: int = 3, out_channels: int | None = None, image_size: int = 32) -> int:
+    """The side of the largest input window one output pixel of a chain model depends on.
+
+    Measured, not estimated: on a linear copy of the chain (every conv's weights 1, max-pooling
+    as averaging, so each input in the window gets a nonzero gradient), the gradient of each
+    output pixel of the middle column is taken with respect to the input, and the widest span
+    of rows it touches is the answer (nearest upsampling makes it depend on the pixel's phase).
+    """
+    model = build_model(spec, in_channels, out_channels, image_size)
+    if not isinstance(model, AutoEncoder):
+        raise ValueError(f"{spec!r} is not a chain model")
+    linear: list[nn.Module] = []
+    for m in (*model.encoder, *model.decoder):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            conv = type(m)(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, bias=False)
+            nn.init.ones_(conv.weight)
+            linear.append(conv)
+        elif isinstance(m, nn.MaxPool2d):
+            linear.append(nn.AvgPool2d(m.kernel_size, m.stride))
+        elif isinstance(m, nn.Upsample):
+            linear.append(m)
+    x = torch.ones(1, in_channels, image_size, image_size, requires_grad=True)
+    y = nn.Sequential(*linear)(x)
+    widest = 0
+    for row in range(y.shape[-2]):
+        (grad,) = torch.autograd.grad(y[0, :, row, y.shape[-1] // 2].sum(), x, retain_graph=True)
+        touched = grad[0].abs().sum(dim=(0, 2)).nonzero()
+        widest = max(widest, int(touched.max() - touched.min() + 1))
+    return widest

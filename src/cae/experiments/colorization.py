@@ -300,6 +300,20 @@ def _write_samples(out: Path, images_u8: torch.Tensor, names: list[str], base_b:
 
 
 # ----------------------------------------------------------------------------- write-up
+def _verdict(r: dict | None) -> str:
+    """'MSE 0.00468, beating baseline (a) and (b)' for a results row (or 'not run')."""
+    if r is None:
+        return "not run"
+    beats = [x for x, k in (("(a)", "beats_a"), ("(b)", "beats_b")) if r[k] == "yes"]
+    fails = [x for x, k in (("(a)", "beats_a"), ("(b)", "beats_b")) if r[k] == "no"]
+    s = f"MSE {r['mse']:.5f}"
+    if beats:
+        s += f", beating baseline {' and '.join(beats)}"
+    if fails:
+        s += f"{' but' if beats else ','} NOT beating baseline {' or '.join(fails)}"
+    return s
+
+
 def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, out: Path,
                  photos: dict | None = None) -> str:
     """The shortcomings paragraphs, generated from the measured figures (and `evaluate_photos`'s)."""
@@ -310,57 +324,55 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
     best_row = rows[at] if at is not None else by.get("best")
     before = rows[at + 1] if at is not None else None
     rgb, chrom, lab = by.get("rgb"), by.get("chroma"), by.get("lab")
-
-    def verdict(r: dict | None) -> str:
-        if r is None:
-            return "not run"
-        beats = [x for x, k in (("(a)", "beats_a"), ("(b)", "beats_b")) if r[k] == "yes"]
-        fails = [x for x, k in (("(a)", "beats_a"), ("(b)", "beats_b")) if r[k] == "no"]
-        s = f"MSE {r['mse']:.5f}"
-        if beats:
-            s += f", beating baseline {' and '.join(beats)}"
-        if fails:
-            s += f"{' but' if beats else ','} NOT beating baseline {' or '.join(fails)}"
-        return s
-
     p = ["# Shortcomings of the colorizers\n",
          f"Figures are test-split figures from `results.md`. Baselines: (a) the gray image, MSE {a['mse']:.5f}; "
          f"(b) the gray image with the training split's mean chrominance, MSE {b['mse']:.5f}.\n"]
     if rgb and chrom:
-        p.append(
-            "**Why the RGB-output reference loses.** Asked to output RGB, the reference CAE "
-            f"({rgb['params']:,} parameters) reaches {verdict(rgb)}. Its 1,024-value bottleneck (16x8x8) must carry "
-            "the luminance as well as the colour, and the luminance is most of the signal: the decoder has to "
-            "rebuild every edge of the gray image from a 3x-compressed code"
-            + (", and the error it makes on the luminance alone exceeds what colour could gain over the gray "
-               "image. " if rgb["beats_a"] == "no" else ", which costs more than the colour gains. ")
-            + "In chroma mode the network predicts only Cb/Cr and "
-            "the given luma is merged back exactly, so nothing of the luminance is lost: the same net reaches "
-            f"{verdict(chrom)} (YCbCr target)" + (f" and {verdict(lab)} (Lab target)" if lab else "") + ".\n")
+        p.append(_rgb_text(rgb, chrom, lab))
     if best_row is not None:
         p.append(_desaturation_text(rows, results.get("best", {}), best_row, before, out / "best"))
     if best_row is not None and chrom:
-        p.append(
-            "**Colour is ambiguous given luminance.** A car, a shirt or a bird of the same gray can be any "
-            "colour; no loss on a single target can recover it. Even the best model's chroma MSE "
-            f"({best_row['chroma_mse']:.5f}) is {best_row['chroma_mse'] / b['chroma_mse']:.0%} of the mean-chroma "
-            f"baseline's ({b['chroma_mse']:.5f}): "
-            + ("most of the colour variance is left unexplained; what the net learns are the frequent, "
-               "predictable colours (sky, vegetation, water), as samples.png shows.\n"
-               if best_row["chroma_mse"] > 0.5 * b["chroma_mse"] else "about half of the colour variance is "
-               "explained; the rest is the ambiguity itself.\n"))
-        p.append(
-            "**Small receptive field of the reference net.** Each output pixel of the reference CAE depends on at "
-            "most 24x24 input pixels (3x3 convolutions, two poolings; the effective field is much smaller) through "
-            "8-16 channels: too little to tell what an object is, which is what decides "
-            f"its colour; it reaches {verdict(chrom)} in chroma mode. Tried against it: the U-Net "
-            f"({best_row['arch']}, {best_row['params']:,} parameters) whose bottleneck at 1/8 of the side sees the "
-            f"whole 32x32 image, with skip connections that keep edges sharp, trained "
-            f"{results['best'].get('epochs', '?')} epochs (CPU budget; the reference runs had 10): "
-            f"{verdict(best_row)} (colorfulness {best_row['colorfulness_ratio']:.0%} of the truth's)"
-            + (f"; {before['mse']:.5f} before the chroma gain" if before else "") + ".\n")
+        p.append(_ambiguity_text(best_row, b))
+        p.append(_receptive_field_text(chrom, best_row, before, results))
     p.append(_photos_text(photos))
     return "\n".join(p)
+
+
+def _rgb_text(rgb: dict, chrom: dict, lab: dict | None) -> str:
+    return ("**Why the RGB-output reference loses.** Asked to output RGB, the reference CAE "
+            f"({rgb['params']:,} parameters) reaches {_verdict(rgb)}. Its {rgb['latent_size']:,}-value bottleneck "
+            "must carry the luminance as well as the colour, and the luminance is most of the signal: the decoder "
+            "has to rebuild every edge of the gray image from the code"
+            + (", and the error it makes on the luminance alone exceeds what colour could gain over the gray "
+               "image. " if rgb["beats_a"] == "no" else ", which costs more than the colour gains. ")
+            + "In chroma mode the network predicts only Cb/Cr and the given luma is merged back exactly, so "
+            f"nothing of the luminance is lost: the same net reaches {_verdict(chrom)} (YCbCr target)"
+            + (f" and {_verdict(lab)} (Lab target)" if lab else "") + ".\n")
+
+
+def _ambiguity_text(best: dict, mean_chroma: dict) -> str:
+    share = best["chroma_mse"] / mean_chroma["chroma_mse"]
+    return ("**Colour is ambiguous given luminance.** A car, a shirt or a bird of the same gray can be any "
+            "colour; no loss on a single target can recover it. The best model's chroma MSE "
+            f"({best['chroma_mse']:.5f}) is {share:.0%} of the mean-chroma baseline's ({mean_chroma['chroma_mse']:.5f}): "
+            f"it explains {1 - share:.0%} of the colour variance the mean colour leaves, "
+            + ("less than half: what the net learns are the frequent, predictable colours (sky, vegetation, "
+               "water), as samples.png shows.\n" if share > 0.5 else
+               "the rest is the ambiguity itself and what the net cannot see.\n"))
+
+
+def _receptive_field_text(chrom: dict, best: dict, before: dict | None, results: dict) -> str:
+    from cae.core.model import receptive_field
+
+    field = receptive_field(chrom["arch"], 1, 2)
+    return ("**Small receptive field of the chain CAE.** Each output pixel of the reference CAE depends on at "
+            f"most {field}x{field} input pixels (measured on its layers; the effective field is much smaller): "
+            "too little to tell what an object is, which is what decides its colour; it "
+            f"reaches {_verdict(chrom)} in chroma mode. Tried against it: the U-Net ({best['arch']}, "
+            f"{best['params']:,} parameters) whose bottleneck at 1/8 of the side sees the whole 32x32 image, with "
+            f"skip connections that keep edges sharp, trained {results['best'].get('epochs', '?')} epochs: "
+            f"{_verdict(best)} (colorfulness {best['colorfulness_ratio']:.0%} of the truth's)"
+            + (f"; {before['mse']:.5f} at the default decoding" if before else "") + ".\n")
 
 
 def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | None, run: Path) -> str:
