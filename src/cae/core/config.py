@@ -191,3 +191,20 @@ def load_config(path: str | Path) -> RunConfig:
     except (ValueError, UnicodeDecodeError) as e:
         raise CaeError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {e}") from None
     return RunConfig.from_dict(d, str(path)).validate()
+
+
+# where a run ran, not what it computes: never a reason to refuse a run folder
+RUN_LOCAL = ("world_size", "train.device", "data.dir")
+
+
+def differences(saved: RunConfig, given: RunConfig, ignore: tuple[str, ...] = RUN_LOCAL) -> dict[str, tuple]:
+    """Every setting ('train.lr', 'arch', ...) whose value differs: name -> (saved, given)."""
+    def flat(c: RunConfig) -> dict[str, Any]:
+        items: dict[str, Any] = {}
+        for k, v in c.to_dict().items():
+            items.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
+        return {k: v for k, v in items.items() if k not in ignore}
+
+    a, b = flat(saved), flat(given)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cae.core import runs
-from cae.core.config import RunConfig, load_config, save_config
+from cae.core.config import RunConfig, differences, load_config, save_config
 from cae.core.data import Cifar10, channel_stats, load_cifar10, luma, split_indices
 from cae.core.device import keep_freed_memory, resolve_device, resolve_precision
 from cae.core.distributed import Dist, all_reduce, barrier, init_distributed, on_main, shard
@@ -387,26 +387,17 @@ def _clear_run(out: Path) -> None:
 def check_same_config(out: Path, cfg: RunConfig) -> RunConfig:
     """Refuse settings that differ from the run's saved config; return the saved config.
 
-    Not compared: device, world size and the data folder's location (the same files may live
-    elsewhere now). Epochs are: the one-cycle schedule is laid out over them when a run starts.
+    Not compared: where the run ran (`cae.core.config.RUN_LOCAL`). Epochs are: the one-cycle
+    schedule is laid out over them when a run starts.
     """
-    def flat(c: RunConfig) -> dict:
-        items = {}
-        for k, v in c.to_dict().items():
-            items.update({f"{k}.{kk}": vv for kk, vv in v.items()} if isinstance(v, dict) else {k: v})
-        for k in ("world_size", "train.device", "data.dir"):
-            items.pop(k)
-        return items
-
     saved = load_config(out / runs.CONFIG)
-    mine, theirs = flat(cfg), flat(saved)
-    diff = [k for k in mine if mine[k] != theirs[k]]
-    if diff == ["train.epochs"]:
+    diff = differences(saved, cfg)
+    if list(diff) == ["train.epochs"]:
         raise CaeError(f"{out} was started for {saved.train.epochs} epochs and {cfg.train.epochs} were asked for: "
                        "a run is not extended or cut (its learning-rate schedule is laid out over its epochs); "
                        f"use another --out, or --force to train {cfg.train.epochs} epochs from scratch")
     if diff:
-        said = "; ".join(f"{k} {theirs[k]!r} saved, {mine[k]!r} given" for k in diff)
+        said = "; ".join(f"{k} {a!r} saved, {b!r} given" for k, (a, b) in diff.items())
         raise CaeError(f"{out / runs.CONFIG} does not match the settings given ({said}); "
                        "use the same settings to resume, another --out, or --force to start over")
     return saved

@@ -574,15 +574,10 @@ def _check_finished_matches(v: Variant, run_dir: Path, force: bool) -> None:
     """A finished run trained with other settings (e.g. an earlier --limit) must not be reused silently."""
     if force or not runs.is_finished(run_dir):
         return
-    from cae.core.config import load_config
+    from cae.core.config import differences, load_config
 
-    saved, mine = load_config(run_dir / runs.CONFIG).to_dict(), v.cfg.to_dict()
-    for d in (saved, mine):
-        d.pop("world_size")
-        d["train"].pop("device")
-        d["data"].pop("dir")
-    if saved != mine:
-        diff = [f"{k}" for k in mine if mine[k] != saved[k]]
+    diff = differences(load_config(run_dir / runs.CONFIG), v.cfg)
+    if diff:
         raise CaeError(f"variant {v.name!r}: the finished run {run_dir} was trained with other settings "
                        f"({', '.join(diff)} differ); use another --out, the same flags, or --force to retrain")
 
