@@ -19,7 +19,7 @@ from cae.core.text import duration, number
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SNAPSHOT = Path("docs") / "results"  # relative to the README's folder
 FILES = ("reproducibility.json", "reference/test_metrics.json", "study/results.csv", "study/correlation.json",
-         "colorize/results.csv")
+         "colorize/results.csv", "colorize/photos/photos.json")
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -28,7 +28,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def _colorize_row(color: list[dict[str, str]], name: str, label: str) -> list[str]:
-    row = next((r for r in color if r["name"].split(" (")[0] == name), None)  # "best (gain 1.25)" is "best"
+    # a calibrated run's row is named with its decoding, "best (boost 0.50)"; the first such row
+    row = next((r for r in color if r["name"] == name or r["name"].startswith(f"{name} (")), None)
     if row is None:
         return []
     return [f"| {label} | | {number(row['mse'], 'mse')} | "
@@ -61,6 +62,12 @@ def results_block(root: Path) -> str:
               for r in study if r["kind"] == "pca" and int(r["latent_size"]) in (64, 256, 1024)]
     lines += _colorize_row(color, "best", "colorizer (`configs/colorize-best.toml`), RGB error")
     lines += _colorize_row(color, "baseline (a) gray", "the gray image (baseline)")
+    scored = runs.read_json(root / "colorize/photos/photos.json")
+    photos = scored["summary"]
+    lines += [f"| the colorizer on {photos['photos']} real photos ({Path(scored['folder']).name}), PSNR gain over "
+              "their gray copies | | "
+              f"| mean {photos['mean_gain_db']:+.2f} dB, worst {photos['worst_gain_db']:+.2f} dB; colorfulness "
+              f"{photos['colorfulness_ratio']:.0%} of the photos' own |"]
     lines += ["", f"Log latent size against log test MSE over the {corr['n']} variants: Spearman ρ = "
                   f"{number(corr['spearman_r'], 'spearman_r')} (p = {number(corr['spearman_p'], 'spearman_p')}), "
                   f"Pearson r = {number(corr['pearson_r'], 'pearson_r')} (p = {number(corr['pearson_p'], 'pearson_p')})."]
