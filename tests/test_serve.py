@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from cae.cli import main
+from conftest import require
 from cae.apps.colorize import shipped_model_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,15 +24,6 @@ CIFAR = Path(os.environ.get("CAE_DATA_DIR") or REPO.parent / "shared" / "dataset
 BASE_URL = "http://127.0.0.1"  # the app only answers requests addressed to a loopback name
 # Starlette >= 1.x prefers the httpx2 fork for its TestClient; httpx still works everywhere
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip without `condition` locally; in CI (env CI set) a missing prerequisite fails."""
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"missing prerequisite in CI: {reason}")
-    pytest.skip(reason)
 
 
 def has_serve_extra() -> bool:

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import require
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 CIFAR = Path(os.environ.get("CAE_DATA_DIR") or SHARED / "cifar-10-batches-bin")
@@ -25,17 +27,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
 SCREENSHOT = REPO / "docs" / "serve.png"
-SLOW = 120_000  # ms: a first model load may build the fused kernels (~40 s on a busy 2-core machine)
+SLOW = 120_000  # ms: generous, for a busy 2-core machine
 pytestmark = pytest.mark.slow
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip without `condition` locally; in CI (env CI set) a missing prerequisite fails."""
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"missing prerequisite in CI: {reason}")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")

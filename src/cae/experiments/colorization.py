@@ -173,7 +173,7 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
 
     `epochs` / `limit` override every run's (quick mode); finished runs are skipped, so a
     second call only redoes the (cheap) tables. `photos`: a folder of real photos the best run
-    is also scored on (`cae.colorize.evaluate_photos`, into out/photos/); 'auto' = the default
+    is also scored on (`cae.experiments.photos.evaluate_photos`, into out/photos/); 'auto' = the default
     folder when present, None = none. Returns {"runs", "baselines", "rows", "photos"}.
     """
     from cae import train_run

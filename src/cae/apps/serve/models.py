@@ -112,8 +112,8 @@ class ModelCache:
         best = entry.run_dir / runs.BEST
         stamp = best.stat().st_mtime_ns if best.is_file() else 0
         key = (entry.id, stamp)
-        # one lock for loads too: the first load may build the fused kernels (`cae.kernels`), which
-        # two threads must not do at once; later loads take a fraction of a second
+        # one lock for loads too: two requests for the same model load it once, not twice; a load
+        # takes a fraction of a second
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -190,7 +190,7 @@ def latent_code(model: LoadedModel, x: torch.Tensor) -> torch.Tensor | None:
 
 def latent_description(arch: str, in_channels: int, out_channels: int) -> dict:
     """The latent shape and size of `arch` on 32x32 images, and the size formula of the layer
-    that makes the code, from the shape trace (`cae.arch.trace`)."""
+    that makes the code, from the shape trace (`cae.core.spec.trace`)."""
     from cae.core.spec import trace
 
     info = trace(arch, (in_channels, IMAGE_SIDE, IMAGE_SIDE), out_channels)
