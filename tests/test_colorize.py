@@ -146,8 +146,3 @@ def test_default_model_is_the_shipped_colorizer(tmp_path):
     Image.fromarray(_photo(40, 50)).save(tmp_path / "p.jpg")
     assert main(["colorize", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o")]) == 0
     assert Image.open(tmp_path / "o" / "p.png").size == (50, 40)
-
-
-def _data_dir() -> str | None:
-    d = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
-    return d if Path(d, "test_batch.bin").is_file() else None

@@ -112,8 +112,7 @@ def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, d
     settings = Settings(quick=quick, epochs=epochs, limit=QUICK_LIMIT if quick else 0)
     with runs.RunLock(out):
         state = _load_state(out, settings, force)
-        pipe = _Pipeline(out, settings, data_dir, force, log, state)
-        pipe.photos = photos
+        pipe = _Pipeline(out, settings, data_dir, force, log, state, photos)
         pipe.run()
         return pipe.state
 
@@ -178,12 +177,12 @@ class _Pipeline:
     """Runs the steps in order, recording each one's status and wall time."""
 
     def __init__(self, out: Path, settings: Settings, data_dir: str | None, force: bool, log: Log,
-                 state: dict[str, Any]):
+                 state: dict[str, Any], photos: str | Path | None = "auto"):
         self.out, self.settings, self.data_dir, self.force, self.log = out, settings, data_dir, force, log
         self.state = state
         self.t0 = time.perf_counter()
         self._data = None
-        self.photos: str | Path | None = "auto"
+        self.photos = photos  # real photos for the colorization step ('auto': kodak-dev beside the data)
         self._invocation_recorded = False
         self._invocations: list[dict[str, str]] = []
 
