@@ -14,6 +14,7 @@ SPECS = [
     "conv8:gelu pool2 conv16:tanh pool2 | up4 convout",  # gelu is not monotone: must stay before the pool
     "conv8:lrelu pool2 conv12:sigmoid pool4 | up2b conv12 up4 convout",  # pool4, bilinear: untouched paths
     "conv8k5 pool2 conv12:none pool2 | up4 convout",  # a conv without activation before a pool
+    "conv8 pool2 res8 fc16:none | fc8s16 res8 up2 conv8 convout",  # residual and dense layers pass through
 ]
 TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-6), torch.bfloat16: dict(rtol=2e-2, atol=2e-2)}
 # relative error of a whole gradient tensor: bf16 rounds each layer's output to 8 bits, and the

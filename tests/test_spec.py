@@ -29,6 +29,8 @@ def test_reference_counts_and_latent():
     "conv8k5pv pool2 conv16pv pool2 | up2 tconv12k3 up2 tconvoutk5",
     "conv8 pool2 conv12 pool2 conv16:none | up2b conv12:gelu up2b convout:sigmoid",
     "conv4x2 pool2 conv4 | up2 conv4:lrelu convout",
+    "conv8k4s2p1 res8x2 pool2 fc16:none | fc8s8 res8 up2 up2 convout",  # residual blocks, dense bottleneck
+    "conv4 pool2 fc32:none | fc3s32",  # a dense decoder
 ])
 def test_trace_matches_the_built_model(spec):
     """The trace's parameter count and output shapes are what the model really has and does."""
@@ -70,6 +72,11 @@ def test_size_formula_in_trace():
     ("conv8k4 pool2 | up2 convout", "odd kernel"),
     ("conv8 pool2 | up2", "needs a conv"),
     ("conv8 pool32 pool2 | up2 convout", "pool2 does not divide 1x1"),
+    ("conv8 res16 | convout", "res16:relu needs 16 input channels, got 8"),  # a residual must keep channels
+    ("conv8 res8k5 | convout", "takes no kernel"),
+    ("conv8 fc16p1 | fc8s32 convout", "takes no kernel"),
+    ("conv8 fc16 | fc8s16 convout", "decoder returns 3x16x16"),  # fc reshapes to what it is told
+    ("conv64 fc4096 | fc3s32", "needs 268,435,456 weights"),  # a dense layer on a full-size map
 ])
 def test_refusals_name_the_problem(spec, fragment):
     with pytest.raises(CaeError) as e:
@@ -103,3 +110,28 @@ def test_receptive_field_follows_the_layers():
     assert receptive_field("conv8k5 | convout") == 7
     assert receptive_field("reference") == 26  # 3x3 convs through two poolings and two upsamplings
     assert receptive_field("conv8 pool2 conv8 | up2 convout") > receptive_field("conv8 conv8 | convout")
+
+
+def test_dense_bottleneck_makes_any_latent_size():
+    """fcN in the encoder is an N-value code whatever the spatial size; fcCsS in the decoder
+    reshapes it; the trace carries the size formula and the Linear's parameters."""
+    info = trace("conv8 pool2 fc24:none | fc8s16 up2 convout")
+    assert info.latent_shape == (24, 1, 1) and info.latent_size == 24
+    fc = info.trace[3]
+    assert fc.params == 8 * 16 * 16 * 24 + 24 and fc.formula == "24*1^2 = 24"
+    model = build_model("conv8 pool2 fc24:none | fc8s16 up2 convout")
+    names = [type(m).__name__ for m in model.encoder]
+    assert names == ["Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Unflatten"]  # :none adds no activation
+
+
+def test_residual_block_adds_its_input():
+    """A res block with zeroed second conv is the identity, then its activation."""
+    from cae.core.model import Residual
+
+    block = Residual(4)
+    torch.nn.init.zeros_(block.conv2.weight)
+    torch.nn.init.zeros_(block.conv2.bias)
+    x = torch.randn(2, 4, 8, 8)
+    assert torch.equal(block(x), x)
+    model = build_model("conv4 res4:none | convout")
+    assert isinstance(model.encoder[2], Residual) and len(model.encoder) == 3

@@ -30,14 +30,35 @@ class AutoEncoder(nn.Module):
         return self.decoder(self.encoder(x))
 
 
-def layer_modules(layer: Layer, in_channels: int) -> list[nn.Module]:
-    """The textbook modules of one layer of the spec: the layer, then its activation."""
+class Residual(nn.Module):
+    """x + conv(relu(conv(x))) with two 3x3 'same' convs that keep the channels (a `resC` layer)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
+def layer_modules(layer: Layer, in_shape: tuple[int, int, int]) -> list[nn.Module]:
+    """The textbook modules of one layer of the spec, given its input (C, H, W): the layer,
+    then its activation."""
+    c, h, w = in_shape
     if layer.kind == "pool":
         return [nn.MaxPool2d(layer.scale)]
     if layer.kind == "up":
         return [nn.Upsample(scale_factor=layer.scale, mode=layer.mode)]
-    conv = nn.Conv2d if layer.kind == "conv" else nn.ConvTranspose2d
-    mods: list[nn.Module] = [conv(in_channels, layer.channels, layer.kernel, layer.stride, layer.padding)]
+    if layer.kind == "res":
+        mods: list[nn.Module] = [Residual(layer.channels)]
+    elif layer.kind == "fc":
+        side = layer.scale
+        mods = [nn.Flatten(), nn.Linear(c * h * w, layer.channels * side * side),
+                nn.Unflatten(1, (layer.channels, side, side))]
+    else:
+        conv = nn.Conv2d if layer.kind == "conv" else nn.ConvTranspose2d
+        mods = [conv(c, layer.channels, layer.kernel, layer.stride, layer.padding)]
     if layer.activation != "none":
         mods.append(ACTIVATION_MODULES[layer.activation]())
     return mods
@@ -48,16 +69,12 @@ def build_model(spec: str, in_channels: int = 3, out_channels: int | None = None
     """The model of a spec (a preset name such as "reference", or a chain spec, or `unetW`),
     after checking its shape trace: an impossible architecture is a `CaeError` with the trace."""
     out_channels = in_channels if out_channels is None else out_channels
-    trace(spec, (in_channels, image_size, image_size), out_channels)
+    info = trace(spec, (in_channels, image_size, image_size), out_channels)
     if unet_width(spec):
         return UNet(in_channels, out_channels, unet_width(spec))
-    halves: list[list[nn.Module]] = []
-    c = in_channels
-    for layers in parse(spec, out_channels):
-        halves.append([])
-        for layer in layers:
-            halves[-1].extend(layer_modules(layer, c))
-            c = layer.channels if layer.kind in ("conv", "tconv") else c
+    shapes = iter(row.shape for row in info.trace)  # each layer's input is the row before it
+    halves = [[m for layer in layers for m in layer_modules(layer, next(shapes))]
+              for layers in parse(spec, out_channels)]
     return AutoEncoder(nn.Sequential(*halves[0]), nn.Sequential(*halves[1]), expand(spec, out_channels))
 
 
@@ -70,8 +87,8 @@ def receptive_field(spec: str, in_channels: int = 3, out_channels: int | None = 
     of rows it touches is the answer (nearest upsampling makes it depend on the pixel's phase).
     """
     model = build_model(spec, in_channels, out_channels, image_size)
-    if not isinstance(model, AutoEncoder):
-        raise ValueError(f"{spec!r} is not a chain model")
+    if not isinstance(model, AutoEncoder) or any(isinstance(m, (Residual, nn.Linear)) for m in model.modules()):
+        raise ValueError(f"{spec!r} is not a chain of convolutions, pooling and upsampling")
     linear: list[nn.Module] = []
     for m in (*model.encoder, *model.decoder):
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):

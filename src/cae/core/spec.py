@@ -11,9 +11,15 @@ Layer tokens (`C` channels, `K` kernel, `S` stride, `P` padding):
   tconvC[kK][sS][pP]  transposed convolution (K defaults to S, P to 0), e.g. tconv12k2s2.
   poolN               max-pooling with kernel and stride N.
   upN / upNb          nearest / bilinear upsampling by N.
+  resC                a residual block of two 3x3 'same' convs, x + conv(relu(conv(x))), then its
+                      activation; it keeps the C channels it is given (put a convC before it).
+  fcC[sS]             a dense layer: flatten, linear to C*S*S values, reshape to C x S x S (S
+                      defaults to 1). In the encoder `fc64:none` is a dense bottleneck of 64 values
+                      at any spatial size; in the decoder `fc128s4` makes a 128x4x4 map again.
 The last decoder layer defaults to `:sigmoid` when it has no suffix (outputs live in [0, 1]).
 `convout` / `tconvout` take the task's output channels (3 for RGB, 2 for chrominance), so one
 spec serves reconstruction and colorization.
+Weight layers (conv, tconv, res, fc) default to `:relu`; a dense bottleneck is usually `:none`.
 A token may be repeated with `xN`, e.g. `conv16x2` is two conv16 layers.
 
 Special architectures that are not plain chains are named: `unetW` (e.g. `unet32`), a U-Net
@@ -28,16 +34,19 @@ from dataclasses import asdict, dataclass
 from cae.errors import CaeError
 
 MAX_REPEAT, MAX_CHANNELS, MAX_KERNEL = 64, 4096, 31  # beyond these a spec is a typo, not a model
+MAX_DENSE_WEIGHTS = 10 ** 8  # 400 MB of float32 in one fc layer: a missing pool, not a design
 
 PRESETS: dict[str, str] = {
     # the handout's 9-layer CAE: latent 16x8x8 = 1,024 values, 4,911 parameters
     "reference": "conv8 pool2 conv12 pool2 conv16 | up2 conv12 up2 convout",
 }
 
+WEIGHT_LAYERS = ("conv", "tconv", "res", "fc")  # layers with weights, and an activation (relu by default)
+SETS_CHANNELS = ("conv", "tconv", "fc")  # layers that choose their output channels (res keeps its input's)
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "lrelu", "gelu", "none")
 UNET_LEVELS = 3  # a U-Net pools this many times: sides must divide by 2**UNET_LEVELS
 
-_TOKEN = re.compile(r"^(?P<kind>tconv|conv|pool|up)(?P<n>\d+)(?P<bil>b)?"
+_TOKEN = re.compile(r"^(?P<kind>tconv|conv|pool|up|res|fc)(?P<n>\d+)(?P<bil>b)?"
                     r"(?:k(?P<k>\d+))?(?:s(?P<s>\d+))?(?:p(?P<p>\d+|v|valid|same))?"
                     r"(?:x(?P<rep>\d+))?(?::(?P<act>[a-z]+))?$")
 
@@ -46,18 +55,22 @@ _TOKEN = re.compile(r"^(?P<kind>tconv|conv|pool|up)(?P<n>\d+)(?P<bil>b)?"
 class Layer:
     """One layer of a chain architecture."""
 
-    kind: str  # 'conv', 'tconv', 'pool', 'up'
-    channels: int = 0  # conv / tconv output channels
+    kind: str  # 'conv', 'tconv', 'pool', 'up', 'res', 'fc'
+    channels: int = 0  # conv / tconv / res / fc output channels
     kernel: int = 0
     stride: int = 1
     padding: int = 0
-    scale: int = 0  # pool / up factor
+    scale: int = 0  # pool / up factor; fc: the side S of its C x S x S output
     mode: str = "nearest"  # up: 'nearest' or 'bilinear'
     activation: str = "none"
 
     def __str__(self) -> str:
         if self.kind in ("conv", "tconv"):
             return f"{self.kind}{self.channels}k{self.kernel}s{self.stride}p{self.padding}:{self.activation}"
+        if self.kind == "res":
+            return f"res{self.channels}:{self.activation}"
+        if self.kind == "fc":
+            return f"fc{self.channels}s{self.scale}:{self.activation}"
         if self.kind == "pool":
             return f"pool{self.scale}"
         return f"up{self.scale}{'b' if self.mode == 'bilinear' else ''}"
@@ -118,9 +131,9 @@ def parse(spec: str, out_channels: int = 3) -> tuple[list[Layer], list[Layer]]:
     enc, dec = halves
     if not enc or not dec:
         raise CaeError(f"architecture {spec!r} needs at least one layer on each side of '|'")
-    if not any(layer.kind in ("conv", "tconv") for layer in dec):
-        raise CaeError(f"architecture {spec!r}: the decoder needs a conv or tconv layer to set the output channels")
-    last = max(i for i, layer in enumerate(dec) if layer.kind in ("conv", "tconv"))
+    if not any(layer.kind in SETS_CHANNELS for layer in dec):
+        raise CaeError(f"architecture {spec!r}: the decoder needs a conv, tconv or fc layer to set the output channels")
+    last = max(i for i, layer in enumerate(dec) if layer.kind in SETS_CHANNELS)
     if not re.search(r":[a-z]+$", text.split()[-1]) and dec[last].activation == "relu":
         dec[last] = Layer(**{**asdict(dec[last]), "activation": "sigmoid"})
     return enc, dec
@@ -133,7 +146,7 @@ def _parse_token(tok: str, spec: str) -> list[Layer]:
                        "tconv12k2s2, pool2, up2 or up2b")
     kind, n = m["kind"], int(m["n"])
     rep = int(m["rep"] or 1)
-    act = m["act"] or ("relu" if kind in ("conv", "tconv") else "none")
+    act = m["act"] or ("relu" if kind in WEIGHT_LAYERS else "none")
     if act not in ACTIVATIONS:
         raise CaeError(f"architecture {spec!r}: unknown activation {act!r} in {tok!r}; use {', '.join(ACTIVATIONS)}")
     if n < 1 or rep < 1:
@@ -141,7 +154,16 @@ def _parse_token(tok: str, spec: str) -> list[Layer]:
     if rep > MAX_REPEAT or n > MAX_CHANNELS or int(m["k"] or 1) > MAX_KERNEL:
         raise CaeError(f"architecture {spec!r}: layer {tok!r} is too large (at most x{MAX_REPEAT} repeats, "
                        f"{MAX_CHANNELS} channels or factor, kernel {MAX_KERNEL})")
-    if kind in ("conv", "tconv"):
+    if kind in ("res", "fc") and (m["k"] or m["p"] or (kind == "res" and m["s"])):
+        raise CaeError(f"architecture {spec!r}: {tok!r} takes no kernel or padding"
+                       + (" or stride" if kind == "res" else "; fcC or fcCsS (a C x S x S output)"))
+    if kind == "res":
+        layer = Layer("res", channels=n, kernel=3, padding=1, activation=act)
+    elif kind == "fc":
+        layer = Layer("fc", channels=n, scale=int(m["s"] or 1), activation=act)
+        if layer.scale < 1 or layer.scale > MAX_CHANNELS:
+            raise CaeError(f"architecture {spec!r}: the output side of {tok!r} must be 1 to {MAX_CHANNELS}")
+    elif kind in ("conv", "tconv"):
         stride = int(m["s"] or 1)
         k = int(m["k"] or (3 if kind == "conv" else stride))
         if k < 1 or stride < 1:
@@ -206,6 +228,8 @@ def trace_layer(stage: str, layer: Layer, shape: tuple[int, int, int]) -> TraceR
     c, h, w = shape
     params = macs = 0
     formula = ""
+    if layer.kind in ("res", "fc"):
+        return _trace_block(stage, layer, shape)
     if layer.kind == "conv":
         k, s, p = layer.kernel, layer.stride, layer.padding
         if h - k + 2 * p < 0 or w - k + 2 * p < 0:
@@ -230,12 +254,29 @@ def trace_layer(stage: str, layer: Layer, shape: tuple[int, int, int]) -> TraceR
         oh, ow = h * layer.scale, w * layer.scale
     if oh < 1 or ow < 1:
         raise ValueError(f"{layer} shrinks the image to nothing")
-    out_c = layer.channels if layer.kind in ("conv", "tconv") else c
+    out_c = layer.channels if layer.kind in WEIGHT_LAYERS else c
     if layer.kind in ("conv", "tconv"):
         params = layer.channels * (c * layer.kernel ** 2 + 1)
         macs = layer.channels * c * layer.kernel ** 2 * (oh * ow if layer.kind == "conv" else h * w)
     formula = f"{formula} = {out_c * oh * ow:,}" if formula and h == w else ""
     return TraceRow(stage, str(layer), (out_c, oh, ow), params, macs, formula)
+
+
+def _trace_block(stage: str, layer: Layer, shape: tuple[int, int, int]) -> TraceRow:
+    """The trace row of a residual block or a dense layer."""
+    c, h, w = shape
+    n = layer.channels
+    if layer.kind == "res":
+        if c != n:
+            raise ValueError(f"{layer} needs {n} input channels, got {c}; put a conv{n} before it")
+        return TraceRow(stage, str(layer), shape, 2 * n * (9 * n + 1), 2 * 9 * n * n * h * w,
+                        f"{n}*(({w}-3+2*1)/1+1)^2 = {n * h * w:,}" if h == w else "")
+    side = layer.scale
+    out = n * side * side
+    if c * h * w * out > MAX_DENSE_WEIGHTS:
+        raise ValueError(f"{layer} on {c}x{h}x{w} needs {c * h * w * out:,} weights; pool or stride first")
+    return TraceRow(stage, str(layer), (n, side, side), c * h * w * out + out, c * h * w * out,
+                    f"{n}*{side}^2 = {out:,}")
 
 
 def unet_width(spec: str) -> int:
