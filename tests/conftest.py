@@ -68,13 +68,13 @@ def one_thread():  # noqa: ANN201 - a generator fixture
 
 @pytest.fixture(scope="session")
 def quick_reproduce(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
-    """`cae reproduce --quick` on the real CIFAR-10 subset, run once for the whole session."""
+    """`cae reproduce --quick --frontier` on the real CIFAR-10 subset, run once for the whole session."""
     data = os.environ.get("CAE_DATA_DIR")
     require(bool(data) and Path(data).is_dir(),
             "CAE_DATA_DIR is not set to the CIFAR-10 binary folder (.ci/run sets it)")
     out = tmp_path_factory.mktemp("reproduce") / "quick"
     t0 = time.perf_counter()
-    proc = run_cae("reproduce", "--quick", "--out", str(out))
+    proc = run_cae("reproduce", "--quick", "--frontier", "--out", str(out))
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, f"cae reproduce --quick failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     print(f"\ncae reproduce --quick took {seconds:.0f}s")

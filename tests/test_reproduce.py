@@ -32,15 +32,16 @@ def test_every_step_finished_and_recorded(quick_reproduce: QuickRun) -> None:
     out = quick_reproduce.out
     state = json.loads((out / "steps.json").read_text())
     assert state["settings"] == {"quick": True, "epochs": None, "limit": QUICK_LIMIT}
-    assert [s.key for s in STEPS] == ["data", "reference", "latent", "study", "colorize", "report"]
+    assert [s.key for s in STEPS] == ["data", "reference", "latent", "study", "frontier", "colorize", "report"]
     for s in STEPS:
         rec = state["steps"][s.key]
         assert rec["status"] == "done", s.key
         assert rec["seconds"] >= 0
     for i, s in enumerate(STEPS, 1):  # the overall progress line of every step
-        assert re.search(rf"\[step {i}/6\] {s.title} — elapsed \S+, estimated time left \S+", quick_reproduce.stdout)
+        assert re.search(rf"\[step {i}/7\] {s.title} — elapsed \S+, estimated time left \S+", quick_reproduce.stdout)
     for rel in ("data.json", "latent.json", "reference/test_metrics.json", "study/results.csv",
-                "colorize/results.csv", "report.html", "report.md", "reproducibility.json"):
+                "frontier/frontier.csv", "frontier/frontier_mse.png", "colorize/results.csv", "report.html",
+                "report.md", "reproducibility.json"):
         assert (out / rel).is_file(), rel
 
 
@@ -138,10 +139,10 @@ def test_cae_report_regenerates_without_training(quick_reproduce: QuickRun) -> N
     proc = run_cae("report", str(out))
     assert proc.returncode == 0, proc.stderr
     assert (out / "report.html").is_file()
-    # sections 1-4 are the same; the header and section 5 now also count the report step as done
+    # sections 1-5 are the same; the header and section 6 now also count the report step as done
     new = (out / "report.md").read_text()
-    assert "## 5 Reproducibility" in new and "| 6 | report | done |" in new
-    body = lambda t: t[t.index("## 1 "):t.index("## 5 ")]  # noqa: E731
+    assert "## 6 Reproducibility" in new and "| 7 | report | done |" in new
+    body = lambda t: t[t.index("## 1 "):t.index("## 6 ")]  # noqa: E731
     assert body(new) == body(md)
     assert {k: v for k, v in _mtimes(out).items() if not k.startswith("report.")} == results
 
@@ -170,7 +171,7 @@ def test_corrupt_results_file_spoils_only_its_section(tmp_path: Path) -> None:
     _, md = write_report(tmp_path)
     text = md.read_text()
     assert "could not be read" in text and "corrupt" in text
-    assert "## 5 Reproducibility" in text
+    assert "## 6 Reproducibility" in text
 
 
 @pytest.mark.parametrize("r,p,words", [
@@ -229,8 +230,9 @@ def test_only_unfinished_steps_run(tmp_path: Path) -> None:
                   "colorize": done, "report": {"status": "pending"}}})
     lines: list[str] = []
     state = reproduce(tmp_path, quick=True, log=lines.append)  # loads no data, trains nothing
-    assert all(v["status"] == "done" for v in state["steps"].values())
-    assert sum("skipped" in line for line in lines) == 4
+    assert all(v["status"] == "done" for k, v in state["steps"].items() if k != "frontier")
+    assert state["steps"]["frontier"]["status"] == "skipped"  # not asked for
+    assert sum("skipped" in line for line in lines) == 5
     assert json_load(tmp_path / "latent.json")["latent_size"] == trace("reference").latent_size
     assert (tmp_path / "report.html").is_file()
     repro = json_load(tmp_path / "reproducibility.json")

@@ -91,7 +91,10 @@ def cmd_info(a: argparse.Namespace) -> int:
 def cmd_sweep(a: argparse.Namespace) -> int:
     from cae.experiments.study import parse_shard, run_shard, run_sweep
 
-    options = dict(epochs=a.epochs, limit=a.limit, data_dir=a.data, force=a.force, jobs=a.jobs)
+    from cae.experiments.study import default_jobs
+
+    jobs = default_jobs() if a.jobs == "auto" else _whole(a.jobs, "--jobs")
+    options = dict(epochs=a.epochs, limit=a.limit, data_dir=a.data, force=a.force, jobs=jobs)
     if a.shard is not None:
         run_shard(a.study, a.out, parse_shard(a.shard), **options)
     else:
@@ -125,7 +128,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
 def cmd_reproduce(a: argparse.Namespace) -> int:
     from cae.reproduce import reproduce
 
-    reproduce(a.out, quick=a.quick, epochs=a.epochs, data_dir=a.data, force=a.force, photos=a.photos or "auto")
+    reproduce(a.out, quick=a.quick, epochs=a.epochs, data_dir=a.data, force=a.force, photos=a.photos or "auto",
+              frontier=a.frontier)
     return 0
 
 
@@ -218,6 +222,13 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     i.set_defaults(func=cmd_info)
 
 
+def _whole(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CaeError(f"{flag} {text!r} is not a whole number (or auto)") from None
+
+
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sweep", help="train every variant of a study file, then tabulate and plot")
     s.add_argument("study")
@@ -226,9 +237,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--limit", type=int)
     s.add_argument("--data")
     s.add_argument("--force", action="store_true")
-    s.add_argument("--jobs", type=int, default=1, metavar="N",
+    s.add_argument("--jobs", default="auto", metavar="N",
                    help="train N variants at once, each in its own process with 1/N of the CPU threads "
-                        "(default 1: one after another in this process)")
+                        "(default auto: one per CPU core, one on a GPU; 1: one after another in this process)")
     s.add_argument("--shard", metavar="I/N",
                    help="train only share I of N (1-based) of the variants into the shared --out, for a "
                         "cluster; writes no results: run once more without --shard to merge them")
@@ -269,6 +280,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--data")
     r.add_argument("--photos", metavar="DIR", help="real photos to score the best colorizer on "
                    "(default: kodak-dev beside the data, when present)")
+    r.add_argument("--frontier", action="store_true", help="also run the frontier study (CAE against PCA "
+                   "over latent sizes 16-1024; about an hour on 2 cores), added to a finished folder if given later")
     r.add_argument("--force", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 

@@ -1,17 +1,20 @@
-"""`cae reproduce`: the whole study in six resumable steps, ending in report.html.
+"""`cae reproduce`: the whole study in seven resumable steps, ending in report.html.
 
     1 data        split sizes, class balance, normalization       -> OUT/data.json
     2 reference   the reference CAE (RunConfig defaults, 10 epochs) -> OUT/reference/
     3 latent      the reference's shape trace and latent size       -> OUT/latent.json
     4 study       the architecture study (cae/studies/architecture.toml) -> OUT/study/
-    5 colorize    the colorization study                            -> OUT/colorize/
-    6 report      report.html (self-contained) and report.md        -> OUT/report.*
+    5 frontier    with `frontier=True` (--frontier) only: the frontier study
+                  (cae/studies/frontier.toml), CAE against PCA    -> OUT/frontier/
+    6 colorize    the colorization study                            -> OUT/colorize/
+    7 report      report.html (self-contained) and report.md        -> OUT/report.*
 
 Each step's status and wall time are recorded atomically in OUT/steps.json. A finished step
 is never run again; an interrupted one (status "interrupted", its time so far kept) is simply
 run again and picks up where it stopped, because the training runs under it resume from their
 last finished epoch. `force` starts every step over (the colorization folder is emptied first,
-as run_colorization_study has no force flag of its own). The command,
+as run_colorization_study has no force flag of its own). The frontier step is skipped unless
+asked for; asking for it on a finished folder runs it, then the report again. The command,
 versions, machine, seeds and wall times go to OUT/reproducibility.json.
 
 `quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
@@ -53,6 +56,7 @@ QUICK_EPOCHS = 1
 QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's latent sizes
 REFERENCE_EPOCHS = 10
 STUDY_NAME = "architecture.toml"
+FRONTIER_NAME = "frontier.toml"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ STEPS: tuple[Step, ...] = (
     Step("reference", "reference CAE", 1.0, 1.0),
     Step("latent", "latent size", 0.0, 0.0),
     Step("study", "architecture study", 25.0, 1.5),
+    Step("frontier", "frontier study", 40.0, 1.5),
     Step("colorize", "colorization study", 6.0, 2.5),
     Step("report", "report", 0.01, 0.05),
 )
@@ -98,13 +103,15 @@ class Settings:
 
 # ----------------------------------------------------------------------------- public API
 def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, data_dir: str | None = None,
-              force: bool = False, log: Log = print, photos: str | Path | None = "auto") -> dict[str, Any]:
+              force: bool = False, log: Log = print, photos: str | Path | None = "auto",
+              frontier: bool = False) -> dict[str, Any]:
     """Run the whole study into `out`, resumably; return the final steps.json content.
 
     `epochs` overrides the epochs of every training step (reference, study, colorization);
     `data_dir` is the CIFAR-10 folder (else $CAE_DATA_DIR / the user cache / a download);
     `force` starts every step (and every training run under it) over; `photos` is the folder of
-    real photos the best colorizer is scored on ('auto': kodak-dev beside the data when present).
+    real photos the best colorizer is scored on ('auto': kodak-dev beside the data when present);
+    `frontier` adds the frontier study (CAE against PCA, cae/studies/frontier.toml).
     """
     if epochs is not None and epochs < 1:
         raise CaeError(f"--epochs must be at least 1, got {epochs}")
@@ -112,7 +119,9 @@ def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, d
     settings = Settings(quick=quick, epochs=epochs, limit=QUICK_LIMIT if quick else 0)
     with runs.RunLock(out):
         state = _load_state(out, settings, force)
-        pipe = _Pipeline(out, settings, data_dir, force, log, state, photos)
+        if frontier and state["steps"]["frontier"].get("status") != "done":
+            state["steps"]["report"]["status"] = "pending"  # the report gains the frontier's section
+        pipe = _Pipeline(out, settings, data_dir, force, log, state, photos, frontier)
         pipe.run()
         return pipe.state
 
@@ -177,8 +186,9 @@ class _Pipeline:
     """Runs the steps in order, recording each one's status and wall time."""
 
     def __init__(self, out: Path, settings: Settings, data_dir: str | None, force: bool, log: Log,
-                 state: dict[str, Any], photos: str | Path | None = "auto"):
+                 state: dict[str, Any], photos: str | Path | None = "auto", frontier: bool = False):
         self.out, self.settings, self.data_dir, self.force, self.log = out, settings, data_dir, force, log
+        self.frontier = frontier  # run the optional frontier step
         self.state = state
         self.t0 = time.perf_counter()
         self._data = None
@@ -191,6 +201,8 @@ class _Pipeline:
         runs.write_json(self.out / STEPS_FILE, self.state)
 
     def _cost(self, step: Step) -> float:
+        if step.key == "frontier" and not self.frontier:
+            return 0.0
         return step.quick_cost if self.settings.quick else step.cost
 
     def _eta(self, remaining: list[Step]) -> float:
@@ -217,6 +229,10 @@ class _Pipeline:
             if rec.get("status") == "done":
                 self.log(f"[step {i}/{len(STEPS)}] {step.title} — done earlier in "
                          f"{duration(rec.get('seconds', 0))}, skipped")
+                continue
+            if step.key == "frontier" and not self.frontier:
+                self.log(f"[step {i}/{len(STEPS)}] {step.title} — not asked for (--frontier), skipped")
+                rec.update(status="skipped")
                 continue
             left = duration(self._eta(list(STEPS[i - 1:])))
             self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")
@@ -279,18 +295,21 @@ class _Pipeline:
         info.update(input_shape=[3, 32, 32], compression=3 * 32 * 32 / info["latent_size"])
         runs.write_json(self.out / LATENT_FILE, info)
 
-    def step_study(self) -> None:
+    def step_study(self, name: str = STUDY_NAME, folder: str = "study") -> None:
         from cae.experiments.study import default_jobs, run_sweep, study_file
 
-        path = study_file(STUDY_NAME)
+        path = study_file(name)
         if self.settings.quick:
-            path = quick_study(path, self.out / "study-quick.toml")
+            path = quick_study(path, self.out / f"{folder}-quick.toml")
         epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
         # quick variants train in seconds, less than a worker process takes to start (spawn, import
         # torch, read the data): one process. The full study's variants take minutes: one per core.
         jobs = 1 if self.settings.quick else default_jobs()
-        run_sweep(path, self.out / "study", epochs=epochs, limit=self.settings.limit or None,
+        run_sweep(path, self.out / folder, epochs=epochs, limit=self.settings.limit or None,
                   data_dir=self.data_dir, force=self.force, jobs=jobs, log=self.log)
+
+    def step_frontier(self) -> None:
+        self.step_study(FRONTIER_NAME, "frontier")
 
     def step_colorize(self) -> None:
         from cae.experiments.colorization import run_colorization_study

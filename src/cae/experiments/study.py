@@ -2,6 +2,7 @@
 
 A study file (TOML) holds defaults and variants:
 
+    analysis = "architecture"        # or "frontier" (cae.experiments.frontier): what the results are
     epochs = 10                      # default for every variant
     [train]                          # optional TrainConfig overrides for every variant
     lr = 3e-3
@@ -45,6 +46,7 @@ from cae.core import runs
 from cae.core.spec import ArchInfo, expand, trace
 from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict
 from cae.core.text import Log
+from cae.experiments.frontier import WINNER_MAX_LATENT, WINNER_SEEDS, winner, write_frontier
 from cae.errors import CaeError
 
 
@@ -58,7 +60,8 @@ COLUMNS = ("name", "axis", "arch", "latent_shape", "latent_size", "compression",
            "train_seconds", "val_mse", "test_mse", "psnr", "ssim", "pca_mse", "ratio_to_pca", "kind", "note")
 INT_COLUMNS = {"latent_size", "params", "macs", "epochs"}
 TEXT_COLUMNS = {"name", "axis", "arch", "latent_shape", "kind", "note"}
-TOP_KEYS = {"title", "description", "epochs", "train", "data", "variant"}
+TOP_KEYS = {"title", "description", "analysis", "epochs", "train", "data", "variant"}
+ANALYSES = ("architecture", "frontier")  # what write_results makes of the runs (cae.experiments.frontier)
 VARIANT_KEYS = {"name", "arch", "axis", "note"}
 TRAIN_KEYS = {f.name for f in fields(TrainConfig)}
 PCA_GRID = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072)  # the PCA line of the plot
@@ -89,6 +92,7 @@ class Study:
     text: str
     title: str
     variants: list[Variant] = field(default_factory=list)
+    analysis: str = "architecture"
 
 
 # ----------------------------------------------------------------------------- the study file
@@ -132,7 +136,10 @@ def load_study(path: str | Path, epochs: int | None = None, limit: int | None = 
     entries = d.get("variant", [])
     if not isinstance(entries, list) or not entries:
         raise CaeError(f"study {path} has no [[variant]] entries; add at least one with a name and an arch")
-    study = Study(path, text, str(d.get("title", path.stem)))
+    analysis = d.get("analysis", "architecture")
+    if analysis not in ANALYSES:
+        raise CaeError(f"study {path}: analysis {analysis!r} is not one of {', '.join(ANALYSES)}")
+    study = Study(path, text, str(d.get("title", path.stem)), analysis=analysis)
     for i, v in enumerate(entries, 1):
         study.variants.append(_parse_variant(v, path, i, base, epochs, {w.name for w in study.variants}))
     return study
@@ -200,9 +207,32 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
         start = time.perf_counter()
         trained = train_variants(study, study.variants, out, force=force, jobs=jobs, data=data, progress=progress,
                                  log=log)
+        if study.analysis == "frontier":
+            extra = winner_seeds(study, out, data(), force, log)
+            trained += train_variants(study, extra, out, force=force, jobs=jobs, data=data, progress=progress, log=log)
         log(f"all {n} variants finished ({len(trained)} trained now, in {time.perf_counter() - start:.0f}s); "
             "PCA baseline and results next")
         return write_results(study, out, data(), force=force, log=log)
+
+
+def winner_seeds(study: Study, out: Path, data: Any, force: bool, log: Log) -> list[Variant]:
+    """A frontier study's extra runs: the run that beats PCA by most (`frontier.winner`) again
+    with the next WINNER_SEEDS - 1 seeds, added to `study.variants` (none when nothing wins)."""
+    pca = pca_results(study, out, data, force, log)
+    name = winner([variant_row(v, out / v.name, pca) for v in study.variants])
+    if name is None:
+        log("no run beats PCA at a latent size up to "
+            f"{WINNER_MAX_LATENT}: no extra seeds")
+        return []
+    v = next(v for v in study.variants if v.name == name)
+    extra = []
+    for seed in range(v.cfg.train.seed + 1, v.cfg.train.seed + WINNER_SEEDS):
+        cfg = copy.deepcopy(v.cfg)
+        cfg.train.seed = seed
+        extra.append(Variant(f"{v.name}-seed{seed}", v.arch, v.axis, f"{v.note} (seed {seed})".strip(), cfg, v.info))
+    log(f"{name} beats PCA by the most: training it with seeds {', '.join(str(e.cfg.train.seed) for e in extra)} too")
+    study.variants += extra
+    return extra
 
 
 def run_shard(study_path: str | Path, out: str | Path, shard: tuple[int, int] | str, epochs: int | None = None,
@@ -658,7 +688,8 @@ def pca_rows(study: Study, pca: dict[int, dict]) -> list[dict[str, Any]]:
 
 
 def write_results(study: Study, out: Path, data: Any, force: bool = False, log: Log = print) -> list[dict]:
-    """PCA baseline, results.csv/.md, correlation.json and the plots from the finished runs."""
+    """PCA baseline, results.csv/.md, correlation.json and the plots from the finished runs (for
+    a frontier study: results.csv, then `cae.experiments.frontier.write_frontier`'s files)."""
     pca = pca_results(study, out, data, force, log)
     conv = [variant_row(v, out / v.name, pca) for v in study.variants]
     rows = conv + pca_rows(study, pca)
@@ -668,6 +699,9 @@ def write_results(study: Study, out: Path, data: Any, force: bool = False, log: 
     for r in rows:
         w.writerow({c: _cell(r.get(c)) for c in COLUMNS})
     runs.atomic_write_text(out / RESULTS_CSV, buf.getvalue())
+    if study.analysis == "frontier":
+        write_frontier(rows, pca, out, log)
+        return rows
     corr = correlation([r["latent_size"] for r in conv], [r["test_mse"] for r in conv])
     corr_p = correlation([r["params"] for r in conv], [r["test_mse"] for r in conv])
     corr = {"x": "log latent_size", "y": "log test_mse", **corr, "params": {"x": "log params", **corr_p}}
