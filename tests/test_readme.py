@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cae.core import runs
-from cae.report.readme import BEGIN, END, FILES, SNAPSHOT, replace_block, results_block
+from cae.report.readme import BEGIN, END, FILES, OPTIONAL, SNAPSHOT, replace_block, results_block
 from conftest import QuickRun
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def test_readme_table_is_the_snapshot_of_the_latest_full_run() -> None:
 
 
 def _copy(src: Path, dest: Path) -> Path:
-    for name in FILES:
+    for name in FILES + OPTIONAL:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / name, dest / name)
     return dest
@@ -48,6 +48,16 @@ def test_block_follows_the_numbers(quick_reproduce: QuickRun, tmp_path: Path) ->
     after = results_block(root)
     assert "0.01235" in after and "0.01235" not in before
     assert f"best of the {sum(r['kind'] != 'pca' for r in rows)} study variants: {worst['name']}" in after
+    # the frontier (the quick run has one): a size where the CAE now beats PCA gets its row
+    path = root / "frontier/frontier.csv"
+    front = list(csv.DictReader(path.open()))
+    front[-1].update(best_mse=str(float(front[-1]["pca_mse"]) / 2), ratio_to_pca="0.5")
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(front[0]))
+        writer.writeheader()
+        writer.writerows(front)
+    text = results_block(root)
+    assert f"frontier study: best CAE at latent {front[-1]['latent_size']} " in text and "CAE/PCA 0.50" in text
 
 
 def test_replace_block_keeps_the_rest() -> None:

@@ -20,6 +20,7 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SNAPSHOT = Path("docs") / "results"  # relative to the README's folder
 FILES = ("reproducibility.json", "reference/test_metrics.json", "study/results.csv", "study/correlation.json",
          "colorize/results.csv", "colorize/photos/photos.json")
+OPTIONAL = ("frontier/frontier.csv", "frontier/frontier.json")  # with `cae reproduce --frontier`
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -68,10 +69,33 @@ def results_block(root: Path) -> str:
               "their gray copies | | "
               f"| mean {photos['mean_gain_db']:+.2f} dB, worst {photos['worst_gain_db']:+.2f} dB; colorfulness "
               f"{photos['colorfulness_ratio']:.0%} of the photos' own |"]
+    lines += _frontier_lines(root)
     lines += ["", f"Log latent size against log test MSE over the {corr['n']} variants: Spearman ρ = "
                   f"{number(corr['spearman_r'], 'spearman_r')} (p = {number(corr['spearman_p'], 'spearman_p')}), "
                   f"Pearson r = {number(corr['pearson_r'], 'pearson_r')} (p = {number(corr['pearson_p'], 'pearson_p')})."]
     return "\n".join(lines)
+
+
+def _frontier_lines(root: Path) -> list[str]:
+    """The frontier study's rows: the best CAE against PCA at each size where it wins (or the
+    closest one), and the training time of the whole study."""
+    if not all((root / f).is_file() for f in OPTIONAL):
+        return []
+    front = _rows(root / "frontier/frontier.csv")
+    models = runs.read_json(root / "frontier/frontier.json", ("models",))["models"]
+    wins = [r for r in front if float(r["ratio_to_pca"]) < 1] or [min(front, key=lambda r: float(r["ratio_to_pca"]))]
+    lines = []
+    for r in wins:
+        spread = (f" ± {number(r['best_mse_std'], 'mse')} ({r['seeds']} seeds)" if int(r["seeds"]) > 1 else "")
+        lines.append(f"| frontier study: best CAE at latent {r['latent_size']} ({r['best_mse_name']}) | "
+                     f"{number(r['latent_size'])} | {number(r['best_mse'], 'mse')}{spread} | "
+                     f"PCA-{r['latent_size']} {number(r['pca_mse'], 'mse')}: CAE/PCA {float(r['ratio_to_pca']):.2f}; "
+                     f"{number(r['params'])} parameters |")
+    hours = sum(m["train_seconds"] * m["seeds"] for m in models)
+    lines.append(f"| frontier study: {sum(m['seeds'] for m in models)} runs at latent "
+                 f"{front[0]['latent_size']}-{front[-1]['latent_size']} | | | "
+                 f"{duration(hours)} of training in all (one thread per run) |")
+    return lines
 
 
 def replace_block(text: str, block: str) -> str:
@@ -88,7 +112,7 @@ def update_readme(results: Path, readme: Path) -> Path:
     for name in FILES:
         if not (results / name).is_file():
             raise CaeError(f"{results / name} not found: run a full `cae reproduce --out {results}` first")
-    for name in FILES:
+    for name in FILES + tuple(f for f in OPTIONAL if (results / f).is_file()):
         (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(results / name, snapshot / name)
     runs.atomic_write_text(readme, replace_block(readme.read_text(), results_block(snapshot)))
