@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from cae.experiments.frontier import JPEG_CAVEAT, answer, frontier, group_models, winner, write_frontier
-from cae.experiments.study import load_study, run_sweep
+from cae.experiments.study import load_study
+from cae.experiments.sweep import run_sweep
 from conftest import require
 
 DATA = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")
@@ -95,9 +96,9 @@ def test_a_frontier_sweep_trains_the_winner_with_three_seeds(tmp_path, monkeypat
     """The sweep's plumbing: the winner's two extra seeds train, and the frontier reports the
     three as one model (which run wins is forced here: on 300 images nothing beats PCA)."""
     require(Path(DATA).is_dir(), f"needs the CIFAR-10 binary files at {DATA} (set CAE_DATA_DIR)")
-    import cae.experiments.study as study_module
+    import cae.experiments.sweep as sweep_module
 
-    monkeypatch.setattr(study_module, "winner", lambda rows: "b")
+    monkeypatch.setattr(sweep_module, "winner", lambda rows: "b")
     path = tmp_path / "frontier.toml"
     path.write_text('analysis = "frontier"\nepochs = 1\n'
                     '[[variant]]\nname = "a"\naxis = "w4"\narch = "conv4 pool2 fc16:none | fc4s16 up2 convout"\n'

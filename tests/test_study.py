@@ -18,9 +18,10 @@ from helpers import write_smooth_cifar
 from cae.core import runs
 from cae.errors import CaeError
 from cae.experiments.pca import evaluate_pca, fit_pca, reconstruct
-from cae.experiments.study import (COLUMNS, Eta, conclusion, correlation, correlation_sentence, load_study,
-                                   load_study_results, parse_shard, ratio_words, run_shard, run_sweep,
-                                   shard_variants, threads_per_worker, usable_cpus)
+from cae.experiments.study import (COLUMNS, conclusion, correlation, correlation_sentence, load_study,
+                                   load_study_results, ratio_words)
+from cae.experiments.sweep import (Eta, parse_shard, run_shard, run_sweep, shard_variants, threads_per_worker,
+                                   usable_cpus)
 from conftest import require
 
 DATA = os.environ.get("CAE_DATA_DIR", "/work/shared/datasets/cifar-10-batches-bin")

@@ -89,9 +89,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_sweep(a: argparse.Namespace) -> int:
-    from cae.experiments.study import parse_shard, run_shard, run_sweep
-
-    from cae.experiments.study import default_jobs
+    from cae.experiments.sweep import default_jobs, parse_shard, run_shard, run_sweep
 
     jobs = default_jobs() if a.jobs == "auto" else _whole(a.jobs, "--jobs")
     options = dict(epochs=a.epochs, limit=a.limit, data_dir=a.data, force=a.force, jobs=jobs)

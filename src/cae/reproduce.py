@@ -296,7 +296,8 @@ class _Pipeline:
         runs.write_json(self.out / LATENT_FILE, info)
 
     def step_study(self, name: str = STUDY_NAME, folder: str = "study") -> None:
-        from cae.experiments.study import default_jobs, run_sweep, study_file
+        from cae.experiments.study import study_file
+        from cae.experiments.sweep import default_jobs, run_sweep
 
         path = study_file(name)
         if self.settings.quick:

@@ -26,7 +26,7 @@ from cae.core import runs
 from cae.core.text import Log, number
 
 WINNER_MAX_LATENT = 256  # the CAE that beats PCA by most at a latent size up to this ...
-WINNER_SEEDS = 3  # ... is trained with this many seeds in all (cae.experiments.study.run_sweep)
+WINNER_SEEDS = 3  # ... is trained with this many seeds in all (cae.experiments.sweep.run_sweep)
 MAX_EXTRAPOLATION = 10  # doublings of the parameters: beyond this "at that rate" is no forecast
 FRONTIER_CSV = "frontier.csv"
 FRONTIER_JSON = "frontier.json"
