@@ -164,21 +164,7 @@ def _parse_token(tok: str, spec: str) -> list[Layer]:
         if layer.scale < 1 or layer.scale > MAX_CHANNELS:
             raise CaeError(f"architecture {spec!r}: the output side of {tok!r} must be 1 to {MAX_CHANNELS}")
     elif kind in ("conv", "tconv"):
-        stride = int(m["s"] or 1)
-        k = int(m["k"] or (3 if kind == "conv" else stride))
-        if k < 1 or stride < 1:
-            raise CaeError(f"architecture {spec!r}: layer {tok!r} needs kernel and stride of at least 1")
-        p = m["p"]
-        if p in (None, "same") and kind == "conv":
-            if k % 2 == 0:
-                raise CaeError(f"architecture {spec!r}: 'same' padding needs an odd kernel in {tok!r}; "
-                               "give the padding explicitly, e.g. k4s2p1")
-            pad = k // 2
-        elif p in ("v", "valid", None, "same"):
-            pad = 0
-        else:
-            pad = int(p)
-        layer = Layer(kind, channels=n, kernel=k, stride=stride, padding=pad, activation=act)
+        layer = _conv_layer(m, tok, spec, act)
     elif kind == "pool":
         layer = Layer("pool", scale=n)
     else:
@@ -186,6 +172,26 @@ def _parse_token(tok: str, spec: str) -> list[Layer]:
     if m["bil"] and kind != "up":
         raise CaeError(f"architecture {spec!r}: 'b' (bilinear) only applies to up layers, not {tok!r}")
     return [layer] * rep
+
+
+def _conv_layer(m: re.Match, tok: str, spec: str, act: str) -> Layer:
+    """A conv or tconv token's layer: its kernel, stride and padding (defaults filled in)."""
+    kind = m["kind"]
+    stride = int(m["s"] or 1)
+    k = int(m["k"] or (3 if kind == "conv" else stride))
+    if k < 1 or stride < 1:
+        raise CaeError(f"architecture {spec!r}: layer {tok!r} needs kernel and stride of at least 1")
+    p = m["p"]
+    if p in (None, "same") and kind == "conv":
+        if k % 2 == 0:
+            raise CaeError(f"architecture {spec!r}: 'same' padding needs an odd kernel in {tok!r}; "
+                           "give the padding explicitly, e.g. k4s2p1")
+        pad = k // 2
+    elif p in ("v", "valid", None, "same"):
+        pad = 0
+    else:
+        pad = int(p)
+    return Layer(kind, channels=int(m["n"]), kernel=k, stride=stride, padding=pad, activation=act)
 
 
 def trace(spec: str, in_shape: tuple[int, int, int] = (3, 32, 32),
