@@ -26,10 +26,14 @@ def run(name: str, k: int, params: int, mse: float, ssim: float = 0.5, axis: str
 
 
 def rows(small16: float = 0.020, big16: float = 0.015) -> list[dict]:
-    return [run("k16-w8", 16, 1000, small16, 0.30), run("k16-w32", 16, 16000, big16, 0.40, "w32"),
+    """Six runs and a PCA row, as write_results makes them (ratio_to_pca included)."""
+    runs = [run("k16-w8", 16, 1000, small16, 0.30), run("k16-w32", 16, 16000, big16, 0.40, "w32"),
             run("k64-w8", 64, 1100, 0.012, 0.50), run("k64-w32", 64, 17000, 0.009, 0.60, "w32"),
             run("k256-w8", 256, 1500, 0.006, 0.70), run("k256-w32", 256, 20000, 0.004, 0.80, "w32"),
             {"kind": "pca", "name": "pca-16"}]
+    for r in runs[:-1]:
+        r["ratio_to_pca"] = r["test_mse"] / PCA[r["latent_size"]]["mse"]
+    return runs
 
 
 def test_seeds_of_one_architecture_are_one_model():
@@ -68,6 +72,7 @@ def test_write_frontier_writes_table_json_plots_and_markdown(tmp_path):
         assert (tmp_path / name).is_file(), name
     saved = json.loads((tmp_path / "frontier.json").read_text())
     assert saved["answer"] == result["answer"] and len(saved["frontier"]) == 3
+    assert saved["winner"] == "k16-w32"
     assert "| 16 | 0.01700 | k16-w32 |" in (tmp_path / "results.md").read_text()
 
 
@@ -82,11 +87,7 @@ def test_the_shipped_frontier_study_is_traced_and_covers_the_sizes():
 
 
 def test_the_winner_is_the_largest_win_at_a_small_size():
-    runs = rows() + [run("k512-w32", 512, 30000, 0.0001)]
-    pca = {**PCA, 512: {"mse": 0.0007, "ssim": 0.96}}
-    for r in runs:
-        if r["kind"] == "conv":
-            r["ratio_to_pca"] = r["test_mse"] / pca[r["latent_size"]]["mse"]
+    runs = rows() + [{**run("k512-w32", 512, 30000, 0.0001), "ratio_to_pca": 0.0001 / 0.0007}]
     assert winner(runs) == "k16-w32"  # 0.88; k512-w32 wins by more (0.14) but is above 256
     assert winner([r for r in runs if r["name"] != "k16-w32"]) is None
 

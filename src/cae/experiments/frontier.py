@@ -101,7 +101,7 @@ def write_frontier(rows: list[dict], pca: dict[int, dict], out: Path, log: Log =
     for r in front:
         w.writerow({c: f"{r[c]:.6g}" if isinstance(r[c], float) else r[c] for c in CSV_COLUMNS})
     runs.atomic_write_text(out / FRONTIER_CSV, buf.getvalue())
-    result = {"models": models, "frontier": front, "answer": text, "caveat": JPEG_CAVEAT}
+    result = {"models": models, "frontier": front, "winner": winner(rows), "answer": text, "caveat": JPEG_CAVEAT}
     runs.write_json(out / FRONTIER_JSON, result)
     write_plots(models, front, pca, out)
     runs.atomic_write_text(out / RESULTS_MD, markdown(models, front, text))
