@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cae.core import runs
+from cae.core.config import RunConfig
+from cae.core.spec import trace
+from cae.core.tasks import Task
 from cae.core.text import Log
 from cae.errors import CaeError
 from cae.experiments.frontier import WINNER_MAX_LATENT, WINNER_SEEDS, winner
@@ -174,6 +177,18 @@ def train_variants(study: Study, chosen: list[Variant], out: Path, *, force: boo
     if errors:
         raise CaeError(_failure_line(errors, len(pending)))
     return [v.name for v in pending]
+
+
+def train_configs(configs: dict[str, RunConfig], out: Path, *, jobs: int, data: Any, log: Log) -> list[str]:
+    """Train named run configs that are not a study file (the colorization runs) into
+    OUT/<name>/ like a study's variants: finished ones skipped, `jobs` worker processes."""
+    variants = []
+    for name, cfg in configs.items():
+        task = Task.from_config(cfg)
+        info = trace(cfg.arch, (task.in_channels, 32, 32), task.out_channels)
+        variants.append(Variant(name, cfg.arch, cfg.task, "", cfg, info))
+    return train_variants(Study(out, "", out.name, variants), variants, out, force=False, jobs=jobs,
+                          data=lambda: data, progress=False, log=log)
 
 
 def _failure_line(errors: dict[str, str], tried: int) -> str:
