@@ -10,7 +10,7 @@ import pytest
 import os
 from pathlib import Path
 
-from cae.experiments.frontier import JPEG_CAVEAT, answer, frontier, group_models, winner, write_frontier
+from cae.experiments.frontier import JPEG_CAVEAT, answer, crossover, frontier, group_models, winner, write_frontier
 from cae.experiments.study import load_study
 from cae.experiments.sweep import run_sweep
 from conftest import require
@@ -55,6 +55,7 @@ def test_the_frontier_is_the_best_model_per_size():
 def test_the_answer_follows_the_numbers():
     text = answer(group_models(rows()), frontier(group_models(rows()), PCA))
     assert "beats PCA in test MSE at latent size 16 of 3 studied" in text and "12% lower" in text
+    assert "PCA overtakes it between latent 16 and 64." in text
     assert "grows with the latent size" in text  # 0.88, 1.12, 1.82
     assert "In SSIM a CAE beats PCA at latent size 16 (0.400 against 0.370)" in text
     assert JPEG_CAVEAT in text
@@ -64,6 +65,12 @@ def test_the_answer_follows_the_numbers():
     assert "PCA is reached after about 2.2 more doublings" in lost  # 1.18 -> 1.06 in 4 doublings: extrapolated
     flat = answer(group_models(rows(small16=0.0181, big16=0.018)), frontier(group_models(rows(big16=0.018)), PCA))
     assert "growing the width does not close the gap at this rate" in flat
+
+
+def test_the_crossover_lies_between_the_last_win_and_the_first_loss():
+    front = frontier(group_models(rows()), PCA)  # wins at 16 only
+    assert crossover(front) == pytest.approx((16 * 64) ** 0.5)
+    assert crossover(frontier(group_models(rows(big16=0.018)), PCA)) is None  # no win at all
 
 
 def test_write_frontier_writes_table_json_plots_and_markdown(tmp_path):

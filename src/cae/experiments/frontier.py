@@ -138,8 +138,14 @@ def _where(front: list[dict]) -> str:
              f"({_pct(r['ratio_to_pca'])} lower; {number(r['params'])} parameters, "
              f"{r['train_seconds'] / 60:.0f} min of training)" for r in wins]
     sizes = ", ".join(str(r["latent_size"]) for r in wins)
+    cross = crossover(front)
+    where = ""
+    if cross:
+        above = min(r["latent_size"] for r in front if r["latent_size"] > cross)
+        below = max(r["latent_size"] for r in front if r["latent_size"] < cross)
+        where = f" PCA overtakes it between latent {below} and {above}."
     return (f"A nonlinear CAE beats PCA in test MSE at latent size{'s' if len(wins) > 1 else ''} {sizes} of "
-            f"{len(front)} studied:\n" + "\n".join(f"- {line}" for line in lines))
+            f"{len(front)} studied:\n" + "\n".join(f"- {line}" for line in lines) + ("\n\n" + where.strip() if where else ""))
 
 
 def _gap_by_size(front: list[dict]) -> str:
@@ -188,6 +194,16 @@ def _ssim(front: list[dict]) -> str:
         f"{r['latent_size']} ({r['best_ssim']:.3f} against {r['pca_ssim']:.3f})" for r in wins) + ".")
 
 
+def crossover(front: list[dict], key: str = "ratio_to_pca", lower_wins: bool = True) -> float | None:
+    """Where the CAE stops beating PCA: the geometric mean of the largest size it wins at and
+    the next size studied, when it wins at the smaller sizes and loses above (else None)."""
+    won = [bool(r[key]) and (r[key] < 1 if lower_wins else r[key] > 1) for r in front]
+    if not won or not won[0] or all(won):
+        return None
+    last = won.index(False) - 1
+    return math.sqrt(front[last]["latent_size"] * front[last + 1]["latent_size"])
+
+
 def markdown(models: list[dict], front: list[dict], text: str) -> str:
     """results.md: the frontier table, every model, and the answer."""
     lines = ["# Frontier study: CAE against PCA", "",
@@ -229,6 +245,9 @@ def write_plots(models: list[dict], front: list[dict], pca: dict[int, dict], out
         if wins:
             ax.scatter([r["latent_size"] for r in wins], [r[best] for r in wins], marker="*", s=160,
                        color="gold", edgecolor="k", zorder=4, label="CAE beats PCA")
+        cross = crossover(front, key, metric == "mse")
+        if cross:
+            ax.axvline(cross, color="gray", ls=":", lw=1.2, label=f"crossover (~{cross:.0f})")
         ax.set_xscale("log", base=2)
         if metric == "mse":
             ax.set_yscale("log")
