@@ -102,11 +102,11 @@ def test_report_holds_every_section_and_the_results_numbers(quick_reproduce: Qui
 @SLOW
 def test_reproducibility_record(quick_reproduce: QuickRun) -> None:
     r = json.loads((quick_reproduce.out / "reproducibility.json").read_text())
-    assert r["command"].startswith("cae reproduce --quick --out")
+    assert r["command"].startswith("cae reproduce --quick --frontier --out")
     assert {"python", "torch", "cae"} <= set(r["versions"])
     assert r["machine"]["cpu_count"] >= 1 and r["machine"]["cpu"] and r["machine"]["platform"]
     assert r["seeds"]["reference"] == {"split_seed": 0, "train_seed": 0}
-    assert any(k.startswith("study/") for k in r["seeds"]) and any(k.startswith("colorize/") for k in r["seeds"])
+    assert all(any(k.startswith(f"{step}/") for k in r["seeds"]) for step in ("study", "frontier", "colorize"))
     assert all(r["step_seconds"][s.key] is not None for s in STEPS if s.key != "report")
 
 
@@ -237,6 +237,28 @@ def test_only_unfinished_steps_run(tmp_path: Path) -> None:
     assert (tmp_path / "report.html").is_file()
     repro = json_load(tmp_path / "reproducibility.json")
     assert repro["step_seconds"]["latent"] is not None and len(repro["invocations"]) == 1
+
+
+def test_frontier_asked_later_runs_it_and_the_report_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished folder without the frontier: --frontier runs that step, then the report again,
+    and nothing else."""
+    from cae import reproduce as rep
+    from cae.core.runs import write_json
+
+    done = {"status": "done", "seconds": 1.0}
+    write_json(tmp_path / "steps.json", {
+        "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
+        "steps": {"data": done, "reference": done, "latent": done, "study": done, "frontier": {"status": "skipped"},
+                  "colorize": done, "report": done}})
+    ran: list[str] = []
+    monkeypatch.setattr(rep._Pipeline, "step_frontier", lambda self: ran.append("frontier"))
+    monkeypatch.setattr(rep._Pipeline, "step_report", lambda self: ran.append("report"))
+    state = reproduce(tmp_path, quick=True, log=lambda s: None, frontier=True)
+    assert ran == ["frontier", "report"]
+    assert all(v["status"] == "done" for v in state["steps"].values())
+    ran.clear()
+    reproduce(tmp_path, quick=True, log=lambda s: None, frontier=True)  # all done now: nothing runs
+    assert ran == []
 
 
 def json_load(path: Path) -> dict:
