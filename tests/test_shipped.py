@@ -44,3 +44,19 @@ def test_shipped_weights_reach_their_recorded_test_metrics(name: str) -> None:
     for key in ("mse", "ssim", "colorfulness"):
         if key in recorded:
             assert got[key] == pytest.approx(recorded[key], rel=1e-4), key
+
+
+def test_beats_pca_is_the_frontier_studys_winner() -> None:
+    """configs/beats-pca.toml is the run of the latest frontier study (the README's snapshot)
+    that beat PCA by the most at a latent size of 256 or less, with the study's settings, so
+    `cae train --config configs/beats-pca.toml` alone trains that run again."""
+    from cae.core.config import differences
+    from cae.experiments.study import load_study
+
+    result = runs.read_json(CONFIGS.parent / "docs" / "results" / "frontier" / "frontier.json", ("winner", "models"))
+    (variant,) = [v for v in load_study("frontier").variants if v.name == result["winner"]]
+    assert differences(load_config(CONFIGS / "beats-pca.toml"), variant.cfg) == {}
+    assert variant.info.latent_size <= 256
+    (model,) = [m for m in result["models"] if m["name"] == result["winner"]]
+    (row,) = [r for r in result["frontier"] if r["latent_size"] == model["latent_size"]]
+    assert model["seeds"] == 3 and model["mse"] + model["mse_std"] < row["pca_mse"]  # the margin holds over seeds

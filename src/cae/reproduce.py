@@ -80,7 +80,7 @@ STEPS: tuple[Step, ...] = (
     Step("reference", "reference CAE", 1.0, 1.0),
     Step("latent", "latent size", 0.0, 0.0),
     Step("study", "architecture study", 25.0, 1.5),
-    Step("frontier", "frontier study", 40.0, 1.5),
+    Step("frontier", "frontier study", 50.0, 1.5),
     Step("colorize", "colorization study", 6.0, 2.5),
     Step("report", "report", 0.01, 0.05),
 )

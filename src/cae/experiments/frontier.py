@@ -70,6 +70,17 @@ def winner(rows: list[dict]) -> str | None:
     return min(wins, key=lambda r: r["ratio_to_pca"])["name"] if wins else None
 
 
+def best_model(models: list[dict], pca: dict[int, dict]) -> str | None:
+    """The model (seeds averaged) with the lowest MSE ratio to PCA below 1 at a latent size up
+    to WINNER_MAX_LATENT: what configs/beats-pca.toml ships; None when none beats PCA."""
+    def ratio(m: dict) -> float:
+        p = pca[min(m["latent_size"], 3072)]["mse"]
+        return m["mse"] / p if p else math.inf
+
+    wins = [m for m in models if m["latent_size"] <= WINNER_MAX_LATENT and ratio(m) < 1]
+    return min(wins, key=ratio)["name"] if wins else None
+
+
 def frontier(models: list[dict], pca: dict[int, dict]) -> list[dict]:
     """One row per latent size: PCA's MSE and SSIM there, the model with the lowest mean MSE and
     the one with the highest mean SSIM, and their ratios to PCA (MSE: below 1 beats PCA; SSIM:
@@ -101,7 +112,8 @@ def write_frontier(rows: list[dict], pca: dict[int, dict], out: Path, log: Log =
     for r in front:
         w.writerow({c: f"{r[c]:.6g}" if isinstance(r[c], float) else r[c] for c in CSV_COLUMNS})
     runs.atomic_write_text(out / FRONTIER_CSV, buf.getvalue())
-    result = {"models": models, "frontier": front, "winner": winner(rows), "answer": text, "caveat": JPEG_CAVEAT}
+    result = {"models": models, "frontier": front, "winner": best_model(models, pca), "answer": text,
+              "caveat": JPEG_CAVEAT}
     runs.write_json(out / FRONTIER_JSON, result)
     write_plots(models, front, pca, out)
     runs.atomic_write_text(out / RESULTS_MD, markdown(models, front, text))
@@ -228,7 +240,7 @@ def write_plots(models: list[dict], front: list[dict], pca: dict[int, dict], out
 
     import matplotlib.pyplot as plt
 
-    axes_names = sorted({m["axis"] or "-" for m in models})
+    axes_names = list(dict.fromkeys(m["axis"] or "-" for m in sorted(models, key=lambda m: m["params"])))
     colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(axes_names)}
     pca_line = sorted((k, p) for k, p in pca.items() if p["mse"] and p["mse"] > 0 and k <= max(r["latent_size"] for r in front))
     for metric, best, key, ylabel in (("mse", "best_mse", "ratio_to_pca", "test MSE (pixels in [0, 1])"),
