@@ -314,18 +314,16 @@ class _Pipeline:
 
     def step_colorize(self) -> None:
         from cae.experiments.colorization import run_colorization_study
-        from cae.experiments.sweep import default_jobs
 
         epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
         if self.force and (self.out / "colorize").exists():
             # run_colorization_study has no force flag: it skips finished runs, so start it on an empty folder
             self.log(f"--force: removing {self.out / 'colorize'} to train the colorization runs again")
             shutil.rmtree(self.out / "colorize")
-        # the three runs in one-thread workers, as the study's variants (docs/performance.md)
-        jobs = 1 if self.settings.quick else default_jobs()
+        # one run after another with every thread: in one-thread workers the U-Net run alone took
+        # longer than the three runs in turn (docs/performance.md, "Where the time goes")
         run_colorization_study(self.out / "colorize", epochs=epochs, limit=self.settings.limit,
-                               data=self.data(), data_dir=self.data_dir, log=self.log, photos=self.photos,
-                               jobs=jobs)
+                               data=self.data(), data_dir=self.data_dir, log=self.log, photos=self.photos)
 
     def step_report(self) -> None:
         from cae.report import write_report
