@@ -177,7 +177,9 @@ def test_ctrl_c_in_process_then_resume_is_exact(syn: Path, reference: dict[str, 
         if running.is_set():
             os.kill(os.getpid(), signal.SIGINT)
 
-    handler = signal.getsignal(signal.SIGTERM)
+    handler, int_handler = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    # a shell's background job starts with SIGINT ignored: give this process Python's own handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     running.set()
     watcher = threading.Thread(target=interrupt_after_first_epoch, daemon=True)
     watcher.start()
@@ -187,6 +189,7 @@ def test_ctrl_c_in_process_then_resume_is_exact(syn: Path, reference: dict[str, 
         running.clear()
         watcher.join()
         signal.signal(signal.SIGTERM, handler)  # cli.main installs its own
+        signal.signal(signal.SIGINT, int_handler)
     assert code == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and "resume" in err and len(err.strip().splitlines()) == 1, err
