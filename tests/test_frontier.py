@@ -10,7 +10,8 @@ import pytest
 import os
 from pathlib import Path
 
-from cae.experiments.frontier import JPEG_CAVEAT, answer, crossover, frontier, group_models, winner, write_frontier
+from cae.experiments.frontier import (JPEG_CAVEAT, answer, best_model, crossover, frontier, group_models,
+                                      write_frontier)
 from cae.experiments.study import load_study
 from cae.experiments.sweep import run_sweep
 from conftest import require
@@ -94,9 +95,10 @@ def test_the_shipped_frontier_study_is_traced_and_covers_the_sizes():
 
 
 def test_the_winner_is_the_largest_win_at_a_small_size():
-    runs = rows() + [{**run("k512-w32", 512, 30000, 0.0001), "ratio_to_pca": 0.0001 / 0.0007}]
-    assert winner(runs) == "k16-w32"  # 0.88; k512-w32 wins by more (0.14) but is above 256
-    assert winner([r for r in runs if r["name"] != "k16-w32"]) is None
+    runs = rows() + [run("k512-w32", 512, 30000, 0.0001)]
+    pca = {**PCA, 512: {"mse": 0.0007, "ssim": 0.96}}
+    assert best_model(group_models(runs), pca) == "k16-w32"  # 0.88; k512-w32 wins by more (0.14) but is above 256
+    assert best_model(group_models([r for r in runs if r["name"] != "k16-w32"]), pca) is None
 
 
 @pytest.mark.slow
@@ -106,7 +108,7 @@ def test_a_frontier_sweep_trains_the_winner_with_three_seeds(tmp_path, monkeypat
     require(Path(DATA).is_dir(), f"needs the CIFAR-10 binary files at {DATA} (set CAE_DATA_DIR)")
     import cae.experiments.sweep as sweep_module
 
-    monkeypatch.setattr(sweep_module, "winner", lambda rows: "b")
+    monkeypatch.setattr(sweep_module, "best_model", lambda models, pca: "b")
     path = tmp_path / "frontier.toml"
     path.write_text('analysis = "frontier"\nepochs = 1\n'
                     '[[variant]]\nname = "a"\naxis = "w4"\narch = "conv4 pool2 fc16:none | fc4s16 up2 convout"\n'

@@ -200,8 +200,12 @@ class _Pipeline:
     def _save(self) -> None:
         runs.write_json(self.out / STEPS_FILE, self.state)
 
+    def _asked(self, step: Step) -> bool:
+        """Every step but the frontier, which runs only when asked for."""
+        return step.key != "frontier" or self.frontier
+
     def _cost(self, step: Step) -> float:
-        if step.key == "frontier" and not self.frontier:
+        if not self._asked(step):
             return 0.0
         return step.quick_cost if self.settings.quick else step.cost
 
@@ -230,7 +234,7 @@ class _Pipeline:
                 self.log(f"[step {i}/{len(STEPS)}] {step.title} — done earlier in "
                          f"{duration(rec.get('seconds', 0))}, skipped")
                 continue
-            if step.key == "frontier" and not self.frontier:
+            if not self._asked(step):
                 self.log(f"[step {i}/{len(STEPS)}] {step.title} — not asked for (--frontier), skipped")
                 rec.update(status="skipped")
                 continue

@@ -168,30 +168,28 @@ def calibrate_gain(run_dir: Path, data: Cifar10, log: Log = print) -> dict:
 # ----------------------------------------------------------------------------- the study
 def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int = 0, data: Cifar10 | None = None,
                            data_dir: str | Path | None = None, photos: str | Path | None = "auto",
-                           jobs: int = 1, log: Log = print) -> dict:
+                           log: Log = print) -> dict:
     """Train the colorization runs into `out`, compute baselines, write tables, samples, shortcomings.
 
     `epochs` / `limit` override every run's (quick mode); finished runs are skipped, so a
     second call only redoes the (cheap) tables. `photos`: a folder of real photos the best run
     is also scored on (`cae.experiments.photos.evaluate_photos`, into out/photos/); 'auto' = the default
-    folder when present, None = none. `jobs` > 1 trains the runs in that many worker processes
-    (`cae.experiments.sweep`). Returns {"runs", "baselines", "rows", "photos"}.
+    folder when present, None = none. Returns {"runs", "baselines", "rows", "photos"}.
     """
-    from cae.experiments.sweep import train_configs
+    from cae import train_run
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else load_cifar10(data_dir)
-    configs = study_runs()
-    for cfg in configs.values():
+    results: dict[str, dict] = {}
+    for name, cfg in study_runs().items():
         if epochs is not None:
             cfg.train.epochs = epochs
         cfg.data.limit = limit
         if data_dir is not None:
             cfg.data.dir = str(data_dir)
-    train_configs(configs, out, jobs=jobs, data=data, log=log)
-    results: dict[str, dict] = {}
-    for name, cfg in configs.items():
+        log(f"colorization: {name} ({cfg.arch}, target {cfg.target}, {cfg.train.epochs} epochs)")
+        train_run(cfg, out / name, progress=False, data=data, log=log)
         if name == "best" and not cfg.color.calibrate:  # a calibrating config did it in train_run
             calibrate_gain(out / name, data, log)
         results[name] = runs.read_json(out / name / runs.TEST_METRICS, ("mse",))

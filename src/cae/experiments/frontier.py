@@ -62,17 +62,10 @@ def group_models(rows: list[dict]) -> list[dict]:
     return sorted(models, key=lambda m: (m["latent_size"], m["params"]))
 
 
-def winner(rows: list[dict]) -> str | None:
-    """The run with the lowest MSE ratio to PCA below 1 at a latent size up to WINNER_MAX_LATENT,
-    or None when no run there beats PCA."""
-    wins = [r for r in rows if r["kind"] == "conv" and r["latent_size"] <= WINNER_MAX_LATENT
-            and r["ratio_to_pca"] is not None and r["ratio_to_pca"] < 1]
-    return min(wins, key=lambda r: r["ratio_to_pca"])["name"] if wins else None
-
-
 def best_model(models: list[dict], pca: dict[int, dict]) -> str | None:
     """The model (seeds averaged) with the lowest MSE ratio to PCA below 1 at a latent size up
-    to WINNER_MAX_LATENT: what configs/beats-pca.toml ships; None when none beats PCA."""
+    to WINNER_MAX_LATENT: the run a sweep retrains with more seeds, and what
+    configs/beats-pca.toml ships; None when none beats PCA."""
     def ratio(m: dict) -> float:
         p = pca[min(m["latent_size"], 3072)]["mse"]
         return m["mse"] / p if p else math.inf

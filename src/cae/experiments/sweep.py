@@ -24,12 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cae.core import runs
-from cae.core.config import RunConfig
-from cae.core.spec import trace
-from cae.core.tasks import Task
 from cae.core.text import Log
 from cae.errors import CaeError
-from cae.experiments.frontier import WINNER_MAX_LATENT, WINNER_SEEDS, winner
+from cae.experiments.frontier import WINNER_MAX_LATENT, WINNER_SEEDS, best_model, group_models
 from cae.experiments.study import STUDY_COPY, Study, Variant, load_study, pca_results, variant_row, write_results
 
 
@@ -59,19 +56,19 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
         if study.analysis == "frontier":
             extra = winner_seeds(study, out, data(), force, log)
             trained += train_variants(study, extra, out, force=force, jobs=jobs, data=data, progress=progress, log=log)
-        log(f"all {n} variants finished ({len(trained)} trained now, in {time.perf_counter() - start:.0f}s); "
+        log(f"all {len(study.variants)} variants finished ({len(trained)} trained now, in "
+            f"{time.perf_counter() - start:.0f}s); "
             "PCA baseline and results next")
         return write_results(study, out, data(), force=force, log=log)
 
 
 def winner_seeds(study: Study, out: Path, data: Any, force: bool, log: Log) -> list[Variant]:
-    """A frontier study's extra runs: the run that beats PCA by most (`frontier.winner`) again
+    """A frontier study's extra runs: the run that beats PCA by most (`frontier.best_model`) again
     with the next WINNER_SEEDS - 1 seeds, added to `study.variants` (none when nothing wins)."""
     pca = pca_results(study, out, data, force, log)
-    name = winner([variant_row(v, out / v.name, pca) for v in study.variants])
+    name = best_model(group_models([variant_row(v, out / v.name, pca) for v in study.variants]), pca)
     if name is None:
-        log("no run beats PCA at a latent size up to "
-            f"{WINNER_MAX_LATENT}: no extra seeds")
+        log(f"no run beats PCA at a latent size up to {WINNER_MAX_LATENT}: no extra seeds")
         return []
     v = next(v for v in study.variants if v.name == name)
     extra = []
@@ -177,18 +174,6 @@ def train_variants(study: Study, chosen: list[Variant], out: Path, *, force: boo
     if errors:
         raise CaeError(_failure_line(errors, len(pending)))
     return [v.name for v in pending]
-
-
-def train_configs(configs: dict[str, RunConfig], out: Path, *, jobs: int, data: Any, log: Log) -> list[str]:
-    """Train named run configs that are not a study file (the colorization runs) into
-    OUT/<name>/ like a study's variants: finished ones skipped, `jobs` worker processes."""
-    variants = []
-    for name, cfg in configs.items():
-        task = Task.from_config(cfg)
-        info = trace(cfg.arch, (task.in_channels, 32, 32), task.out_channels)
-        variants.append(Variant(name, cfg.arch, cfg.task, "", cfg, info))
-    return train_variants(Study(out, "", out.name, variants), variants, out, force=False, jobs=jobs,
-                          data=lambda: data, progress=False, log=log)
 
 
 def _failure_line(errors: dict[str, str], tried: int) -> str:

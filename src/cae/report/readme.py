@@ -91,12 +91,12 @@ def _frontier_lines(root: Path) -> list[str]:
     spread = f" ± {number(m['mse_std'], 'mse')} ({m['seeds']} seeds)" if m["seeds"] > 1 else ""
     where = (f"beats PCA at latent {', '.join(wins)} of {len(front)} sizes" if wins
              else f"beats PCA at none of {len(front)} sizes")
-    hours = sum(x["train_seconds"] * x["seeds"] for x in models)
+    seconds = sum(x["train_seconds"] * x["seeds"] for x in models)
     return [f"| frontier study: {m['name']} (`configs/beats-pca.toml`) | {number(m['latent_size'])} | "
             f"{number(m['mse'], 'mse')}{spread} | {_versus_pca(m['mse'] / float(row['pca_mse']), m['latent_size'])}; "
             f"{number(m['params'])} parameters |",
             f"| frontier study: {sum(x['seeds'] for x in models)} CAEs of 3 widths | | | the best CAE {where}; "
-            f"{duration(hours)} of training (one thread per run) |"]
+            f"{duration(seconds)} of training (one thread per run) |"]
 
 
 def _versus_pca(ratio: float, k: int) -> str:
