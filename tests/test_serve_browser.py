@@ -7,7 +7,6 @@ import importlib.util
 import io
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from cae.core import runs
 from cae.cli import main
@@ -148,3 +149,35 @@ def test_bad_flag_values_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "data.limit" in one_error_line(capsys)
     assert main(["train", "--device", "tpu", "--out", str(tmp_path / "r"), "--data", str(tmp_path)]) == 2
     assert "tpu" in one_error_line(capsys)
+
+
+# ----------------------------------------------------------------------------- augmentation
+def test_flip_mask_is_half_seeded_and_new_each_epoch() -> None:
+    from cae.core.train import flip_mask
+
+    a = flip_mask(48_000, seed=0, epoch=3)
+    assert 0.48 < a.float().mean().item() < 0.52
+    assert torch.equal(a, flip_mask(48_000, seed=0, epoch=3))  # a resumed run flips the same images
+    assert not torch.equal(a, flip_mask(48_000, seed=0, epoch=4))
+    assert not torch.equal(a, flip_mask(48_000, seed=1, epoch=3))
+
+
+def test_mirror_flips_exactly_the_marked_images() -> None:
+    from cae.core.train import mirror
+
+    x = torch.randint(0, 256, (4, 3, 5, 7), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    which = torch.tensor([True, False, False, True])
+    y = mirror(x, which)
+    for i in range(4):
+        assert torch.equal(y[i], x[i].flip(-1) if which[i] else x[i])
+    assert torch.equal(y[0, :, :, 0], x[0, :, :, -1])  # left-right, not up-down
+
+
+def test_flip_flag_trains_on_mirrored_images(run: Path, data_dir: Path, tmp_path: Path) -> None:
+    """`--flip` is recorded in the run's config and changes what the run learns."""
+    out = tmp_path / "flip"
+    assert main(["train", "--data", str(data_dir), "--limit", "600", "--epochs", "1", "--device", "cpu",
+                 "--out", str(out), "--quiet", "--flip"]) == 0
+    assert load_config(out / runs.CONFIG).train.flip and not load_config(run / runs.CONFIG).train.flip
+    mse = [runs.read_json(r / runs.TEST_METRICS)["mse"] for r in (run, out)]
+    assert mse[0] != mse[1]

@@ -55,6 +55,9 @@ class TrainConfig:
     precision: str = "auto"  # 'auto': bf16 autocast where the CPU/GPU runs it natively
     device: str = "auto"
     eval_batch_size: int = 1000
+    # mirror a seeded half of each epoch's training images left-right (a photo's mirror image is
+    # as likely as the photo); off by default, so the figures measured without it stay
+    flip: bool = False
 
 
 @dataclass

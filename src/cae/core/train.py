@@ -204,7 +204,10 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
     bs, steps = global_bs // d.world, n // global_bs
     for epoch in range(start, t.epochs):
         t0 = time.perf_counter()
-        xs = p.train[epoch_order(n, global_bs, t.seed, epoch, d).to(p.train.device)]
+        order = epoch_order(n, global_bs, t.seed, epoch, d)
+        xs = p.train[order.to(p.train.device)]
+        if t.flip:
+            xs = mirror(xs, flip_mask(n, t.seed, epoch)[order])
         net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
         for i in _progress(range(steps), f"epoch {epoch + 1}/{t.epochs}", progress and d.main):
@@ -302,6 +305,18 @@ def epoch_order(n: int, global_bs: int, seed: int, epoch: int, d: Dist = Dist())
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(n, generator=g)[: steps * global_bs]
     return perm.view(steps, d.world, global_bs // d.world)[:, d.rank].reshape(-1)
+
+
+def flip_mask(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of the n training images an epoch mirrors (about half): derived from (seed, epoch)
+    alone, like the shuffle, so a resumed run and every rank of a distributed one agree."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919)
+    return torch.rand(n, generator=g) < 0.5
+
+
+def mirror(images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """`images` (N, C, H, W) with those marked in `which` (N,) mirrored left-right."""
+    return torch.where(which.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

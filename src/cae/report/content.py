@@ -13,11 +13,10 @@ by relative path) and to HTML (images embedded as base64 data URIs, no external 
 from __future__ import annotations
 
 import csv
-import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cae.core import runs
 from cae.core.text import MISSING, duration, number, shape
