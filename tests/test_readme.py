@@ -63,3 +63,10 @@ def test_block_follows_the_numbers(quick_reproduce: QuickRun, tmp_path: Path) ->
 def test_replace_block_keeps_the_rest() -> None:
     text = f"intro\n{BEGIN}\nold\n{END}\noutro\n"
     assert replace_block(text, "new") == f"intro\n{BEGIN}\nnew\n{END}\noutro\n"
+
+
+def test_readme_command_hides_the_machines_run_folder() -> None:
+    from cae.report.readme import without_out
+
+    assert without_out("cae reproduce --out /home/me/run --frontier") == "cae reproduce --frontier"
+    assert without_out("cae reproduce --out=/x") == "cae reproduce"

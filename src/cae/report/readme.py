@@ -37,6 +37,13 @@ def _colorize_row(color: list[dict[str, str]], name: str, label: str) -> list[st
             f"colorfulness {float(row['colorfulness_ratio']):.0%} of the truth's |"]
 
 
+def without_out(command: str) -> str:
+    """The command without its `--out FOLDER` (a path on the machine that ran it)."""
+    words = command.split()
+    drop = {i for i, w in enumerate(words) if w == "--out"} | {i + 1 for i, w in enumerate(words) if w == "--out"}
+    return " ".join(w for i, w in enumerate(words) if i not in drop and not w.startswith("--out="))
+
+
 def results_block(root: Path) -> str:
     """The Markdown block (a line naming the run and its machine, the table, the correlation)
     for the result folder (or snapshot) `root`."""
@@ -50,7 +57,7 @@ def results_block(root: Path) -> str:
     cae_rows = [r for r in study if r["kind"] != "pca"]
     best = min(cae_rows, key=lambda r: float(r["test_mse"]))
     machine = repro["machine"]
-    lines = [f"Measured by `{repro['command']}` in {duration(repro['total_seconds'])} on "
+    lines = [f"Measured by `{without_out(repro['command'])}` in {duration(repro['total_seconds'])} on "
              f"{machine.get('cpu', machine.get('cpu_model'))}, {machine['cpu_count']} cores, "
              f"torch {repro['versions'].get('torch', '?')}; test split of the shared CIFAR-10 copy.",
              "", "| | latent | test MSE | note |", "|---|---|---|---|",
