@@ -57,7 +57,7 @@ def test_color_settings_round_trip_and_are_checked(tmp_path):
     save_config(cfg, tmp_path / "c.toml")
     assert load_config(tmp_path / "c.toml") == cfg
     assert Task.from_config(cfg).out_channels == 81
-    for bad in (dict(decoder="nope"), dict(bins=2), dict(rebalance=1.0), dict(working_size=-1)):
+    for bad in (dict(decoder="nope"), dict(bins=2), dict(rebalance=1.0), dict(working_size=-1), dict(photo_boost=-0.5)):
         with pytest.raises(CaeError):
             RunConfig(task="colorize", target="ycbcr", arch="unet8", color=ColorConfig(**bad)).validate()
     with pytest.raises(CaeError, match="U-Net"):
@@ -132,3 +132,36 @@ def test_photos_evaluation_on_two_synthetic_images(tmp_path):
     assert main(["colorize", "--photos", str(photos), "--out", str(tmp_path / "cli"), "--model", str(run),
                  "--working-size", "0"]) == 0
     assert runs.read_json(tmp_path / "cli" / "photos.json", ("summary",))["working_size"] == 0
+
+
+def test_photos_are_decoded_at_the_photo_boost(tmp_path):
+    """A classifier's calibrated boost is for CIFAR-10; photos use color.photo_boost (-1: the
+    calibrated one) or --boost, and a higher boost gives more colourful photos."""
+    from cae.apps.colorize import load_colorizer
+    from cae.core.color import rebalance_weights
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    yy, xx = np.mgrid[0:64, 0:96]
+    Image.fromarray(np.stack([xx * 2, yy * 3, 255 - xx * 2], -1).astype(np.uint8)).save(photos / "ramp.png")
+    run = _run(tmp_path / "r", ColorConfig(decoder="classes", decode_rebalance=0.1, photo_boost=0.0, working_size=32))
+    state = runs.load_torch(run / runs.BEST)
+    torch.manual_seed(1)
+    state["head.1.weight"].normal_()  # a net with opinions, so the decoding matters
+    state["log_weights"] = rebalance_weights(torch.softmax(torch.randn(13 * 13), 0), 0.1).log()
+    state["boost"] = torch.tensor(1.5)  # as calibrated on CIFAR-10
+    runs.save_torch(run / runs.BEST, state)
+    assert load_colorizer(run, "cpu")[0].boost.item() == 0.0  # the run's photo boost
+    assert load_colorizer(run, "cpu", boost=2.0)[0].boost.item() == 2.0
+    cfg = load_config(run / runs.CONFIG)
+    cfg.color.photo_boost = -1
+    save_config(cfg, run / runs.CONFIG)
+    assert load_colorizer(run, "cpu")[0].boost.item() == 1.5  # -1: the calibrated boost
+    col = {}
+    for b in ("0", "3"):
+        assert main(["colorize", "--photos", str(photos), "--out", str(tmp_path / b), "--model", str(run),
+                     "--boost", b]) == 0
+        res = runs.read_json(tmp_path / b / "photos.json", ("summary",))
+        assert res["boost"] == float(b)
+        col[b] = res["summary"]["colorfulness_ratio"]
+    assert col["3"] > col["0"]

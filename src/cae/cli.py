@@ -106,13 +106,13 @@ def cmd_colorize(a: argparse.Namespace) -> int:
 
     if a.photos:  # score the colorizer on a folder of photos against the photos themselves
         evaluate_photos(a.photos, a.out, model_dir=a.model or shipped_model_dir(), working_size=a.working_size,
-                        device=a.device)
+                        device=a.device, boost=a.boost)
     if not a.images:
         if not a.photos:
             raise CaeError("give images to colorize, or --photos DIR to score the colorizer on a folder")
         return 0
     failures = colorize_files(a.images, a.out, model_dir=a.model, compare=a.compare, device=a.device,
-                              working_size=a.working_size)
+                              working_size=a.working_size, boost=a.boost)
     return 1 if failures else 0
 
 
@@ -256,6 +256,9 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--working-size", type=int, default=None, metavar="N",
                    help="short side (pixels) the chroma is predicted at, then upsampled; 0 = native size "
                         "(default: the model's color.working_size)")
+    c.add_argument("--boost", type=float, default=None, metavar="B",
+                   help="a classifier colorizer's decoding-time rebalancing: 0 = the predicted mean colour, "
+                        "higher = more vivid (default: the model's color.photo_boost)")
     c.add_argument("--photos", metavar="DIR", help="score the colorizer on every photo of DIR (PSNR gain over the "
                    "gray copy, colorfulness): writes photos.csv, photos.json, photos.png into --out")
     c.set_defaults(func=cmd_colorize)

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from cae.core.data import luma
-from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, downscale, predict,  # noqa: F401 - re-exported
-                            read_image, total_stride)
+from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, decode_for_photos, downscale,  # noqa: F401
+                            predict, read_image, total_stride)  # (some re-exported)
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -50,28 +50,30 @@ def _save_png(t: torch.Tensor, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_colorizer(model_dir: str | Path | None, device: str = "auto"):  # noqa: ANN201
-    """(model, config, task) of a colorize run folder (default: the shipped colorizer)."""
+def load_colorizer(model_dir: str | Path | None, device: str = "auto", boost: float | None = None):  # noqa: ANN201
+    """(model, config, task) of a colorize run folder (default: the shipped colorizer), decoding
+    for photos (`cae.core.photo.decode_for_photos`; `boost` overrides the run's photo boost)."""
     from cae.core.train import load_run
 
     model_dir = Path(model_dir) if model_dir else shipped_model_dir(DEFAULT_MODEL)
     model, cfg, task = load_run(model_dir, device)
     if task.kind != "colorize":
         raise CaeError(f"{model_dir} is a {task.kind} run, not a colorizer; pass a run trained with --task colorize")
+    decode_for_photos(model, cfg.color, boost)
     return model, cfg, task
 
 
 def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: str | Path | None = None,
                    compare: bool = False, device: str = "auto", log: Log = print,
-                   working_size: int | None = None) -> int:
+                   working_size: int | None = None, boost: float | None = None) -> int:
     """Colorize each image into `out_dir/<stem>.png`; return how many files failed.
 
     `model_dir` is a colorize run folder (default: the shipped colorizer). With `compare`,
     `<stem>_original.png` and `<stem>_gray.png` are written too. Unreadable files are reported
     on stderr as one line each and skipped. `working_size` overrides the run's
-    `color.working_size` (0: native resolution).
+    `color.working_size` (0: native resolution), `boost` its `color.photo_boost`.
     """
-    model, cfg, task = load_colorizer(model_dir, device)
+    model, cfg, task = load_colorizer(model_dir, device, boost)
     stride = total_stride(cfg.arch)
     size = cfg.color.working_size if working_size is None else working_size
     out_dir = Path(out_dir)

@@ -83,6 +83,10 @@ class ColorConfig:
     mse_tolerance: float = 0.05
     # `cae colorize`: short side (pixels) of the copy the chroma is predicted on; 0 = native size
     working_size: int = 32
+    # `cae colorize` / `cae serve`, classifier colorizers: the boost photos are decoded at (-1: the
+    # calibrated one). Photos lie outside CIFAR-10, where the net's confidence in a vivid colour
+    # is worth less than on the split the boost was calibrated on
+    photo_boost: float = -1.0
 
     def validate(self, run: "RunConfig") -> None:
         """Refuse settings that cannot work with the run's task, target and architecture."""
@@ -96,6 +100,8 @@ class ColorConfig:
         if not 0 <= self.rebalance < 1 or not 0 <= self.decode_rebalance < 1:
             raise CaeError(f"color.rebalance and color.decode_rebalance must be in [0, 1), got {self.rebalance}, "
                            f"{self.decode_rebalance}")
+        if self.photo_boost != -1 and self.photo_boost < 0:
+            raise CaeError(f"color.photo_boost must be >= 0 (or -1: the calibrated boost), got {self.photo_boost}")
         if self.mse_tolerance < 0 or not 0 <= self.colorfulness_target <= 2:
             raise CaeError("color.mse_tolerance must be >= 0 and color.colorfulness_target in [0, 2]")
         if self.working_size < 0:

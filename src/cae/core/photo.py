@@ -79,6 +79,14 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
     return F.pad(x, (left, right, top, bottom), mode=mode)
 
 
+def decode_for_photos(model: torch.nn.Module, color, boost: float | None = None) -> None:  # noqa: ANN001
+    """Set a classifier colorizer's decoding for photos: `boost` if given, else the run's
+    `color.photo_boost` unless that is -1 (keep the calibrated boost). Other colorizers: no-op."""
+    value = color.photo_boost if boost is None else boost
+    if hasattr(model, "boost") and value >= 0:
+        model.boost.fill_(value)
+
+
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
             overlap: int = OVERLAP, working_size: int = 0) -> torch.Tensor:
     """The colorized RGB (3,H,W) in [0, 1] of one image (3,H,W), the luma of `rgb` kept.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cae.core.data import luma
-from cae.core.photo import predict, read_image, total_stride
+from cae.core.photo import decode_for_photos, predict, read_image, total_stride
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -68,10 +68,11 @@ def summarize_photos(rows: list[dict]) -> dict:
 
 def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
                     working_size: int | None = None, device: str = "cpu", panel: int = 4,
-                    log: Log = print) -> dict:
+                    log: Log = print, boost: float | None = None) -> dict:
     """Colorize every photo of a folder and score it against the photo itself: writes
     photos.csv, photos.json (per photo and summary) and photos.png (original / gray / colorized
-    for the `panel` photos with the lowest and highest gain). Returns the JSON's content."""
+    for the `panel` photos with the lowest and highest gain), decoded as `cae colorize` decodes
+    photos (`boost` overrides the run's `color.photo_boost`). Returns the JSON's content."""
     from cae.core.runs import atomic_write_text, write_json
 
     from cae.core.train import load_run
@@ -79,6 +80,7 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     model, cfg, task = load_run(model_dir, device)
     if task.kind != "colorize":
         raise CaeError(f"{model_dir} is a {task.kind} run, not a colorizer")
+    decode_for_photos(model, cfg.color, boost)
     size = cfg.color.working_size if working_size is None else working_size
     rows, shown = [], {}
     for p in photo_paths(photos):
@@ -86,7 +88,7 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
         pred = predict(model, task, rgb, total_stride(cfg.arch), working_size=size)
         rows.append({"name": p.name, "width": rgb.shape[2], "height": rgb.shape[1], **score_photo(pred, rgb)})
         shown[p.name] = (_thumb(rgb), _thumb(pred))
-    result = {"folder": str(photos), "working_size": size, "summary": summarize_photos(rows), "photos": rows}
+    result = {"folder": str(photos), "working_size": size, "boost": _boost(model), "summary": summarize_photos(rows), "photos": rows}
     out = Path(out)
     write_json(out / "photos.json", result)
     atomic_write_text(out / "photos.csv", _photos_csv(rows))
@@ -97,6 +99,10 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     log(f"photos: {s['photos']} in {photos}, working size {size}: mean gain {s['mean_gain_db']:+.2f} dB over gray, "
         f"worst {s['worst_gain_db']:+.2f} dB ({s['worst']}), colorfulness {s['colorfulness_ratio']:.0%} of the truth's")
     return result
+
+
+def _boost(model: torch.nn.Module) -> float | None:
+    return model.boost.item() if hasattr(model, "boost") else None
 
 
 def _photos_csv(rows: list[dict]) -> str:

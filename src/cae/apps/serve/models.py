@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from cae.core import runs
-from cae.apps.colorize import shipped_model_dir
+from cae.apps.colorize import decode_for_photos, shipped_model_dir
 from cae.errors import CaeError
 
 TASKS = ("colorize", "reconstruct")
@@ -132,6 +132,8 @@ def _load(entry: ModelEntry) -> LoadedModel:
     net, cfg, task = load_run(entry.run_dir, "auto")
     if task.kind != entry.task:
         raise CaeError(f"{entry.id} is a {task.kind} run, not a {entry.task} one")
+    if task.kind == "colorize":
+        decode_for_photos(net, cfg.color)
     model = LoadedModel(entry, net, cfg, task)
     if entry.task == "reconstruct":
         model.latent = latent_description(cfg.arch, task.in_channels, task.out_channels)
