@@ -76,7 +76,7 @@ def test_chroma_gain_scales_around_gray_and_choice_respects_tolerance():
 
 def test_config_files_match_the_study_runs():
     runs = study_runs()
-    for name, path in (("rgb", "colorize-rgb.toml"), ("best", "colorize-best.toml")):
+    for name, path in (("rgb", "colorize-rgb.toml"), ("best", "colorize-unet8.toml")):
         file_cfg = RunConfig.from_dict(tomllib.loads((ROOT / "configs" / path).read_text()))
         assert file_cfg.to_dict() == runs[name].to_dict(), path
 

@@ -3,8 +3,11 @@
 `run_colorization_study(out)` trains (resumably; finished runs are skipped) into `out/`:
   rgb      the reference CAE, luma in, RGB out          (configs/colorize-rgb.toml)
   chroma   the reference CAE, luma in, YCbCr chroma out
-  best     a U-Net predicting YCbCr chroma               (configs/colorize-best.toml),
-           then a chroma gain calibrated on the validation split (see `calibrate_gain`)
+  best     a U-Net predicting YCbCr chroma               (configs/colorize-unet8.toml),
+           its decoding calibrated on the validation split
+(The shipped colorizer, configs/colorize-best.toml, is the `best` recipe scaled up: width 32,
+mirrored training images, a wider calibration; it costs ~4x the study's U-Net to train, see
+docs/colorization.md.)
 and writes baselines.json, results.csv, results.md, samples.png and shortcomings.md.
 Baselines (no training): (a) the gray image itself, (b) the gray image with the training
 split's mean chrominance.
