@@ -153,6 +153,8 @@ def test_photos_are_decoded_at_the_photo_boost(tmp_path):
     runs.save_torch(run / runs.BEST, state)
     assert load_colorizer(run, "cpu")[0].boost.item() == 0.0  # the run's photo boost
     assert load_colorizer(run, "cpu", boost=2.0)[0].boost.item() == 2.0
+    with pytest.raises(CaeError, match="boost must be >= 0"):
+        load_colorizer(run, "cpu", boost=-1.0)
     cfg = load_config(run / runs.CONFIG)
     cfg.color.photo_boost = -1
     save_config(cfg, run / runs.CONFIG)

@@ -82,6 +82,8 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
 def decode_for_photos(model: torch.nn.Module, color, boost: float | None = None) -> None:  # noqa: ANN001
     """Set a classifier colorizer's decoding for photos: `boost` if given, else the run's
     `color.photo_boost` unless that is -1 (keep the calibrated boost). Other colorizers: no-op."""
+    if boost is not None and boost < 0:
+        raise CaeError(f"the boost must be >= 0 (0 = the predicted mean colour), got {boost}")
     value = color.photo_boost if boost is None else boost
     if hasattr(model, "boost") and value >= 0:
         model.boost.fill_(value)
