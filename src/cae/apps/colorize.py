@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from cae.core.data import luma
-from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, decode_for_photos, downscale,  # noqa: F401
+from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, downscale, load_for_photos,  # noqa: F401
                             predict, read_image, total_stride)  # (some re-exported)
 from cae.core.text import Log
 from cae.errors import CaeError
@@ -52,15 +52,8 @@ def _save_png(t: torch.Tensor, path: Path) -> None:
 
 def load_colorizer(model_dir: str | Path | None, device: str = "auto", boost: float | None = None):  # noqa: ANN201
     """(model, config, task) of a colorize run folder (default: the shipped colorizer), decoding
-    for photos (`cae.core.photo.decode_for_photos`; `boost` overrides the run's photo boost)."""
-    from cae.core.train import load_run
-
-    model_dir = Path(model_dir) if model_dir else shipped_model_dir(DEFAULT_MODEL)
-    model, cfg, task = load_run(model_dir, device)
-    if task.kind != "colorize":
-        raise CaeError(f"{model_dir} is a {task.kind} run, not a colorizer; pass a run trained with --task colorize")
-    decode_for_photos(model, cfg.color, boost)
-    return model, cfg, task
+    for photos (`cae.core.photo.load_for_photos`; `boost` overrides the run's photo boost)."""
+    return load_for_photos(Path(model_dir) if model_dir else shipped_model_dir(DEFAULT_MODEL), device, boost)
 
 
 def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: str | Path | None = None,

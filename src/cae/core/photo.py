@@ -89,6 +89,17 @@ def decode_for_photos(model: torch.nn.Module, color, boost: float | None = None)
         model.boost.fill_(value)
 
 
+def load_for_photos(model_dir: str | Path, device: str = "auto", boost: float | None = None):  # noqa: ANN201
+    """(model, config, task) of a colorize run folder, decoding set for photos (`decode_for_photos`)."""
+    from cae.core.train import load_run
+
+    model, cfg, task = load_run(model_dir, device)
+    if task.kind != "colorize":
+        raise CaeError(f"{model_dir} is a {task.kind} run, not a colorizer; pass a run trained with --task colorize")
+    decode_for_photos(model, cfg.color, boost)
+    return model, cfg, task
+
+
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
             overlap: int = OVERLAP, working_size: int = 0) -> torch.Tensor:
     """The colorized RGB (3,H,W) in [0, 1] of one image (3,H,W), the luma of `rgb` kept.

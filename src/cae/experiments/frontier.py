@@ -62,12 +62,17 @@ def group_models(rows: list[dict]) -> list[dict]:
     return sorted(models, key=lambda m: (m["latent_size"], m["params"]))
 
 
+def pca_at(pca: dict[int, dict], k: int) -> dict:
+    """PCA's figures at latent size k (an image has 3,072 values: no more components beyond that)."""
+    return pca[min(k, 3 * 32 * 32)]
+
+
 def best_model(models: list[dict], pca: dict[int, dict]) -> str | None:
     """The model (seeds averaged) with the lowest MSE ratio to PCA below 1 at a latent size up
     to WINNER_MAX_LATENT: the run a sweep retrains with more seeds, and what
     configs/beats-pca.toml ships; None when none beats PCA."""
     def ratio(m: dict) -> float:
-        p = pca[min(m["latent_size"], 3072)]["mse"]
+        p = pca_at(pca, m["latent_size"])["mse"]
         return m["mse"] / p if p else math.inf
 
     wins = [m for m in models if m["latent_size"] <= WINNER_MAX_LATENT and ratio(m) < 1]
@@ -83,7 +88,7 @@ def frontier(models: list[dict], pca: dict[int, dict]) -> list[dict]:
         here = [m for m in models if m["latent_size"] == k]
         by_mse = min(here, key=lambda m: m["mse"])
         by_ssim = max(here, key=lambda m: m["ssim"])
-        p = pca[min(k, 3072)]
+        p = pca_at(pca, k)
         out.append({"latent_size": k, "pca_mse": p["mse"], "pca_ssim": p["ssim"],
                     "best_mse_name": by_mse["name"], "best_mse": by_mse["mse"], "best_mse_std": by_mse["mse_std"],
                     "seeds": by_mse["seeds"], "ratio_to_pca": by_mse["mse"] / p["mse"] if p["mse"] else None,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cae.core.data import luma
-from cae.core.photo import decode_for_photos, predict, read_image, total_stride
+from cae.core.photo import load_for_photos, predict, read_image, total_stride
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -75,12 +75,7 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     photos (`boost` overrides the run's `color.photo_boost`). Returns the JSON's content."""
     from cae.core.runs import atomic_write_text, write_json
 
-    from cae.core.train import load_run
-
-    model, cfg, task = load_run(model_dir, device)
-    if task.kind != "colorize":
-        raise CaeError(f"{model_dir} is a {task.kind} run, not a colorizer")
-    decode_for_photos(model, cfg.color, boost)
+    model, cfg, task = load_for_photos(model_dir, device, boost)
     size = cfg.color.working_size if working_size is None else working_size
     rows, shown = [], {}
     for p in photo_paths(photos):

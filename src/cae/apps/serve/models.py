@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from cae.core import runs
-from cae.apps.colorize import decode_for_photos, shipped_model_dir
+from cae.apps.colorize import shipped_model_dir
+from cae.core.photo import decode_for_photos
 from cae.errors import CaeError
 
 TASKS = ("colorize", "reconstruct")
