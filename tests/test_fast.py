@@ -11,6 +11,7 @@ from cae.core.model import build_model
 SPECS = [
     "reference",
     "conv8 pool2 conv12 pool2 conv16 | up2 conv12k5 up2 convout",  # kernel 5 after an upsampling
+    "conv8 pool2 conv12 | up2 conv8k7 convout",  # kernel 7: a 4x4 window per phase
     "conv8:gelu pool2 conv16:tanh pool2 | up4 convout",  # gelu is not monotone: must stay before the pool
     "conv8:lrelu pool2 conv12:sigmoid pool4 | up2b conv12 up4 convout",  # pool4, bilinear: untouched paths
     "conv8k5 pool2 conv12:none pool2 | up4 convout",  # a conv without activation before a pool
@@ -67,11 +68,28 @@ def test_accelerating_leaves_the_plain_model_and_the_random_state_alone():
     assert [type(m) for m in plain.modules()] == before
 
 
-def test_phase_shuffle_is_pixel_shuffle_in_phase_major_order():
+def test_phase_interleave_is_pixel_shuffle_in_phase_major_order():
     s, c = 2, 3
-    x = torch.randn(2, s * s * c, 5, 4)
+    x = torch.randn(2, s * s * c, 5, 4).contiguous(memory_format=torch.channels_last)
     channel_major = x.view(2, s, s, c, 5, 4).permute(0, 3, 1, 2, 4, 5).reshape(2, s * s * c, 5, 4)
-    assert torch.equal(fast.phase_shuffle(x, s), torch.nn.functional.pixel_shuffle(channel_major, s))
+    assert torch.equal(fast.PhaseInterleave.apply(x, s, 0, 5, 4), torch.nn.functional.pixel_shuffle(channel_major, s))
+    # step 1: phase (a, b) is read a pixels lower and b pixels further right
+    y = fast.PhaseInterleave.apply(x, s, 1, 4, 3)
+    for a in range(s):
+        for b in range(s):
+            phase = x[:, (a * s + b) * c:(a * s + b + 1) * c, a:a + 4, b:b + 3]
+            assert torch.equal(y[:, :, a::s, b::s], phase)
+
+
+@pytest.mark.parametrize("k, scale, size", [(1, 2, 1), (3, 2, 2), (5, 2, 3), (7, 2, 4), (3, 3, 3), (3, 4, 3)])
+def test_fold_runs_each_phase_on_the_smallest_window(k, scale, size):
+    """After up2 a 3x3 conv is a 2x2 conv per output phase (4/9 of the work), which is where the
+    fold pays; the fold must also stay exact where no such window exists (plain equality above)."""
+    assert fast.fold_plan(k, scale).size == size
+    conv = torch.nn.Conv2d(3, 2, k, padding=k // 2).double()
+    x = torch.randn(2, 3, 5, 6, dtype=torch.double).contiguous(memory_format=torch.channels_last)
+    upsampled = conv(torch.nn.functional.interpolate(x, scale_factor=scale, mode="nearest"))
+    torch.testing.assert_close(fast.UpsampleConv2d.of(conv, scale)(x), upsampled)
 
 
 def test_cae_fast_0_turns_the_path_off(monkeypatch):

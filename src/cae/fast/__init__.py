@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -77,48 +78,93 @@ class UpsampleConv2d(nn.Conv2d):
         return fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, pad = fold_upsample_weight(self.weight, self.scale)
+        plan = fold_plan(self.kernel_size[0], self.scale)
         bias = self.bias.repeat(self.scale ** 2) if self.bias is not None else None
-        return phase_shuffle(nn.functional.conv2d(x, weight, bias, padding=pad), self.scale)
+        y = nn.functional.conv2d(x, fold_upsample_weight(self.weight, self.scale), bias, padding=plan.pad)
+        return PhaseInterleave.apply(y, self.scale, plan.step, x.shape[-2], x.shape[-1])
 
 
-def fold_upsample_weight(weight: torch.Tensor, scale: int) -> tuple[torch.Tensor, int]:
-    """Rewrite "nearest-upsample by `scale`, then conv (odd K, 'same')" as one low-resolution conv.
+@dataclass(frozen=True)
+class FoldPlan:
+    """How "nearest-upsample by s, then a 'same' conv of odd size k" runs at low resolution.
 
-    Output pixel (s*i + a) of the conv reads upsampled pixels s*i + a + d (|d| <= K//2), which are
-    low-resolution pixels i + floor((a + d) / s). Summing the taps that land on the same
-    low-resolution pixel gives, per output phase (a, b), a small kernel; stacking the s*s phases
-    as channels and interleaving them back (`phase_shuffle`) is exactly the original, zero
-    padding included. The channels are phase-major (a, b, o), so in channels_last memory the
-    interleave copies runs of Co contiguous values. Returns (weight (s*s*Co, Ci, K', K'), padding).
+    Output pixel (s*i + a) of the conv reads upsampled pixels s*i + a + d (|d| <= k//2), which are
+    low-resolution pixels i + (a + d) // s: a window of `size` pixels starting at i + a*step - pad
+    for phase a. taps[a, u, t] = 1 when tap t of phase a lands on pixel u of that window.
     """
-    co, ci, k, _ = weight.shape
-    taps, r = _fold_taps(k, scale)
-    taps = taps.to(weight.device, weight.dtype)
-    w = torch.einsum("aut,bvs,oits->aboiuv", taps, taps, weight)
-    return w.reshape(co * scale * scale, ci, 2 * r + 1, 2 * r + 1), r
+
+    taps: torch.Tensor  # (s, size, k)
+    size: int  # the low-resolution kernel's side
+    pad: int  # zero padding of the low-resolution input, on every side
+    step: int  # 1: each phase's window starts one pixel after the previous phase's; 0: all at i - pad
 
 
 @functools.lru_cache(maxsize=None)
-def _fold_taps(k: int, scale: int) -> tuple[torch.Tensor, int]:
-    """taps[a, u, t] = 1 when tap t of output phase a reads low-resolution offset u - r (made
-    once per shape: the loop would otherwise run at every training step)."""
+def fold_plan(k: int, scale: int) -> FoldPlan:
+    """The fold of a k x k conv after an upsampling by `scale` (made once per shape)."""
     p = k // 2
-    r = max(-((-p) // scale), (scale - 1 + p) // scale)
-    taps = torch.zeros(scale, 2 * r + 1, k)
+    first = [(a - p) // scale for a in range(scale)]  # phase a's first low-resolution offset
+    last = [(a + k - 1 - p) // scale for a in range(scale)]
+    if all(f - first[0] == a for a, f in enumerate(first)):
+        # the windows slide by one pixel per phase (scale 2 always): each phase gets its own, the
+        # smallest, window (a 3x3 conv after up2 becomes 2x2 per phase, not 3x3: 4/9 the work)
+        starts, step = first, 1
+    else:  # one window wide enough for every phase
+        starts, step = [min(first)] * scale, 0
+    size = max(lst - s for lst, s in zip(last, starts)) + 1
+    taps = torch.zeros(scale, size, k)
     for a in range(scale):
         for t in range(k):
-            taps[a, (a + t - p) // scale + r, t] = 1
-    return taps, r
+            taps[a, (a + t - p) // scale - starts[a], t] = 1
+    return FoldPlan(taps, size, -starts[0], step)
 
 
-def phase_shuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """Interleave phase-major channels (a, b, c) into a `scale` times larger image:
-    out[:, c, s*i + a, s*j + b] = x[:, (a*s + b)*C + c, i, j], channels_last."""
-    n, sc, h, w = x.shape
+def fold_upsample_weight(weight: torch.Tensor, scale: int) -> torch.Tensor:
+    """The low-resolution conv's weight (s*s*Co, Ci, size, size) for `fold_plan`: per output phase
+    (a, b), the sum of the taps that land on the same low-resolution pixel. The channels are
+    phase-major (a, b, o), so in channels_last memory `PhaseInterleave` copies runs of Co values."""
+    co, ci, k, _ = weight.shape
+    plan = fold_plan(k, scale)
+    taps = plan.taps.to(weight.device, weight.dtype)
+    w = torch.einsum("aut,bvs,oits->aboiuv", taps, taps, weight)
+    return w.reshape(co * scale * scale, ci, plan.size, plan.size)
+
+
+def _phases(y: torch.Tensor, scale: int, step: int, h: int, w: int) -> torch.Tensor:
+    """The view v[n, i, a, j, b, c] = y[n, (a*s + b)*C + c, i + a*step, j + b*step] of a
+    channels_last y: phase (a, b)'s output pixels, in the order of the upsampled image."""
+    n, sc, ho, wo = y.shape
     c = sc // (scale * scale)
-    y = x.permute(0, 2, 3, 1).reshape(n, h, w, scale, scale, c).permute(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, h * scale, w * scale, c).permute(0, 3, 1, 2)
+    row, col = wo * sc, sc  # strides of a low-resolution row and pixel
+    return y.as_strided((n, h, scale, w, scale, c), (ho * row, row, step * row + scale * c, col, step * col + c, 1),
+                        y.storage_offset())
+
+
+class PhaseInterleave(torch.autograd.Function):
+    """The low-resolution conv's phases interleaved into the (h*s, w*s) image, channels_last:
+    out[:, c, s*i + a, s*j + b] = y[:, (a*s + b)*C + c, i + a*step, j + b*step].
+
+    One strided copy each way; written as a Function because autograd's own backward of such a
+    view scatters through index tensors, which cost more than the fold saves."""
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, scale: int, step: int, h: int, w: int) -> torch.Tensor:  # noqa: ANN001
+        y = y.contiguous(memory_format=torch.channels_last)
+        ctx.geometry = (y.shape, y.dtype, y.device, scale, step, h, w)
+        n, c = y.shape[0], y.shape[1] // (scale * scale)
+        out = torch.empty((n, c, h * scale, w * scale), dtype=y.dtype, device=y.device,
+                          memory_format=torch.channels_last)
+        out.permute(0, 2, 3, 1).view(n, h, scale, w, scale, c).copy_(_phases(y, scale, step, h, w))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:  # noqa: ANN001
+        shape, dtype, device, scale, step, h, w = ctx.geometry
+        # pixels no phase reads (a window's far edge) get no gradient
+        grad_y = torch.empty(shape, dtype=dtype, device=device, memory_format=torch.channels_last).zero_()
+        phases = _phases(grad_y, scale, step, h, w)
+        phases.copy_(grad.permute(0, 2, 3, 1).reshape(phases.shape))
+        return grad_y, None, None, None, None
 
 
 def path() -> Callable[[nn.Module], nn.Module] | None:
