@@ -60,6 +60,12 @@ def test_quick_run_is_small_and_consistent(quick_reproduce: QuickRun) -> None:
     with open(out / "study/results.csv", newline="") as f:
         conv = [r for r in csv.DictReader(f) if not r["name"].startswith("pca-")]
     assert len(conv) == QUICK_VARIANTS and len({r["latent_size"] for r in conv}) == QUICK_VARIANTS
+    # the reference step's run is the study's reference variant, trained once
+    ref = next(r for r in conv if r["name"] == "reference")
+    reference = json.loads((out / "reference/test_metrics.json").read_text())
+    assert float(ref["test_mse"]) == pytest.approx(reference["mse"], rel=1e-5)  # results.csv keeps 6 digits
+    assert "the study's reference variant is the reference step's run" in quick_reproduce.stdout
+    assert re.search(r"variant \d+/\d+ reference: finished already, skipped", quick_reproduce.stdout)
 
 
 @SLOW

@@ -16,6 +16,7 @@ import torch
 from helpers import write_smooth_cifar
 
 from cae.core import runs
+from cae.core.config import load_config
 from cae.errors import CaeError
 from cae.experiments.pca import evaluate_pca, fit_pca, reconstruct
 from cae.experiments.study import (COLUMNS, conclusion, correlation, correlation_sentence, load_study,
@@ -321,12 +322,18 @@ def test_shards_and_jobs_give_the_one_process_table(tmp_path, smooth_data):
     (parallel / "b" / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CaeError) as e:
         run_sweep(study, parallel, jobs=2, **kw)
-    assert str(e.value).startswith("1 of 3 variants failed (2 other(s) finished): b: ") and "\n" not in str(e.value)
+    assert str(e.value).startswith("1 of 3 runs failed (2 other(s) finished): b: ") and "\n" not in str(e.value)
     assert runs.is_finished(parallel / "a") and runs.is_finished(parallel / "c") and not multiprocessing.active_children()
     shutil.rmtree(parallel / "b")
     shutil.copy(tmp_path / "one" / "pca.json", parallel)
-    run_sweep(study, parallel, jobs=2, **kw)
+    # a run that is not a variant, trained by the same workers (as cae reproduce pools its
+    # colorization runs): it lands in its own folder, equal to training it alone, outside the results
+    alone = tmp_path / "one" / "a"
+    extra = tmp_path / "elsewhere" / "x"
+    run_sweep(study, parallel, jobs=2, **kw, also=[("x", load_config(alone / runs.CONFIG), extra)])
     assert_same_rows(table(parallel), expected)
+    pooled, expected_mse = (runs.read_json(d / runs.TEST_METRICS)["mse"] for d in (extra, alone))
+    assert pooled == pytest.approx(expected_mse, rel=1e-7)
     assert (parallel / "results.csv").read_text().count("\n") == (tmp_path / "one" / "results.csv").read_text().count("\n")
 
 

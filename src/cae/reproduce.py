@@ -1,12 +1,13 @@
 """`cae reproduce`: the whole study in seven resumable steps, ending in report.html.
 
     1 data        split sizes, class balance, normalization       -> OUT/data.json
-    2 reference   the reference CAE (RunConfig defaults, 10 epochs) -> OUT/reference/
+    2 reference   the reference CAE (the study's pinned settings, 10 epochs) -> OUT/reference/
     3 latent      the reference's shape trace and latent size       -> OUT/latent.json
-    4 study       the architecture study (cae/studies/architecture.toml) -> OUT/study/
+    4 study       the architecture study (cae/studies/architecture.toml) -> OUT/study/;
+                  its worker processes also train the colorization runs -> OUT/colorize/<run>/
     5 frontier    with `frontier=True` (--frontier) only: the frontier study
                   (cae/studies/frontier.toml), CAE against PCA    -> OUT/frontier/
-    6 colorize    the colorization study                            -> OUT/colorize/
+    6 colorize    the colorization study (its runs' evaluation, tables, photos) -> OUT/colorize/
     7 report      report.html (self-contained) and report.md        -> OUT/report.*
 
 Each step's status and wall time are recorded atomically in OUT/steps.json. A finished step
@@ -54,7 +55,7 @@ LATENT_FILE = "latent.json"
 QUICK_LIMIT = 1500  # images in the quick subset (1,200 train / 150 val / 150 test)
 QUICK_EPOCHS = 1
 QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's latent sizes
-REFERENCE_EPOCHS = 10
+REFERENCE_VARIANT = "reference"  # the study file's variant that the reference step trains
 STUDY_NAME = "architecture.toml"
 FRONTIER_NAME = "frontier.toml"
 
@@ -194,6 +195,7 @@ class _Pipeline:
         self._data = None
         self.photos = photos  # real photos for the colorization step ('auto': kodak-dev beside the data)
         self._invocation_recorded = False
+        self.colorize_trained = False  # the study step trained the colorization runs in this call
         self._invocations: list[dict[str, str]] = []
 
     # -- bookkeeping
@@ -278,13 +280,16 @@ class _Pipeline:
         })
 
     def _reference_config(self):  # noqa: ANN202 - RunConfig
-        from cae.core.config import RunConfig
+        """The study file's "reference" variant: the handout's CAE at the settings the study pins
+        (float32, batch 64, lr 7e-3), so the reference step's run is also the study's reference."""
+        from cae.experiments.study import load_study, study_file
 
-        cfg = RunConfig(arch="reference")
-        cfg.train.epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else REFERENCE_EPOCHS)
-        cfg.data.limit = self.settings.limit
-        cfg.data.dir = self.data_dir or ""
-        return cfg.validate()
+        study = load_study(study_file(STUDY_NAME), self._epochs(), self.settings.limit or None, self.data_dir)
+        return next(v.cfg for v in study.variants if v.name == REFERENCE_VARIANT)
+
+    def _epochs(self) -> int | None:
+        """Every training step's epochs: --epochs, one in quick mode, else each file's own (10)."""
+        return self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
 
     def step_reference(self) -> None:
         from cae import train_run
@@ -306,12 +311,37 @@ class _Pipeline:
         path = study_file(name)
         if self.settings.quick:
             path = quick_study(path, self.out / f"{folder}-quick.toml")
-        epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
+        if folder == "study" and not self.force:
+            self._reuse_reference(self.out / folder / REFERENCE_VARIANT)
         # quick variants train in seconds, less than a worker process takes to start (spawn, import
         # torch, read the data): one process. The full study's variants take minutes: one per core.
         jobs = 1 if self.settings.quick else default_jobs()
-        run_sweep(path, self.out / folder, epochs=epochs, limit=self.settings.limit or None,
-                  data_dir=self.data_dir, force=self.force, jobs=jobs, log=self.log)
+        also = self._colorization_runs() if folder == "study" and jobs > 1 else []
+        run_sweep(path, self.out / folder, epochs=self._epochs(), limit=self.settings.limit or None,
+                  data_dir=self.data_dir, force=self.force, jobs=jobs, log=self.log, also=also)
+        self.colorize_trained = self.colorize_trained or bool(also)
+
+    def _reuse_reference(self, dest: Path) -> None:
+        """Copy the reference step's run in as the study's reference variant (the same config, see
+        `_reference_config`), so it is not trained twice; the sweep checks that the configs match.
+        (With --force the sweep trains every variant again, this one too.)"""
+        src = self.out / "reference"
+        if runs.is_finished(src) and not dest.exists():
+            tmp = dest.with_name(f".{dest.name}.copying")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(runs.LOCK))
+            tmp.rename(dest)  # atomic: an interrupted copy leaves no half run folder behind
+            self.log(f"the study's {REFERENCE_VARIANT} variant is the reference step's run: copied from {src}")
+
+    def _colorization_runs(self) -> list:
+        """The colorization step's runs, for the study's workers to train: pooled, the last long
+        variants no longer leave a core idle, and on one thread each the runs cost less CPU than
+        on two in turn (docs/performance.md, "Where the time goes"). The colorize step then finds
+        them finished and only evaluates them."""
+        from cae.experiments.colorization import planned_runs
+
+        planned = planned_runs(epochs=self._epochs(), limit=self.settings.limit, data_dir=self.data_dir)
+        return [(f"colorize/{name}", cfg, self.out / "colorize" / name) for name, cfg in planned.items()]
 
     def step_frontier(self) -> None:
         self.step_study(FRONTIER_NAME, "frontier")
@@ -319,14 +349,13 @@ class _Pipeline:
     def step_colorize(self) -> None:
         from cae.experiments.colorization import run_colorization_study
 
-        epochs = self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
-        if self.force and (self.out / "colorize").exists():
+        if self.force and not self.colorize_trained and (self.out / "colorize").exists():
             # run_colorization_study has no force flag: it skips finished runs, so start it on an empty folder
             self.log(f"--force: removing {self.out / 'colorize'} to train the colorization runs again")
             shutil.rmtree(self.out / "colorize")
-        # one run after another with every thread: in one-thread workers the U-Net run alone took
-        # longer than the three runs in turn (docs/performance.md, "Where the time goes")
-        run_colorization_study(self.out / "colorize", epochs=epochs, limit=self.settings.limit,
+        # the runs were trained by the study step's workers (unless that step finished before it
+        # pooled them): what is left is their evaluation, the tables and the photos
+        run_colorization_study(self.out / "colorize", epochs=self._epochs(), limit=self.settings.limit,
                                data=self.data(), data_dir=self.data_dir, log=self.log, photos=self.photos)
 
     def step_report(self) -> None:

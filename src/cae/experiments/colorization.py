@@ -185,12 +185,7 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
     out.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else load_cifar10(data_dir)
     results: dict[str, dict] = {}
-    for name, cfg in study_runs().items():
-        if epochs is not None:
-            cfg.train.epochs = epochs
-        cfg.data.limit = limit
-        if data_dir is not None:
-            cfg.data.dir = str(data_dir)
+    for name, cfg in planned_runs(epochs=epochs, limit=limit, data_dir=data_dir).items():
         log(f"colorization: {name} ({cfg.arch}, target {cfg.target}, {cfg.train.epochs} epochs)")
         train_run(cfg, out / name, progress=False, data=data, log=log)
         if name == "best" and not cfg.color.calibrate:  # a calibrating config did it in train_run
@@ -207,6 +202,19 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
     runs.atomic_write_text(out / "shortcomings.md", shortcomings(rows, results, baselines, out, photo_res))
     log(f"colorization: wrote {out / 'results.md'}, {out / 'samples.png'}, {out / 'shortcomings.md'}")
     return {"runs": results, "baselines": baselines, "rows": rows, "photos": photo_res}
+
+
+def planned_runs(*, epochs: int | None = None, limit: int = 0, data_dir: str | Path | None = None) -> dict[str, RunConfig]:
+    """`study_runs` as `run_colorization_study` trains them: with its `epochs`, `limit` and
+    `data_dir` (so a caller that trains them beforehand, such as `cae reproduce`, trains the same)."""
+    planned = study_runs()
+    for cfg in planned.values():
+        if epochs is not None:
+            cfg.train.epochs = epochs
+        cfg.data.limit = limit
+        if data_dir is not None:
+            cfg.data.dir = str(data_dir)
+    return planned
 
 
 def _study_photos(out: Path, photos: str | Path | None, log: Log) -> dict | None:

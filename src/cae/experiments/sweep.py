@@ -21,9 +21,11 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cae.core import runs
+from cae.core.config import RunConfig
+from cae.core.spec import trace
 from cae.core.text import Log
 from cae.errors import CaeError
 from cae.experiments.frontier import WINNER_MAX_LATENT, WINNER_SEEDS, best_model, group_models
@@ -32,7 +34,7 @@ from cae.experiments.study import STUDY_COPY, Study, Variant, load_study, pca_re
 
 def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None, limit: int | None = None,
               data_dir: str | None = None, force: bool = False, *, jobs: int = 1, progress: bool = True,
-              log: Log = print) -> list[dict]:
+              log: Log = print, also: Sequence[tuple[str, RunConfig, Path]] = ()) -> list[dict]:
     """Train every variant of a study into OUT/<name>/, then write the comparison; returns its rows.
 
     Finished variants are skipped (unless `force`), an interrupted one resumes. The variants are
@@ -40,6 +42,9 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
     `jobs` > 1 trains that many variants at once, each in its own process (see `train_variants`);
     the processes are spawned, so a script calling this needs the `if __name__ == "__main__":`
     guard. The study folder is locked for the whole call: it alone writes study.toml and results.
+    `also`: other runs (name, config, run folder) trained by the same workers, longest first among
+    the variants, so that no worker idles while the last long variant finishes (`cae reproduce`
+    trains its colorization runs so); they take no part in the results.
     """
     study = load_study(study_path, epochs, limit, data_dir)
     out = Path(out)
@@ -51,8 +56,9 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
         log(f"study {study.title}: {n} variants, {total_macs / 1e6:.1f}M multiply-adds per image in all -> {out}")
         data = _data_once(study)
         start = time.perf_counter()
+        extra = [Job(name, f"run {name}", cfg, Path(run_dir), trace(cfg.arch).macs) for name, cfg, run_dir in also]
         trained = train_variants(study, study.variants, out, force=force, jobs=jobs, data=data, progress=progress,
-                                 log=log)
+                                 log=log, also=extra)
         if study.analysis == "frontier":
             extra = winner_seeds(study, out, data(), force, log)
             trained += train_variants(study, extra, out, force=force, jobs=jobs, data=data, progress=progress, log=log)
@@ -144,43 +150,62 @@ def _data_once(study: Study) -> Callable[[], Any]:
     return functools.cache(lambda: load_cifar10(study.variants[0].cfg.data.dir or None))
 
 
-def train_variants(study: Study, chosen: list[Variant], out: Path, *, force: bool, jobs: int,
-                   data: Callable[[], Any], progress: bool, log: Log) -> list[str]:
-    """Train the chosen variants that are not finished (all of them with `force`); their names.
+@dataclass(frozen=True)
+class Job:
+    """One run for `train_variants`: its name, how the log calls it, its config, folder and size."""
 
-    With jobs > 1, min(jobs, unfinished) worker processes train one variant each at a time.
-    A variant that fails does not stop the others; the failures are raised together at the end,
-    as one CaeError naming each failed variant.
+    name: str
+    label: str  # "variant 3/19 kernel-7", or "run colorize/best" for a run that is not a variant
+    cfg: RunConfig
+    run_dir: Path
+    macs: int
+
+    @property
+    def cost(self) -> float:
+        """Relative training cost, as `Variant.cost`: multiply-adds per image times epochs."""
+        return float(self.macs) * self.cfg.train.epochs
+
+
+def train_variants(study: Study, chosen: list[Variant], out: Path, *, force: bool, jobs: int,
+                   data: Callable[[], Any], progress: bool, log: Log, also: Sequence[Job] = ()) -> list[str]:
+    """Train the chosen variants (and the runs `also`) that are not finished (all of them with
+    `force`); their names.
+
+    With jobs > 1, min(jobs, unfinished) worker processes train one run each at a time.
+    A run that fails does not stop the others; the failures are raised together at the end,
+    as one CaeError naming each failed run.
     """
-    for v in chosen:
-        _check_finished_matches(v, out / v.name, force)
-    number = {v.name: f"{i}/{len(study.variants)}" for i, v in enumerate(study.variants, 1)}
+    index = {v.name: i for i, v in enumerate(study.variants, 1)}
+    todo = [Job(v.name, f"variant {index[v.name]}/{len(study.variants)} {v.name}", v.cfg, out / v.name, v.info.macs)
+            for v in chosen] + list(also)
+    for job in todo:
+        _check_finished_matches(job, force)
     eta = Eta(jobs=1)
     pending = []
-    for v in chosen:
-        if runs.is_finished(out / v.name) and not force:
-            eta.recorded(v, float(runs.read_json(out / v.name / runs.TEST_METRICS).get("train_seconds", 0.0)))
-            log(f"variant {number[v.name]} {v.name}: finished already, skipped (elapsed {eta.elapsed():.0f}s)")
+    for job in todo:
+        if runs.is_finished(job.run_dir) and not force:
+            eta.recorded(job, float(runs.read_json(job.run_dir / runs.TEST_METRICS).get("train_seconds", 0.0)))
+            log(f"{job.label}: finished already, skipped (elapsed {eta.elapsed():.0f}s)")
         else:
-            pending.append(v)
-    eta.left = {v.name: v.cost for v in pending}
+            pending.append(job)
+    eta.left = {job.name: job.cost for job in pending}
     eta.jobs = workers = min(jobs, len(pending)) or 1
     if workers == 1:
-        errors = _train_here(pending, out, force, data, progress, log, eta, number)
+        errors = _train_here(pending, force, data, progress, log, eta)
     else:
-        log(f"{len(pending)} variants to train in {workers} worker processes of {threads_per_worker(workers)} "
+        log(f"{len(pending)} runs to train in {workers} worker processes of {threads_per_worker(workers)} "
             "thread(s) each")
-        errors = _train_in_workers(pending, out, force, workers, log, eta, number)
+        errors = _train_in_workers(pending, force, workers, log, eta)
     if errors:
         raise CaeError(_failure_line(errors, len(pending)))
-    return [v.name for v in pending]
+    return [job.name for job in pending]
 
 
 def _failure_line(errors: dict[str, str], tried: int) -> str:
     others = "" if len(errors) == tried else f" ({tried - len(errors)} other(s) finished)"
-    return (f"{len(errors)} of {tried} variants failed{others}: "
+    return (f"{len(errors)} of {tried} runs failed{others}: "
             + "; ".join(f"{name}: {msg}" for name, msg in errors.items())
-            + "; fix it and run the same command again (finished variants are skipped)")
+            + "; fix it and run the same command again (finished runs are skipped)")
 
 
 @dataclass
@@ -203,11 +228,11 @@ class Eta:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def recorded(self, v: Variant, seconds: float) -> None:
+    def recorded(self, v: Job, seconds: float) -> None:
         if seconds > 0:
             self.earlier = [self.earlier[0] + v.cost, self.earlier[1] + seconds]
 
-    def finished(self, v: Variant, seconds: float) -> None:
+    def finished(self, v: Job, seconds: float) -> None:
         self.left.pop(v.name, None)
         self.timed = [self.timed[0] + v.cost, self.timed[1] + seconds]
 
@@ -219,27 +244,26 @@ class Eta:
         return f"elapsed {self.elapsed():.0f}s, estimated remaining {work * seconds / cost:.0f}s"
 
 
-def _start_line(v: Variant, number: str, eta: Eta) -> str:
-    return (f"variant {number} {v.name}: {eta.line()} "
-            f"({v.info.macs / 1e6:.2f}M MACs x {v.cfg.train.epochs} epochs)")
+def _start_line(job: Job, eta: Eta) -> str:
+    return f"{job.label}: {eta.line()} ({job.macs / 1e6:.2f}M MACs x {job.cfg.train.epochs} epochs)"
 
 
-def _train_here(pending: list[Variant], out: Path, force: bool, data: Callable[[], Any], progress: bool,
-                log: Log, eta: Eta, number: dict[str, str]) -> dict[str, str]:
-    """Train the variants one after another in this process; {name: error} of those that failed."""
+def _train_here(pending: list[Job], force: bool, data: Callable[[], Any], progress: bool, log: Log,
+                eta: Eta) -> dict[str, str]:
+    """Train the runs one after another in this process; {name: error} of those that failed."""
     from cae import train_run
 
     errors = {}
-    for v in pending:
-        log(_start_line(v, number[v.name], eta))
+    for job in pending:
+        log(_start_line(job, eta))
         t0 = time.perf_counter()
         try:
-            train_run(v.cfg, out / v.name, force=force, progress=progress, data=data(), log=log)
-        except Exception as e:  # noqa: BLE001 - reported with the variant's name once the others ran
-            errors[v.name] = _one_line(e, log)
-            log(f"variant {number[v.name]} {v.name}: failed: {errors[v.name]}")
+            train_run(job.cfg, job.run_dir, force=force, progress=progress, data=data(), log=log)
+        except Exception as e:  # noqa: BLE001 - reported with the run's name once the others ran
+            errors[job.name] = _one_line(e, log)
+            log(f"{job.label}: failed: {errors[job.name]}")
             continue
-        eta.finished(v, time.perf_counter() - t0)
+        eta.finished(job, time.perf_counter() - t0)
     return errors
 
 
@@ -304,9 +328,8 @@ def default_jobs() -> int:
 
 
 
-def _train_in_workers(pending: list[Variant], out: Path, force: bool, workers: int, log: Log, eta: Eta,
-                      number: dict[str, str]) -> dict[str, str]:
-    """Train the variants in `workers` spawned processes; {name: error} of those that failed.
+def _train_in_workers(pending: list[Job], force: bool, workers: int, log: Log, eta: Eta) -> dict[str, str]:
+    """Train the runs in `workers` spawned processes; {name: error} of those that failed.
 
     Any interruption of this process (Ctrl-C, SIGTERM via the CLI) stops the workers the same
     clean way before it propagates: each abandons the epoch under way, releases its run lock and
@@ -314,8 +337,8 @@ def _train_in_workers(pending: list[Variant], out: Path, force: bool, workers: i
     """
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools or locks
     tasks, events = ctx.Queue(), ctx.Queue()
-    for v in sorted(pending, key=lambda v: -v.cost):  # longest first: the last to finish is a short one
-        tasks.put((v.name, v.cfg, str(out / v.name), force))
+    for job in sorted(pending, key=lambda job: -job.cost):  # longest first: the last to finish is a short one
+        tasks.put((job.name, job.cfg, str(job.run_dir), force))
     for _ in range(workers):
         tasks.put(None)  # one "no more work" per worker
     procs = [ctx.Process(target=_worker_main, args=(tasks, events, threads_per_worker(workers)),
@@ -323,7 +346,7 @@ def _train_in_workers(pending: list[Variant], out: Path, force: bool, workers: i
     for p in procs:
         p.start()
     try:
-        return _collect(procs, events, {v.name: v for v in pending}, log, eta, number)
+        return _collect(procs, events, {job.name: job for job in pending}, log, eta)
     except BaseException:
         _stop_workers(procs, events, log)
         raise
@@ -333,8 +356,7 @@ def _train_in_workers(pending: list[Variant], out: Path, force: bool, workers: i
             p.join(timeout=STOP_GRACE_SECONDS)
 
 
-def _collect(procs: list, events: Any, waiting: dict[str, Variant], log: Log, eta: Eta,
-             number: dict[str, str]) -> dict[str, str]:
+def _collect(procs: list, events: Any, waiting: dict[str, Job], log: Log, eta: Eta) -> dict[str, str]:
     """Relay the workers' reports until every variant is done or failed; {name: error}."""
     errors: dict[str, str] = {}
     running: dict[int, str] = {}  # worker pid -> the variant it trains
@@ -349,18 +371,18 @@ def _collect(procs: list, events: Any, waiting: dict[str, Variant], log: Log, et
             log(f"[{name}] {payload}")
         elif kind == "start" and v:
             running[payload] = name
-            log(_start_line(v, number[name], eta))
+            log(_start_line(v, eta))
         elif kind == "done" and v:
             eta.finished(waiting.pop(name), payload)
-            log(f"variant {number[name]} {name}: trained in {payload:.0f}s ({eta.line()})")
+            log(f"{v.label}: trained in {payload:.0f}s ({eta.line()})")
         elif kind in ("error", "stopped") and v:
             errors[name] = payload if kind == "error" else "its worker was stopped (interrupted)"
             waiting.pop(name)
-            log(f"variant {number[name]} {name}: failed: {errors[name]}")
+            log(f"{v.label}: failed: {errors[name]}")
     return errors
 
 
-def _account_dead_workers(procs: list, running: dict[int, str], waiting: dict[str, Variant],
+def _account_dead_workers(procs: list, running: dict[int, str], waiting: dict[str, Job],
                           errors: dict[str, str], log: Log) -> None:
     """A worker that died without reporting (killed, out of memory) fails its variant; when no
     worker is left, the variants nobody took fail too. Called when no report is pending: a dead
@@ -370,7 +392,7 @@ def _account_dead_workers(procs: list, running: dict[int, str], waiting: dict[st
         if not p.is_alive() and name in waiting:
             errors[name] = f"its worker process died (exit code {p.exitcode})"
             waiting.pop(name)
-            log(f"variant {name}: failed: {errors[name]}")
+            log(f"{waiting[name].label}: failed: {errors[name]}")
     if waiting and not any(p.is_alive() for p in procs):
         codes = ", ".join(str(p.exitcode) for p in procs)
         for name in list(waiting):
@@ -446,13 +468,13 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _check_finished_matches(v: Variant, run_dir: Path, force: bool) -> None:
+def _check_finished_matches(job: Job, force: bool) -> None:
     """A finished run trained with other settings (e.g. an earlier --limit) must not be reused silently."""
-    if force or not runs.is_finished(run_dir):
+    if force or not runs.is_finished(job.run_dir):
         return
     from cae.core.config import differences, load_config
 
-    diff = differences(load_config(run_dir / runs.CONFIG), v.cfg)
+    diff = differences(load_config(job.run_dir / runs.CONFIG), job.cfg)
     if diff:
-        raise CaeError(f"variant {v.name!r}: the finished run {run_dir} was trained with other settings "
+        raise CaeError(f"{job.label}: the finished run {job.run_dir} was trained with other settings "
                        f"({', '.join(diff)} differ); use another --out, the same flags, or --force to retrain")
