@@ -58,6 +58,24 @@ def test_block_follows_the_numbers(quick_reproduce: QuickRun, tmp_path: Path) ->
         writer.writeheader()
         writer.writerows(front)
     assert f"beats PCA at latent {front[-1]['latent_size']} of {len(front)} sizes" in results_block(root)
+    # a run made with its CPU limited (e.g. to AVX2 for a comparison) says so
+    repro = runs.read_json(root / "reproducibility.json")
+    assert "with `" not in results_block(root)
+    repro["machine"]["speed_settings"] = "ONEDNN_MAX_CPU_ISA=AVX2"
+    runs.write_json(root / "reproducibility.json", repro)
+    assert "2 cores, with `ONEDNN_MAX_CPU_ISA=AVX2`, torch" in results_block(root).replace(
+        f"{repro['machine']['cpu_count']} cores", "2 cores")
+
+
+def test_the_machine_record_names_what_limits_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cae.reproduce import SPEED_VARIABLES, _machine
+
+    for var in SPEED_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    assert _machine()["speed_settings"] is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert _machine()["speed_settings"] == "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2"
 
 
 def test_replace_block_keeps_the_rest() -> None:

@@ -59,7 +59,8 @@ def results_block(root: Path) -> str:
     machine = repro["machine"]
     lines = [f"Measured by `{without_out(repro['command'])}` in {duration(repro['total_seconds'])} on "
              f"{machine.get('cpu', machine.get('cpu_model'))}, {machine['cpu_count']} cores, "
-             f"torch {repro['versions'].get('torch', '?')}; test split of the shared CIFAR-10 copy.",
+             + (f"with `{machine['speed_settings']}`, " if machine.get("speed_settings") else "")
+             + f"torch {repro['versions'].get('torch', '?')}; test split of the shared CIFAR-10 copy.",
              "", "| | latent | test MSE | note |", "|---|---|---|---|",
              f"| reference CAE | {number(ref['latent_size'])} | {number(ref['mse'], 'mse')} | "
              f"PSNR {number(ref['psnr'], 'psnr')} dB, SSIM {number(ref['ssim'], 'ssim')} |",
