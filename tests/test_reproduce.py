@@ -306,3 +306,18 @@ def test_report_shows_the_colorizer_on_real_photos(quick_reproduce: QuickRun) ->
     assert f"mean gain {result['summary']['mean_gain_db']:+.2f} dB over gray" in section
     assert all(f"| {r['name']} |" in section for r in result["photos"])
     assert (out / "colorize" / "photos" / "photos.png").is_file() and "photos.png" in section
+
+
+def test_the_first_estimate_scales_with_the_epochs(tmp_path: Path) -> None:
+    """Before any step is timed the estimate is the steps' costs at a prior rate: `--epochs 1`
+    trains a tenth of the full run, and the estimate says so."""
+    from cae.reproduce import Settings, _load_state, _Pipeline
+
+    def first_estimate(epochs: int | None) -> float:
+        settings = Settings(quick=False, epochs=epochs, limit=0)
+        state = _load_state(tmp_path / f"e{epochs}", settings, force=False)
+        return _Pipeline(tmp_path / f"e{epochs}", settings, None, False, print, state)._eta(list(STEPS))
+
+    full, one = first_estimate(None), first_estimate(1)
+    assert 0.09 * full < one < 0.2 * full
+    assert first_estimate(10) == pytest.approx(full)

@@ -54,6 +54,7 @@ DATA_FILE = "data.json"
 LATENT_FILE = "latent.json"
 QUICK_LIMIT = 1500  # images in the quick subset (1,200 train / 150 val / 150 test)
 QUICK_EPOCHS = 1
+FULL_EPOCHS = 10  # the epochs of every run in the shipped study files and the colorization study
 QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's latent sizes
 SPEED_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "CAE_FAST")
 REFERENCE_VARIANT = "reference"  # the study file's variant that the reference step trains
@@ -72,6 +73,7 @@ class Step:
     title: str
     cost: float
     quick_cost: float
+    trains: bool = False  # its cost is training, so it scales with --epochs
 
 
 # Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
@@ -79,11 +81,11 @@ class Step:
 # runs its CPU workers train (on one GPU, where they are not pooled, the colorize step takes ~6).
 STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
-    Step("reference", "reference CAE", 1.0, 1.0),
+    Step("reference", "reference CAE", 1.0, 1.0, trains=True),
     Step("latent", "latent size", 0.0, 0.0),
-    Step("study", "architecture study", 19.0, 1.5),
-    Step("frontier", "frontier study", 50.0, 1.5),
-    Step("colorize", "colorization study", 0.1, 2.5),
+    Step("study", "architecture study", 19.0, 1.5, trains=True),
+    Step("frontier", "frontier study", 50.0, 1.5, trains=True),
+    Step("colorize", "colorization study", 0.1, 2.5),  # its runs are trained in the study step
     Step("report", "report", 0.01, 0.05),
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
@@ -210,7 +212,10 @@ class _Pipeline:
     def _cost(self, step: Step) -> float:
         if not self._asked(step):
             return 0.0
-        return step.quick_cost if self.settings.quick else step.cost
+        if self.settings.quick:
+            return step.quick_cost
+        # the full costs are of the files' 10-epoch runs; --epochs N scales the training in them
+        return step.cost * (self.settings.epochs / FULL_EPOCHS if self.settings.epochs and step.trains else 1.0)
 
     def _eta(self, remaining: list[Step]) -> float:
         """Seconds left: remaining cost times the rate measured on finished steps (else a prior)."""
