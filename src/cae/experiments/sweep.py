@@ -56,9 +56,9 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
         log(f"study {study.title}: {n} variants, {total_macs / 1e6:.1f}M multiply-adds per image in all -> {out}")
         data = _data_once(study)
         start = time.perf_counter()
-        extra = [Job(name, f"run {name}", cfg, Path(run_dir), trace(cfg.arch).macs) for name, cfg, run_dir in also]
+        pooled = [Job(name, f"run {name}", cfg, Path(run_dir), trace(cfg.arch).macs) for name, cfg, run_dir in also]
         trained = train_variants(study, study.variants, out, force=force, jobs=jobs, data=data, progress=progress,
-                                 log=log, also=extra)
+                                 log=log, also=pooled)
         if study.analysis == "frontier":
             extra = winner_seeds(study, out, data(), force, log)
             trained += train_variants(study, extra, out, force=force, jobs=jobs, data=data, progress=progress, log=log)
