@@ -7,7 +7,7 @@ import torch
 
 from cae.core.color import chroma, gray_rgb, merge_chroma
 from cae.core.data import luma
-from cae.core.metrics import colorfulness, psnr_from_mse, ssim_per_image
+from cae.core.metrics import SoftTargetCrossEntropy, colorfulness, psnr_from_mse, ssim_per_image
 
 
 @pytest.fixture
@@ -64,3 +64,26 @@ def test_psnr_of_known_mse():
 def test_ssim_of_identical_images_is_one(rgb):
     assert torch.allclose(ssim_per_image(rgb, rgb), torch.ones(len(rgb)), atol=1e-5)
     assert (ssim_per_image(rgb, rgb.flip(-1)) < 0.5).all()
+
+
+def _soft_target_ce_by_autograd(logits, idx, w):
+    return -(torch.gather(torch.log_softmax(logits, dim=-1), -1, idx) * w).sum(dim=-1).mean()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_soft_target_cross_entropy_matches_autograd(weighted):
+    """The written-out backward gives autograd's gradient of the same formula (double precision,
+    so the two orders of summation agree to rounding), with bins shared between a pixel's targets."""
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(2, 3, 5, 9, generator=g, dtype=torch.float64)).requires_grad_()
+    idx = torch.randint(0, 9, (2, 3, 5, 4), generator=g)
+    idx[..., 1] = idx[..., 0]  # a bin named twice: its weights add up
+    w = torch.rand(2, 3, 5, 4, generator=g, dtype=torch.float64)
+    w = w / w.sum(dim=-1, keepdim=True) * (torch.rand(2, 3, 5, 1, generator=g, dtype=torch.float64) + 0.5 if weighted else 1)
+    loss = SoftTargetCrossEntropy.apply(logits, idx, w)
+    (grad,) = torch.autograd.grad(2.5 * loss, logits)
+    ref = _soft_target_ce_by_autograd(logits, idx, w)
+    (ref_grad,) = torch.autograd.grad(2.5 * ref, logits)
+    assert torch.allclose(loss, ref, rtol=1e-12)
+    assert torch.allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda z: SoftTargetCrossEntropy.apply(z, idx, w), (logits,))

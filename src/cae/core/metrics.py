@@ -1,4 +1,5 @@
-"""Image metrics on RGB in [0, 1]: MSE, PSNR, SSIM, chrominance error, colorfulness.
+"""Image metrics on RGB in [0, 1]: MSE, PSNR, SSIM, chrominance error, colorfulness; and the
+chroma classifier's loss, cross-entropy against soft targets.
 
 Metrics are accumulated as sums over images (`MetricSums`), so a split's figure is exact
 however it is batched or sharded across processes (sums are all-reduced, then divided)."""
@@ -29,6 +30,29 @@ def squared_error_sum(pred: torch.Tensor, target: torch.Tensor, clamp: bool = Fa
     cl = d.dim() == 4 and d.is_contiguous(memory_format=torch.channels_last)
     flat = (d.permute(0, 2, 3, 1) if cl else d).reshape(-1)
     return torch.dot(flat, flat)
+
+
+class SoftTargetCrossEntropy(torch.autograd.Function):
+    """Mean over pixels of -sum_k w_k log softmax(z)[idx_k]: cross-entropy of logits z (..., Q)
+    against soft targets given sparsely, K bins per pixel (idx, w: (..., K)).
+
+    The backward is written out, d/dz = softmax(z) * sum_k w_k - (w scattered to idx): one exp
+    over the logits. Autograd's own route zero-fills a dense gradient of the gather, scatters
+    into it, then runs log_softmax's backward: three passes over Q values a pixel, which made
+    most of a U-Net colorizer's training step."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        logp = torch.log_softmax(logits, dim=-1)
+        ctx.save_for_backward(logp, idx, w)
+        return -(torch.gather(logp, -1, idx) * w).sum(dim=-1).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:  # noqa: ANN001
+        logp, idx, w = ctx.saved_tensors
+        scale = grad / w[..., 0].numel()  # the mean over pixels
+        g = torch.exp(logp).mul_(w.sum(dim=-1, keepdim=True) * scale)
+        return g.scatter_add_(-1, idx, w * -scale), None, None
 
 
 def psnr_from_mse(m: float) -> float:

@@ -21,6 +21,7 @@ from torch import nn
 from cae.core.color import chroma, merge_chroma, soft_bins
 from cae.core.config import RunConfig
 from cae.core.data import luma
+from cae.core.metrics import SoftTargetCrossEntropy
 
 
 @functools.lru_cache(maxsize=16)
@@ -95,10 +96,10 @@ class Task:
         rgb = torch.div(images_u8, 255)
         # the softmax over the last dim of an (N,H,W,Q) view: the logits are channels_last, and the
         # softmax along their contiguous dim is several times faster than along dim 1 of NCHW
-        logp = torch.log_softmax(model(self.network_input(rgb)).float().permute(0, 2, 3, 1), dim=-1)
+        logits = model(self.network_input(rgb)).float().permute(0, 2, 3, 1)
         # the logits may be coarser than the image: the target is the chroma averaged to their size
-        target = nn.functional.adaptive_avg_pool2d(chroma(rgb), logp.shape[1:3])
+        target = nn.functional.adaptive_avg_pool2d(chroma(rgb), logits.shape[1:3])
         idx, w = (t.permute(0, 2, 3, 1) for t in soft_bins(target, self.bins))
         if weights is not None:  # a pixel's weight: its soft target's mean bin weight (Zhang et al. eq. 3)
             w = w * (weights[idx] * w).sum(dim=-1, keepdim=True)
-        return -(torch.gather(logp, -1, idx) * w).sum(dim=-1).mean()
+        return SoftTargetCrossEntropy.apply(logits, idx, w)
