@@ -149,6 +149,8 @@ def test_bad_flag_values_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "data.limit" in one_error_line(capsys)
     assert main(["train", "--device", "tpu", "--out", str(tmp_path / "r"), "--data", str(tmp_path)]) == 2
     assert "tpu" in one_error_line(capsys)
+    assert main(["train", "--val-subset", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "train.val_subset" in one_error_line(capsys)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -181,3 +183,24 @@ def test_flip_flag_trains_on_mirrored_images(run: Path, data_dir: Path, tmp_path
     assert load_config(out / runs.CONFIG).train.flip and not load_config(run / runs.CONFIG).train.flip
     mse = [runs.read_json(r / runs.TEST_METRICS)["mse"] for r in (run, out)]
     assert mse[0] != mse[1]
+
+
+def test_val_subset_picks_the_best_epoch_on_it_and_reports_the_whole_split(data_dir: Path, tmp_path: Path,
+                                                                           one_thread: None) -> None:
+    """`--val-subset N`: each epoch's val_mse is the MSE on the first N validation images; the
+    reported val_mse is the best epoch's model on the whole split."""
+    from cae.core.train import evaluate, load_run, prepare
+
+    out = tmp_path / "sub"
+    assert main(["train", "--data", str(data_dir), "--limit", "600", "--epochs", "2", "--device", "cpu",
+                 "--out", str(out), "--quiet", "--val-subset", "20"]) == 0
+    model, cfg, task = load_run(out)
+    assert cfg.train.val_subset == 20
+    p = prepare(cfg, split=runs.load_split(out / runs.SPLIT))
+    rows = runs.read_metrics_csv(out / runs.METRICS)
+    best = min(rows, key=lambda r: r["val_mse"])
+    reported = runs.read_json(out / runs.TEST_METRICS)
+    assert reported["best_epoch"] == best["epoch"] and len(p.val) == 60
+    assert evaluate(model, p.val[:20], task)["mse"] == pytest.approx(best["val_mse"], rel=1e-6)
+    assert evaluate(model, p.val, task)["mse"] == pytest.approx(reported["val_mse"], rel=1e-6)
+    assert reported["val_mse"] != pytest.approx(best["val_mse"], rel=1e-3)

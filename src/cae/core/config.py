@@ -55,6 +55,10 @@ class TrainConfig:
     precision: str = "auto"  # 'auto': bf16 autocast where the CPU/GPU runs it natively
     device: str = "auto"
     eval_batch_size: int = 1000
+    # validate each epoch on the first N validation images only (0: all of them): the best epoch
+    # is chosen on them, then its model is evaluated on the whole split, the val_mse reported.
+    # The split is shuffled, so the first N are a random sample; a study sets it to save time.
+    val_subset: int = 0
     # mirror a seeded half of each epoch's training images left-right (a photo's mirror image is
     # as likely as the photo); off by default, so the figures measured without it stay
     flip: bool = False
@@ -134,6 +138,8 @@ class RunConfig:
                             ("train.eval_batch_size", self.train.eval_batch_size)):
             if value < 1:
                 raise CaeError(f"{name} must be at least 1, got {value}")
+        if self.train.val_subset < 0:
+            raise CaeError(f"train.val_subset must be 0 (the whole split) or a number of images, got {self.train.val_subset}")
         if not self.train.lr > 0:
             raise CaeError(f"train.lr must be positive, got {self.train.lr}")
         if self.data.limit < 0 or 0 < self.data.limit < 30:

@@ -26,12 +26,12 @@ def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def plot_loss(rows: Sequence[dict], path: Path, title: str = "") -> None:
+def plot_loss(rows: Sequence[dict], path: Path, title: str = "", val_label: str = "validation") -> None:
     """Training and validation MSE per epoch (log scale)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_mse"] for r in rows], "o-", label="training (running mean over the epoch)")
-    ax.plot(epochs, [r["val_mse"] for r in rows], "s-", label="validation")
+    ax.plot(epochs, [r["val_mse"] for r in rows], "s-", label=val_label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("MSE (pixels in [0, 1])")
     ax.set_yscale("log")

@@ -3,7 +3,8 @@
 A run folder holds:
   config.toml         the exact RunConfig used
   split.npz           train/val/test indices into the pooled 60,000 images
-  metrics.csv         epoch, train_mse, val_mse, lr, seconds (one row per finished epoch)
+  metrics.csv         epoch, train_mse, val_mse, lr, seconds (one row per finished epoch; val_mse
+                      on the first train.val_subset validation images when that is set)
   last.pt             resume state of the last finished epoch (model, optimizer, scheduler, RNG)
   best.pt             state_dict of the best-validation epoch
   test_metrics.json   test-split metrics of best.pt; its presence marks the run as finished

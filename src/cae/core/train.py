@@ -217,7 +217,8 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
             if p.device.type == "cpu" or i % 50 == 0 or i == steps - 1:  # a GPU check syncs: not every step
                 _check_finite(loss, d, epoch, i, lr)
         train_mse = all_reduce(loss_sum.cpu(), d).item() / (steps * d.world)
-        val = evaluate(model, shard(p.val, d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
+        val = evaluate(model, shard(p.val[:t.val_subset or None], d), p.task, t.eval_batch_size, p.amp,
+                       full=False, d=d)["mse"]
         rows.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val, "lr": lr,
                      "seconds": time.perf_counter() - t0})
         if d.main:
@@ -362,12 +363,13 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
             d: Dist, log: Log) -> dict:
     """Evaluate the best checkpoint on the test split; write plots, then test_metrics.json last."""
     model.load_state_dict(runs.load_torch(out / runs.BEST, p.device))
+    best = min(rows, key=lambda r: r["val_mse"])
+    val_mse = _full_val_mse(p, model, best, d)  # before a calibration changes the decoding
     calibration = {}
     if p.cfg.color.calibrate:  # every rank picks the same decoding (same model, same validation split)
         calibration = calibrate_decoding(model, p, out, d, log)
     test = evaluate(model, shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
-    best = min(rows, key=lambda r: r["val_mse"])
-    result = {**test, "best_epoch": best["epoch"], "val_mse": best["val_mse"], "epochs": len(rows),
+    result = {**test, "best_epoch": best["epoch"], "val_mse": val_mse, "epochs": len(rows),
               "train_seconds": sum(r["seconds"] for r in rows), "params": params, "latent_size": latent_size,
               "task": p.cfg.task, "target": p.cfg.target, "arch": p.cfg.arch, "world_size": d.world,
               "device": p.device.type, "precision": PRECISION_NAMES[p.amp],
@@ -375,12 +377,23 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
     if d.main:
         from cae.core.plots import plot_loss, save_samples
 
-        plot_loss(rows, out / "loss.png", title=f"{p.cfg.arch} ({p.cfg.task})")
+        n_val = min(p.cfg.train.val_subset or len(p.val), len(p.val))
+        plot_loss(rows, out / "loss.png", title=f"{p.cfg.arch} ({p.cfg.task})",
+                  val_label="validation" if n_val == len(p.val) else f"validation (first {n_val:,} images)")
         save_samples(model, p.test[:10], p.task, out / "samples.png")
         runs.write_json(out / runs.TEST_METRICS, result)
         log(f"test  mse {test['mse']:.5f}  psnr {test['psnr']:.2f} dB  ssim {test['ssim']:.4f}  -> {out}")
     barrier(d)
     return result
+
+
+def _full_val_mse(p: Prepared, model: nn.Module, best: dict, d: Dist) -> float:
+    """The best epoch's validation MSE on the whole split (its row has it already unless the
+    epochs were validated on a subset)."""
+    if not p.cfg.train.val_subset or p.cfg.train.val_subset >= len(p.val):
+        return best["val_mse"]
+    t = p.cfg.train
+    return evaluate(model, shard(p.val, d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
 
 
 # ----------------------------------------------------------------------------- the run folder
