@@ -32,7 +32,7 @@ def test_every_step_finished_and_recorded(quick_reproduce: QuickRun) -> None:
     out = quick_reproduce.out
     state = json.loads((out / "steps.json").read_text())
     assert state["settings"] == {"quick": True, "epochs": None, "limit": QUICK_LIMIT}
-    assert [s.key for s in STEPS] == ["data", "reference", "latent", "study", "frontier", "colorize", "report"]
+    assert [s.key for s in STEPS] == ["data", "latent", "study", "reference", "frontier", "colorize", "report"]
     for s in STEPS:
         rec = state["steps"][s.key]
         assert rec["status"] == "done", s.key
@@ -60,12 +60,13 @@ def test_quick_run_is_small_and_consistent(quick_reproduce: QuickRun) -> None:
     with open(out / "study/results.csv", newline="") as f:
         conv = [r for r in csv.DictReader(f) if not r["name"].startswith("pca-")]
     assert len(conv) == QUICK_VARIANTS and len({r["latent_size"] for r in conv}) == QUICK_VARIANTS
-    # the reference step's run is the study's reference variant, trained once
+    # the reference step's run is the study's reference variant, trained once (by the study)
     ref = next(r for r in conv if r["name"] == "reference")
     reference = json.loads((out / "reference/test_metrics.json").read_text())
     assert float(ref["test_mse"]) == pytest.approx(reference["mse"], rel=1e-5)  # results.csv keeps 6 digits
-    assert "the study's reference variant is the reference step's run" in quick_reproduce.stdout
-    assert re.search(r"variant \d+/\d+ reference: finished already, skipped", quick_reproduce.stdout)
+    assert f"{out / 'reference'} is {out / 'study' / 'reference'} (the same run): copied" in quick_reproduce.stdout
+    assert re.search(r"reference is already finished \(test MSE", quick_reproduce.stdout)
+    assert not (out / "reference" / ".lock").exists()
 
 
 @SLOW

@@ -1,10 +1,11 @@
 """`cae reproduce`: the whole study in seven resumable steps, ending in report.html.
 
     1 data        split sizes, class balance, normalization       -> OUT/data.json
-    2 reference   the reference CAE (the study's pinned settings, 10 epochs) -> OUT/reference/
-    3 latent      the reference's shape trace and latent size       -> OUT/latent.json
-    4 study       the architecture study (cae/studies/architecture.toml) -> OUT/study/;
+    2 latent      the reference's shape trace and latent size       -> OUT/latent.json
+    3 study       the architecture study (cae/studies/architecture.toml) -> OUT/study/;
                   its worker processes also train the colorization runs -> OUT/colorize/<run>/
+    4 reference   the reference CAE: the study's reference variant (its pinned settings,
+                  10 epochs), copied out of the study            -> OUT/reference/
     5 frontier    with `frontier=True` (--frontier) only: the frontier study
                   (cae/studies/frontier.toml), CAE against PCA    -> OUT/frontier/
     6 colorize    the colorization study (its runs' evaluation, tables, photos) -> OUT/colorize/
@@ -57,7 +58,7 @@ QUICK_EPOCHS = 1
 FULL_EPOCHS = 10  # the epochs of every run in the shipped study files and the colorization study
 QUICK_VARIANTS = 4  # study variants kept in quick mode, spread over the study's latent sizes
 SPEED_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "CAE_FAST")
-REFERENCE_VARIANT = "reference"  # the study file's variant that the reference step trains
+REFERENCE_VARIANT = "reference"  # the study file's variant that is the reference step's run
 STUDY_NAME = "architecture.toml"
 FRONTIER_NAME = "frontier.toml"
 
@@ -81,9 +82,10 @@ class Step:
 # runs its CPU workers train (on one GPU, where they are not pooled, the colorize step takes ~6).
 STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
-    Step("reference", "reference CAE", 1.0, 1.0, trains=True),
     Step("latent", "latent size", 0.0, 0.0),
-    Step("study", "architecture study", 19.0, 1.5, trains=True),
+    # the study trains the reference among its variants (one thread in a worker, not two in turn)
+    Step("study", "architecture study", 19.7, 2.5, trains=True),
+    Step("reference", "reference CAE", 0.01, 0.01),
     Step("frontier", "frontier study", 50.0, 1.5, trains=True),
     Step("colorize", "colorization study", 0.1, 2.5),  # its runs are trained in the study step
     Step("report", "report", 0.01, 0.05),
@@ -287,7 +289,7 @@ class _Pipeline:
 
     def _reference_config(self):  # noqa: ANN202 - RunConfig
         """The study file's "reference" variant: the handout's CAE at the settings the study pins
-        (float32, batch 64, lr 7e-3), so the reference step's run is also the study's reference."""
+        (float32, batch 64, lr 7e-3), so the study's reference is also the reference step's run."""
         from cae.experiments.study import load_study, study_file
 
         study = load_study(study_file(STUDY_NAME), self._epochs(), self.settings.limit or None, self.data_dir)
@@ -298,10 +300,15 @@ class _Pipeline:
         return self.settings.epochs or (QUICK_EPOCHS if self.settings.quick else None)
 
     def step_reference(self) -> None:
+        """Copy the study's reference variant out (train_run then checks that its config is the
+        reference's); train it here only if the study has not (a folder from an earlier version)."""
         from cae import train_run
 
-        train_run(self._reference_config(), self.out / "reference", force=self.force, data=self.data(),
-                  log=self.log)
+        src, dest = self.out / "study" / REFERENCE_VARIANT, self.out / "reference"
+        copied = runs.is_finished(src) and (self.force or not runs.is_finished(dest))
+        if copied:
+            self._copy_run(src, dest)
+        train_run(self._reference_config(), dest, force=self.force and not copied, data=self.data(), log=self.log)
 
     def step_latent(self) -> None:
         from cae.core.spec import trace
@@ -317,8 +324,6 @@ class _Pipeline:
         path = study_file(name)
         if self.settings.quick:
             path = quick_study(path, self.out / f"{folder}-quick.toml")
-        if folder == "study" and not self.force:
-            self._reuse_reference(self.out / folder / REFERENCE_VARIANT)
         # quick variants train in seconds, less than a worker process takes to start (spawn, import
         # torch, read the data): one process. The full study's variants take minutes: one per core.
         jobs = 1 if self.settings.quick else default_jobs()
@@ -327,17 +332,15 @@ class _Pipeline:
                   data_dir=self.data_dir, force=self.force, jobs=jobs, log=self.log, also=also)
         self.colorize_trained = self.colorize_trained or bool(also)
 
-    def _reuse_reference(self, dest: Path) -> None:
-        """Copy the reference step's run in as the study's reference variant (the same config, see
-        `_reference_config`), so it is not trained twice; the sweep checks that the configs match.
-        (With --force the sweep trains every variant again, this one too.)"""
-        src = self.out / "reference"
-        if runs.is_finished(src) and not dest.exists():
-            tmp = dest.with_name(f".{dest.name}.copying")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(runs.LOCK))
-            tmp.rename(dest)  # atomic: an interrupted copy leaves no half run folder behind
-            self.log(f"the study's {REFERENCE_VARIANT} variant is the reference step's run: copied from {src}")
+    def _copy_run(self, src: Path, dest: Path) -> None:
+        """Copy the finished run `src` to `dest`, replacing it: the study's reference variant and the
+        reference step's run are one run (`_reference_config`), trained once."""
+        tmp = dest.with_name(f".{dest.name}.copying")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(runs.LOCK))
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)  # an interrupted copy leaves no half run folder behind
+        self.log(f"{dest} is {src} (the same run): copied")
 
     def _colorization_runs(self) -> list:
         """The colorization step's runs, for the study's workers to train: pooled, the last long

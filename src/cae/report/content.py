@@ -194,7 +194,7 @@ def _data(b: _Builder) -> None:
 def _reference(b: _Builder) -> None:
     lat = b.json("latent.json")
     if lat is None:
-        b.add(Missing(f"latent-size computation: {NOT_RUN} (step 3 writes latent.json)"))
+        b.add(Missing(f"latent-size computation: {NOT_RUN} (step 2 writes latent.json)"))
     else:
         b.add(Para(f"Architecture `{lat['spec']}`. The size of a convolution's output follows "
                    "C·((W−K+2P)/S+1)² for C filters of size K, stride S and padding P on a W×W input; "
@@ -209,7 +209,7 @@ def _reference(b: _Builder) -> None:
                    f"Parameters: {number(lat['params'])}; multiply-adds per image: {number(lat['macs'])}."))
     t = b.json("reference/test_metrics.json")
     if t is None:
-        b.add(Missing(f"reference training run: {NOT_RUN} (step 2 trains reference/)"))
+        b.add(Missing(f"reference training run: {NOT_RUN} (step 4 copies the study's reference variant to reference/)"))
         return
     b.add(Table(["metric", "value"], [
         ["test MSE", number(t["mse"], "mse")], ["test PSNR (dB)", number(t["psnr"], "psnr")],
@@ -230,7 +230,7 @@ def _is_pca(r: dict) -> bool:
 
 def _study(b: _Builder) -> None:
     if not (b.root / "study/results.csv").is_file():
-        b.add(Missing(f"architecture study: {NOT_RUN} (step 4 writes study/results.csv)"))
+        b.add(Missing(f"architecture study: {NOT_RUN} (step 3 writes study/results.csv)"))
         return
     rows = b.csv_table("study/results.csv", STUDY_COLUMNS,
                        "Architecture study: one row per variant (MSE, PSNR and SSIM on the test split; "
@@ -315,7 +315,7 @@ def _subsection(md_text: str, word: str) -> str:
 def _colorize(b: _Builder) -> None:
     root = b.root / "colorize"
     if not (root / "results.csv").is_file():
-        b.add(Missing(f"colorization study: {NOT_RUN} (step 5 writes colorize/results.csv)"))
+        b.add(Missing(f"colorization study: {NOT_RUN} (step 6 writes colorize/results.csv)"))
         return
     b.add(Para("The network sees only the luma Y = 0.299 R + 0.587 G + 0.114 B of a test image and predicts "
                "its colours, either RGB directly or the chrominance merged with the given luma; the baselines "
