@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from cae.core import data
-from cae.core.data import (FOLDER, RECORD_BYTES, TEST_FILE, TRAIN_FILES, class_balance, extract_archive, load_cifar10,
-                      read_batch_file, resolve_data_dir, split_indices)
+from cae.core.data import (FOLDER, RECORD_BYTES, TEST_FILE, TRAIN_FILES, channel_stats, class_balance, extract_archive,
+                           load_cifar10, read_batch_file, resolve_data_dir, split_indices)
 from cae.errors import CaeError
 from conftest import require
 
@@ -236,3 +236,16 @@ def test_real_cifar10() -> None:
     assert int(d.labels.min()) == 0 and int(d.labels.max()) == 9
     assert np.bincount(d.labels.numpy(), minlength=10).tolist() == [6000] * 10
     assert d.classes[0] == "airplane" and d.classes[9] == "truck"
+
+
+def test_channel_stats_are_the_exact_mean_and_std() -> None:
+    """The histogram route gives the float64 mean and unbiased std of the images in [0, 1]."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (50, 3, 8, 8), generator=g, dtype=torch.uint8)
+    images[:, 2] //= 4  # channels with different statistics
+    mean, std = channel_stats(images)
+    x = images.double() / 255
+    assert mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist(), rel=1e-12)
+    assert std == pytest.approx(x.std(dim=(0, 2, 3)).tolist(), rel=1e-12)

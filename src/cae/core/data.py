@@ -169,9 +169,17 @@ def class_balance(labels: torch.Tensor | np.ndarray, split: dict[str, np.ndarray
 
 
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (for standardization)."""
-    x = images.float().div_(255)
-    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).tolist()
+    """Per-channel mean and (unbiased) std of uint8 images (N,C,H,W), in [0, 1] units (for
+    standardization). Computed from each channel's histogram of its 256 levels in float64: exact,
+    and without a float copy of the images (590 MB for CIFAR-10's training split)."""
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    mean, std = [], []
+    for c in range(images.shape[1]):
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).double()
+        m = (counts * levels).sum() / counts.sum()
+        mean.append(m.item())
+        std.append(((counts * (levels - m) ** 2).sum() / (counts.sum() - 1)).sqrt().item())
+    return mean, std
 
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:
