@@ -10,7 +10,8 @@ measured to pay (docs/performance.md):
 - a ReLU in front of a max-pool moves behind it (max(relu(a), relu(b)) = relu(max(a, b))), so it
   and its backward touch a quarter of the values (other monotone activations would too, but in
   bf16 their rounding makes ties that send a pool's gradient to another pixel: not moved);
-- ReLUs work in place; the model runs channels_last.
+- ReLUs work in place; the model runs channels_last (an upsampled output of fewer than 8
+  channels, such as the RGB image, comes out NCHW: see `PhaseInterleave`).
 
 Setting the environment variable `CAE_FAST=0` turns all of it off (`enabled()`): the trainer
 then runs the plain model. `tests/test_fast.py` proves the rewrites equal to the plain model,
@@ -130,31 +131,37 @@ def fold_upsample_weight(weight: torch.Tensor, scale: int) -> torch.Tensor:
     return w.reshape(co * scale * scale, ci, plan.size, plan.size)
 
 
-def _phases(y: torch.Tensor, scale: int, step: int, h: int, w: int) -> torch.Tensor:
-    """The view v[n, i, a, j, b, c] = y[n, (a*s + b)*C + c, i + a*step, j + b*step] of a
-    channels_last y: phase (a, b)'s output pixels, in the order of the upsampled image."""
-    n, sc, ho, wo = y.shape
-    c = sc // (scale * scale)
-    row, col = wo * sc, sc  # strides of a low-resolution row and pixel
-    return y.as_strided((n, h, scale, w, scale, c), (ho * row, row, step * row + scale * c, col, step * col + c, 1),
-                        y.storage_offset())
+def _phase_pairs(y: torch.Tensor, out: torch.Tensor, scale: int, step: int, h: int, w: int):  # noqa: ANN202
+    """(phase (a, b) of the low-resolution y, the pixels of the image `out` it fills), per phase:
+    out[:, c, s*i + a, s*j + b] = y[:, (a*s + b)*C + c, i + a*step, j + b*step]."""
+    n, c = out.shape[:2]
+    pixels = out.view(n, c, h, scale, w, scale)
+    for a in range(scale):
+        for b in range(scale):
+            k = (a * scale + b) * c
+            yield y[:, k:k + c, a * step:a * step + h, b * step:b * step + w], pixels[:, :, :, a, :, b]
+
+
+# A phase is copied in runs along out's contiguous dim: its channels in channels_last, its rows in
+# NCHW. With few channels (an RGB or chroma output) runs of 3 values are several times slower to
+# copy than rows, so such an image comes out NCHW (every op after it takes either layout).
+MIN_CHANNELS_LAST = 8
 
 
 class PhaseInterleave(torch.autograd.Function):
-    """The low-resolution conv's phases interleaved into the (h*s, w*s) image, channels_last:
-    out[:, c, s*i + a, s*j + b] = y[:, (a*s + b)*C + c, i + a*step, j + b*step].
-
-    One strided copy each way; written as a Function because autograd's own backward of such a
-    view scatters through index tensors, which cost more than the fold saves."""
+    """The low-resolution conv's phases interleaved into the (h*s, w*s) image (`_phase_pairs`):
+    one strided copy per phase each way; channels_last, or NCHW below MIN_CHANNELS_LAST channels.
+    Written as a Function because autograd's own backward of such views scatters through index
+    tensors, which cost more than the fold saves."""
 
     @staticmethod
     def forward(ctx, y: torch.Tensor, scale: int, step: int, h: int, w: int) -> torch.Tensor:  # noqa: ANN001
-        y = y.contiguous(memory_format=torch.channels_last)
         ctx.geometry = (y.shape, y.dtype, y.device, scale, step, h, w)
         n, c = y.shape[0], y.shape[1] // (scale * scale)
-        out = torch.empty((n, c, h * scale, w * scale), dtype=y.dtype, device=y.device,
-                          memory_format=torch.channels_last)
-        out.permute(0, 2, 3, 1).view(n, h, scale, w, scale, c).copy_(_phases(y, scale, step, h, w))
+        layout = torch.channels_last if c >= MIN_CHANNELS_LAST else torch.contiguous_format
+        out = torch.empty((n, c, h * scale, w * scale), dtype=y.dtype, device=y.device, memory_format=layout)
+        for phase, pixels in _phase_pairs(y, out, scale, step, h, w):
+            pixels.copy_(phase)
         return out
 
     @staticmethod
@@ -162,8 +169,8 @@ class PhaseInterleave(torch.autograd.Function):
         shape, dtype, device, scale, step, h, w = ctx.geometry
         # pixels no phase reads (a window's far edge) get no gradient
         grad_y = torch.empty(shape, dtype=dtype, device=device, memory_format=torch.channels_last).zero_()
-        phases = _phases(grad_y, scale, step, h, w)
-        phases.copy_(grad.permute(0, 2, 3, 1).reshape(phases.shape))
+        for phase, pixels in _phase_pairs(grad_y, grad, scale, step, h, w):
+            phase.copy_(pixels)
         return grad_y, None, None, None, None
 
 
