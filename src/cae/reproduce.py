@@ -84,7 +84,7 @@ STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
     Step("latent", "latent size", 0.0, 0.0),
     # the study trains the reference among its variants (one thread in a worker, not two in turn)
-    Step("study", "architecture study", 19.7, 2.5, trains=True),
+    Step("study", "architecture study", 20.0, 2.5, trains=True),
     Step("reference", "reference CAE", 0.01, 0.01),
     Step("frontier", "frontier study", 50.0, 1.5, trains=True),
     Step("colorize", "colorization study", 0.1, 2.5),  # its runs are trained in the study step
