@@ -311,7 +311,7 @@ def test_report_shows_the_colorizer_on_real_photos(quick_reproduce: QuickRun) ->
 
 def test_the_first_estimate_scales_with_the_epochs(tmp_path: Path) -> None:
     """Before any step is timed the estimate is the steps' costs at a prior rate: `--epochs 1`
-    trains a tenth of the full run, and the estimate says so."""
+    trains a tenth of the full run, and the estimate says so (plus the study's fixed costs)."""
     from cae.reproduce import Settings, _load_state, _Pipeline
 
     def first_estimate(epochs: int | None) -> float:
@@ -320,5 +320,5 @@ def test_the_first_estimate_scales_with_the_epochs(tmp_path: Path) -> None:
         return _Pipeline(tmp_path / f"e{epochs}", settings, None, False, print, state)._eta(list(STEPS))
 
     full, one = first_estimate(None), first_estimate(1)
-    assert 0.09 * full < one < 0.2 * full
+    assert 0.12 * full < one < 0.2 * full
     assert first_estimate(10) == pytest.approx(full)

@@ -74,7 +74,8 @@ class Step:
     title: str
     cost: float
     quick_cost: float
-    trains: bool = False  # its cost is training, so it scales with --epochs
+    trains: bool = False  # its cost is mostly training, so it scales with --epochs
+    fixed: float = 0.0  # the share of the full cost that does not (each run's preparation and test, PCA)
 
 
 # Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
@@ -84,7 +85,7 @@ STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
     Step("latent", "latent size", 0.0, 0.0),
     # the study trains the reference among its variants (one thread in a worker, not two in turn)
-    Step("study", "architecture study", 20.0, 2.5, trains=True),
+    Step("study", "architecture study", 20.0, 2.5, trains=True, fixed=0.06),
     Step("reference", "reference CAE", 0.01, 0.01),
     Step("frontier", "frontier study", 50.0, 1.5, trains=True),
     Step("colorize", "colorization study", 0.1, 2.5),  # its runs are trained in the study step
@@ -217,7 +218,9 @@ class _Pipeline:
         if self.settings.quick:
             return step.quick_cost
         # the full costs are of the files' 10-epoch runs; --epochs N scales the training in them
-        return step.cost * (self.settings.epochs / FULL_EPOCHS if self.settings.epochs and step.trains else 1.0)
+        if not (self.settings.epochs and step.trains):
+            return step.cost
+        return step.cost * (step.fixed + (1 - step.fixed) * self.settings.epochs / FULL_EPOCHS)
 
     def _eta(self, remaining: list[Step]) -> float:
         """Seconds left: remaining cost times the rate measured on finished steps (else a prior)."""
