@@ -436,3 +436,21 @@ def test_correlation_sentence_follows_the_numbers():
     text = correlation_sentence({**c, "pearson_r": 0.05, "pearson_p": 0.9, "n": 5})
     assert "negligible positive" in text and "latent size says little about test MSE" in text and "rough" in text
     assert "No correlation" in correlation_sentence({"pearson_r": None, "n": 2})
+
+
+def test_a_worker_that_died_fails_its_run_with_its_exit_code():
+    """A worker killed without reporting (out of memory, SIGKILL) fails the run it had taken, in
+    one log line naming the run, and the runs nobody took fail once no worker is left."""
+    from types import SimpleNamespace
+
+    from cae.core.config import RunConfig
+    from cae.experiments.sweep import Job, _account_dead_workers
+
+    dead = SimpleNamespace(pid=11, exitcode=-9, is_alive=lambda: False)
+    waiting = {name: Job(name, f"variant {i}/2 {name}", RunConfig(), Path(name), 1) for i, name in enumerate("ab", 1)}
+    errors: dict[str, str] = {}
+    lines: list[str] = []
+    _account_dead_workers([dead], {11: "a"}, waiting, errors, lines.append)
+    assert errors["a"] == "its worker process died (exit code -9)"
+    assert lines == ["variant 1/2 a: failed: its worker process died (exit code -9)"]
+    assert errors["b"].startswith("not trained: every worker process had exited (exit codes -9)") and not waiting

@@ -391,8 +391,7 @@ def _account_dead_workers(procs: list, running: dict[int, str], waiting: dict[st
         name = running.get(p.pid)
         if not p.is_alive() and name in waiting:
             errors[name] = f"its worker process died (exit code {p.exitcode})"
-            waiting.pop(name)
-            log(f"{waiting[name].label}: failed: {errors[name]}")
+            log(f"{waiting.pop(name).label}: failed: {errors[name]}")
     if waiting and not any(p.is_alive() for p in procs):
         codes = ", ".join(str(p.exitcode) for p in procs)
         for name in list(waiting):
