@@ -217,8 +217,7 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
             if p.device.type == "cpu" or i % 50 == 0 or i == steps - 1:  # a GPU check syncs: not every step
                 _check_finite(loss, d, epoch, i, lr)
         train_mse = all_reduce(loss_sum.cpu(), d).item() / (steps * d.world)
-        val = evaluate(model, shard(p.val[:t.val_subset or None], d), p.task, t.eval_batch_size, p.amp,
-                       full=False, d=d)["mse"]
+        val = evaluate(model, shard(_epoch_val(p), d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
         rows.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val, "lr": lr,
                      "seconds": time.perf_counter() - t0})
         if d.main:
@@ -377,7 +376,7 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
     if d.main:
         from cae.core.plots import plot_loss, save_samples
 
-        n_val = min(p.cfg.train.val_subset or len(p.val), len(p.val))
+        n_val = len(_epoch_val(p))
         plot_loss(rows, out / "loss.png", title=f"{p.cfg.arch} ({p.cfg.task})",
                   val_label="validation" if n_val == len(p.val) else f"validation (first {n_val:,} images)")
         save_samples(model, p.test[:10], p.task, out / "samples.png")
@@ -387,10 +386,15 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
     return result
 
 
+def _epoch_val(p: Prepared) -> torch.Tensor:
+    """The validation images each epoch is scored on: the first `train.val_subset` (0: all)."""
+    return p.val[:p.cfg.train.val_subset or None]
+
+
 def _full_val_mse(p: Prepared, model: nn.Module, best: dict, d: Dist) -> float:
     """The best epoch's validation MSE on the whole split (its row has it already unless the
     epochs were validated on a subset)."""
-    if not p.cfg.train.val_subset or p.cfg.train.val_subset >= len(p.val):
+    if len(_epoch_val(p)) == len(p.val):
         return best["val_mse"]
     t = p.cfg.train
     return evaluate(model, shard(p.val, d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
