@@ -123,7 +123,7 @@ def fold_plan(k: int, scale: int) -> FoldPlan:
 def fold_upsample_weight(weight: torch.Tensor, scale: int) -> torch.Tensor:
     """The low-resolution conv's weight (s*s*Co, Ci, size, size) for `fold_plan`: per output phase
     (a, b), the sum of the taps that land on the same low-resolution pixel. The channels are
-    phase-major (a, b, o), so in channels_last memory `PhaseInterleave` copies runs of Co values."""
+    phase-major (a, b, o): each phase is one slice of Co channels for `PhaseInterleave` to copy."""
     co, ci, k, _ = weight.shape
     plan = fold_plan(k, scale)
     taps = plan.taps.to(weight.device, weight.dtype)
