@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from cae.core.spec import trace
-from cae.experiments.colorization import (baseline_predictions, choose_gain, compute_baselines, mean_chroma,
-                              run_colorization_study, study_runs)
+from cae.core import runs
+from cae.experiments.colorization import (baseline_predictions, compute_baselines, mean_chroma,
+                                          run_colorization_study, study_runs)
 from cae.core.config import RunConfig
 from cae.core.data import Cifar10, luma
 from cae.core.unet import UNet
@@ -59,26 +60,17 @@ def test_unet_shapes_info_and_skip_docstring():
     assert "not an autoencoder" in cae.core.unet.__doc__.lower()
 
 
-def test_chroma_gain_scales_around_gray_and_choice_respects_tolerance():
+def test_chroma_gain_scales_around_gray():
     m = UNet(1, 2, 4).eval()
     x = torch.rand(1, 1, 16, 16)
     base = m(x)
     m.chroma_gain.fill_(2.0)
     assert torch.allclose(m(x), 0.5 + 2 * (base - 0.5), atol=1e-6)
-    curve = [{"gain": 1.0, "mse": 1.0, "colorfulness": 1}, {"gain": 1.5, "mse": 1.04, "colorfulness": 2},
-             {"gain": 2.0, "mse": 1.2, "colorfulness": 3}]
-    assert choose_gain(curve, 0.05) == 1.5  # no truth given: the most saturating within tolerance
-    truth = [dict(r, colorfulness_truth=4) for r in curve]
-    assert choose_gain(truth, 0.05, target=0.25) == 1.0  # gain 1 already restores 25%
-    assert choose_gain(truth, 0.05, target=0.5) == 1.5  # the smallest gain restoring 50%
-    assert choose_gain(truth, 0.05, target=0.75) == 1.5  # 2.0 would, but costs 20% MSE
 
 
 def test_config_files_match_the_study_runs():
-    runs = study_runs()
-    for name, path in (("rgb", "colorize-rgb.toml"), ("best", "colorize-unet8.toml")):
-        file_cfg = RunConfig.from_dict(tomllib.loads((ROOT / "configs" / path).read_text()))
-        assert file_cfg.to_dict() == runs[name].to_dict(), path
+    file_cfg = RunConfig.from_dict(tomllib.loads((ROOT / "configs" / "colorize-rgb.toml").read_text()))
+    assert file_cfg.to_dict() == study_runs()["rgb"].to_dict()
 
 
 def test_study_on_tiny_synthetic_data(tmp_path):
@@ -94,6 +86,13 @@ def test_study_on_tiny_synthetic_data(tmp_path):
     assert {"rgb", "chroma"} <= set(names) and any(n.startswith("best (boost") for n in names)
     text = (out / "shortcomings.md").read_text()
     assert "Desaturation" in text and "RGB-output reference" in text
+    # `best` is the shipped colorizer, evaluated (not trained) on the study's own test images
+    best = runs.read_json(out / "best" / runs.TEST_METRICS)
+    test_images = len(runs.load_split(out / "chroma" / runs.SPLIT)["test"])
+    assert best["shipped"] and best["images"] == test_images and best["arch"] == "unet32"
+    assert (out / "best" / runs.BEST).read_bytes() == (runs.shipped_run("colorizer") / runs.BEST).read_bytes()
+    assert not (out / "best" / runs.METRICS).exists()  # no training happened
+    assert (out / "best" / "samples.png").is_file() and "configs/colorize-best.toml" in text
     # a second call skips the finished runs and rewrites the same tables
     before = (out / "results.csv").read_text()
     run_colorization_study(out, epochs=1, data=data, log=logs.append)
@@ -118,3 +117,22 @@ def test_shortcomings_sentences_follow_the_numbers():
     wider = _receptive_field_text({**row, "arch": "conv8k7 pool2 conv12 pool2 conv16 | up2 conv12 up2 convout"},
                                   row, None, {"best": {"epochs": 10}})
     assert "26x26" not in wider
+
+
+def test_decoded_metrics_equal_evaluate_at_each_decoding():
+    """The study scores the shipped colorizer at two decodings from one forward pass; each must
+    give what `evaluate` gives with the model set to that decoding."""
+    from cae.core.decoding import decoded_metrics
+    from cae.core.train import evaluate, load_run
+
+    model, _, task = load_run(runs.shipped_run("colorizer"), "cpu")
+    images = _images(40, seed=3)
+    chosen = model.boost.item()
+    assert chosen > 0  # the calibrated decoding is not the default one, so the two rows differ
+    at, default = decoded_metrics(model.eval(), images, task, "boost", (chosen, 0.0), batch=16)
+    for row, boost in ((at, chosen), (default, 0.0)):
+        model.boost.fill_(boost)
+        ref = evaluate(model, images, task, batch_size=40)
+        for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness", "colorfulness_truth"):
+            assert row[k] == pytest.approx(ref[k], rel=1e-5), (boost, k)
+    assert at["colorfulness"] > default["colorfulness"]

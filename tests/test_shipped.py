@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cae.apps.colorize import WEIGHTS
+from cae.core.runs import WEIGHTS
 from cae.core import runs
 from cae.core.config import load_config
 from cae.core.train import eval_run

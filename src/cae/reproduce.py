@@ -8,7 +8,8 @@
                   10 epochs), copied out of the study            -> OUT/reference/
     5 frontier    with `frontier=True` (--frontier) only: the frontier study
                   (cae/studies/frontier.toml), CAE against PCA    -> OUT/frontier/
-    6 colorize    the colorization study (its runs' evaluation, tables, photos) -> OUT/colorize/
+    6 colorize    the colorization study (its runs' evaluation, the shipped colorizer's,
+                  tables, photos)                                   -> OUT/colorize/
     7 report      report.html (self-contained) and report.md        -> OUT/report.*
 
 Each step's status and wall time are recorded atomically in OUT/steps.json. A finished step
@@ -85,10 +86,11 @@ STEPS: tuple[Step, ...] = (
     Step("data", "data summary", 0.02, 0.1),
     Step("latent", "latent size", 0.0, 0.0),
     # the study trains the reference among its variants (one thread in a worker, not two in turn)
-    Step("study", "architecture study", 20.0, 2.5, trains=True, fixed=0.06),
+    Step("study", "architecture study", 17.0, 2.5, trains=True, fixed=0.06),
     Step("reference", "reference CAE", 0.01, 0.01),
     Step("frontier", "frontier study", 50.0, 1.5, trains=True),
-    Step("colorize", "colorization study", 0.1, 2.5),  # its runs are trained in the study step
+    # its runs are trained in the study step; the shipped colorizer is evaluated here
+    Step("colorize", "colorization study", 0.3, 2.5),
     Step("report", "report", 0.01, 0.05),
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps

@@ -18,24 +18,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cae.core import runs
 from cae.core.data import luma
 from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, downscale, load_for_photos,  # noqa: F401
                             predict, read_image, total_stride)  # (some re-exported)
 from cae.core.text import Log
 from cae.errors import CaeError
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # cae/weights: shipped run folders
 DEFAULT_MODEL = "colorizer"
 PNG_LEVEL = 1
 
 
 def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
     """The folder of shipped weights `name` ('colorizer' or 'reference'), usable as a run folder."""
-    d = WEIGHTS / name
-    if not (d / "best.pt").is_file():
-        have = sorted(p.name for p in WEIGHTS.iterdir() if (p / "best.pt").is_file()) if WEIGHTS.is_dir() else []
-        raise CaeError(f"no shipped weights named {name!r} in {WEIGHTS}; available: {', '.join(have) or 'none'}")
-    return d
+    return runs.shipped_run(name)
 
 
 def _save_png(t: torch.Tensor, path: Path) -> None:
@@ -89,24 +85,20 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     return failures
 
 
-SHIPPED_FILES = ("best.pt", "config.toml", "test_metrics.json", "normalization.json", "decoding.json")
-
-
 def ship_run(run_dir: str | Path, name: str) -> Path:
     """Copy a finished run's weights and records into the package (`cae/weights/<name>/`).
 
-    How the shipped weights were made: `ship_run("<study>/best", "colorizer")` and
-    `ship_run("<run of cae train --arch reference --epochs 10>", "reference")`.
+    How the shipped weights were made: `ship_run("<run of cae train --config
+    configs/colorize-best.toml>", "colorizer")` and `ship_run("<run of cae train --arch reference
+    --epochs 10>", "reference")`.
     """
-    from cae.core.runs import atomic_write_bytes, is_finished
-
     run_dir = Path(run_dir)
-    if not is_finished(run_dir):
+    if not runs.is_finished(run_dir):
         raise CaeError(f"{run_dir} is not a finished run (no test_metrics.json); train it first")
-    dest = WEIGHTS / name
-    for f in SHIPPED_FILES:
+    dest = runs.WEIGHTS / name
+    for f in runs.SHIPPED_FILES:
         if (run_dir / f).is_file():
-            atomic_write_bytes(dest / f, (run_dir / f).read_bytes())
+            runs.atomic_write_bytes(dest / f, (run_dir / f).read_bytes())
     return dest
 
 

@@ -11,7 +11,7 @@ import torch
 
 from cae.core.color import merge_chroma
 from cae.core.data import luma
-from cae.core.metrics import colorfulness
+from cae.core.metrics import MetricSums, colorfulness
 
 GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
 BOOST_GRID = tuple(round(0.25 * i, 2) for i in range(9))  # 0 ... 2
@@ -41,6 +41,21 @@ def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param:
     n = len(images_u8)
     return [{param: v, "mse": sse[j].item() / (n * 3 * images_u8.shape[2] * images_u8.shape[3]),
              "colorfulness": col[j].item() / n, "colorfulness_truth": truth / n} for j, v in enumerate(grid)]
+
+
+def decoded_metrics(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001
+                    values: tuple[float, ...], batch: int = 500) -> list[dict]:
+    """Every metric of `cae.core.train.evaluate` (MSE, PSNR, SSIM, chroma MSE, colorfulness) for
+    each decoding strength of `values`; the network runs once per batch, only the decoding repeats."""
+    sums = [MetricSums(colour=True) for _ in values]
+    with torch.inference_mode():
+        for i in range(0, len(images_u8), batch):
+            target = images_u8[i:i + batch]
+            rgb = target.float().div(255)
+            raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
+            for s, v in zip(sums, values):
+                s.add(merge_chroma(y, _decode(model, raw, param, v, rgb), task.target), target)
+    return [{**s.result(), param: v} for s, v in zip(sums, values)]
 
 
 def _decode(model: torch.nn.Module, raw: torch.Tensor, param: str, v: float, rgb: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,8 @@ BEST = "best.pt"
 TEST_METRICS = "test_metrics.json"
 LOCK = ".lock"
 METRIC_FIELDS = ("epoch", "train_mse", "val_mse", "lr", "seconds")
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # cae/weights: shipped run folders
+SHIPPED_FILES = ("best.pt", "config.toml", "test_metrics.json", "normalization.json", "decoding.json")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -219,3 +221,12 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def shipped_run(name: str) -> Path:
+    """The folder of shipped weights `name` ('colorizer' or 'reference'), usable as a run folder."""
+    d = WEIGHTS / name
+    if not (d / BEST).is_file():
+        have = sorted(p.name for p in WEIGHTS.iterdir() if (p / BEST).is_file()) if WEIGHTS.is_dir() else []
+        raise CaeError(f"no shipped weights named {name!r} in {WEIGHTS}; available: {', '.join(have) or 'none'}")
+    return d

@@ -69,7 +69,7 @@ def results_block(root: Path) -> str:
     lines += [f"| PCA with {number(r['latent_size'])} components (the best linear code) | "
               f"{number(r['latent_size'])} | {number(r['test_mse'], 'mse')} | |"
               for r in study if r["kind"] == "pca" and int(r["latent_size"]) in (64, 256, 1024)]
-    lines += _colorize_row(color, "best", "the study's colorizer (`configs/colorize-unet8.toml`), RGB error")
+    lines += _colorize_row(color, "best", "the shipped colorizer (`configs/colorize-best.toml`), RGB error")
     lines += _colorize_row(color, "baseline (a) gray", "the gray image (baseline)")
     scored = runs.read_json(root / "colorize/photos/photos.json")
     photos = scored["summary"]
