@@ -5,8 +5,8 @@
   chroma   the reference CAE, luma in, YCbCr chroma out
 and evaluates the shipped colorizer (a U-Net classifier over chroma bins, its decoding
 calibrated on the validation split; `configs/colorize-best.toml`) on the same test split as
-  best     (the shipped files copied, the test metrics measured here, not trained here:
-           it costs more to train than the rest of `cae reproduce` on two cores;
+  best     (the shipped files copied and the test metrics measured here, not trained here:
+           training it would add about two thirds to `cae reproduce` on two cores;
            `cae train --config configs/colorize-best.toml` trains it again, docs/colorization.md)
 and writes baselines.json, results.csv, results.md, samples.png and shortcomings.md.
 Baselines (no training): (a) the gray image itself, (b) the gray image with the training
