@@ -168,6 +168,25 @@ def test_partial_folder_reports_not_run_yet(tmp_path: Path) -> None:
     assert "not run yet" in html.read_text()
 
 
+def test_reference_table_names_the_validation_subset_its_best_epoch_was_chosen_on(tmp_path: Path) -> None:
+    from cae.core.config import RunConfig, save_config
+    from cae.core.runs import write_json
+
+    metrics = {"mse": 0.0036, "psnr": 24.4, "ssim": 0.8, "best_epoch": 9, "epochs": 10, "val_mse": 0.0037}
+    write_json(tmp_path / "reference" / "test_metrics.json", metrics)
+    write_json(tmp_path / "data.json", {"sizes": {"train": 48000, "val": 6000, "test": 6000}})
+    labels = {}
+    for subset in (2000, 0, 6000):  # a subset of the split, none, or all of it
+        cfg = RunConfig()
+        cfg.train.val_subset = subset
+        save_config(cfg, tmp_path / "reference" / "config.toml")
+        md = write_report(tmp_path)[1].read_text()
+        labels[subset] = re.search(r"\| (best epoch[^|]*) \| 9 of 10 \|", md).group(1)
+    assert labels[2000] == "best epoch (on the first 2,000 validation images)"
+    assert labels[0] == labels[6000] == "best epoch (validation)"
+    assert "| validation MSE (best epoch, whole split) | 0.00370 |" in md
+
+
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CaeError, match="does not exist"):
         write_report(tmp_path / "nope")

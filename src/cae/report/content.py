@@ -213,8 +213,8 @@ def _reference(b: _Builder) -> None:
         return
     b.add(Table(["metric", "value"], [
         ["test MSE", number(t["mse"], "mse")], ["test PSNR (dB)", number(t["psnr"], "psnr")],
-        ["test SSIM", number(t["ssim"], "ssim")], ["best epoch (validation)", f"{t['best_epoch']} of {t['epochs']}"],
-        ["validation MSE (best epoch)", number(t.get("val_mse"), "mse")],
+        ["test SSIM", number(t["ssim"], "ssim")], [_best_epoch_label(b), f"{t['best_epoch']} of {t['epochs']}"],
+        ["validation MSE (best epoch, whole split)", number(t.get("val_mse"), "mse")],
         ["training time", duration(t.get("train_seconds"))], ["parameters", number(t.get("params"))],
         ["device / precision", f"{t.get('device', '—')} / {t.get('precision', '—')}"],
     ], "Reference CAE on the test split", [False, True]))
@@ -222,6 +222,18 @@ def _reference(b: _Builder) -> None:
                f"(PSNR {number(t['psnr'], 'psnr')} dB, SSIM {number(t['ssim'], 'ssim')}) after {t['epochs']} epochs."))
     b.figure("reference/loss.png", "Reference CAE: training and validation MSE per epoch (log scale).")
     b.figure("reference/samples.png", "Reference CAE: test images (top) and their reconstructions (bottom).")
+
+
+def _best_epoch_label(b: _Builder) -> str:
+    """'best epoch (validation)', naming the subset when the reference chose it on part of the
+    validation split (`train.val_subset` in its config)."""
+    from cae.core.config import load_config
+
+    config, data = b.root / "reference" / runs.CONFIG, b.json("data.json") or {}
+    subset = load_config(config).train.val_subset if config.is_file() else 0
+    if 0 < subset < data.get("sizes", {}).get("val", 0):
+        return f"best epoch (on the first {number(subset)} validation images)"
+    return "best epoch (validation)"
 
 
 def _is_pca(r: dict) -> bool:
