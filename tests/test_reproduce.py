@@ -324,6 +324,7 @@ def test_report_shows_the_colorizer_on_real_photos(quick_reproduce: QuickRun) ->
     md = (out / "report.md").read_text()
     section = md[md.index("### Real photos"):md.index("### Shortcomings")]
     assert f"mean gain {result['summary']['mean_gain_db']:+.2f} dB over gray" in section
+    assert f"decoded at boost {result['boost']:g} as `cae colorize` does" in section  # the shipped photo boost
     assert all(f"| {r['name']} |" in section for r in result["photos"])
     assert (out / "colorize" / "photos" / "photos.png").is_file() and "photos.png" in section
 

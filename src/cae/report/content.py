@@ -379,7 +379,10 @@ def _real_photos(b: _Builder, root: Path) -> None:
     s = result["summary"]
     b.add(Para(f"The best colorizer on the {s['photos']} photos of `{Path(result['folder']).name}`, each photo "
                f"against its own gray copy, the chrominance predicted at a {result['working_size']}-pixel short "
-               f"side and merged with the photo's luma: mean gain {s['mean_gain_db']:+.2f} dB over gray, worst "
+               f"side and merged with the photo's luma"
+               + (f", decoded at boost {result['boost']:g} as `cae colorize` does"
+                  if result.get("boost") is not None else "")
+               + f": mean gain {s['mean_gain_db']:+.2f} dB over gray, worst "
                f"{s['worst_gain_db']:+.2f} dB ({s['worst']}), {s['below_gray']} of {s['photos']} below gray; "
                f"colorfulness {s['colorfulness_ratio']:.0%} of the photos' own."))
     b.figure("colorize/photos/photos.png", "Real photos with the lowest and highest gain: original, gray, colorized.")
