@@ -24,20 +24,15 @@ DEFAULT_DECODING = {"chroma_gain": 1.0, "temperature": 1.0, "boost": 0.0}  # eac
 def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001
                    grid: tuple[float, ...], batch: int = 250) -> list[dict]:
     """MSE and colorfulness of the merged prediction for each decoding strength of `grid`:
-    `param` 'chroma_gain', 'temperature' or 'boost' (see the module's docstring). The network
-    runs once per batch; only the decoding repeats."""
+    `param` 'chroma_gain', 'temperature' or 'boost' (see the module's docstring)."""
     sse, col = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
     truth = 0.0
-    with torch.inference_mode():
-        for i in range(0, len(images_u8), batch):
-            rgb = images_u8[i:i + batch].float().div(255)
-            raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
+    for j, pred, _, rgb in _decoded(model, images_u8, task, param, grid, batch):
+        pred = pred.clamp(0, 1)
+        if j == 0:  # once per batch
             truth += colorfulness(rgb).sum().item()
-            for j, v in enumerate(grid):
-                c = _decode(model, raw, param, v, rgb)
-                pred = merge_chroma(y, c, task.target).clamp(0, 1)
-                sse[j] += torch.sum((pred - rgb) ** 2).item()
-                col[j] += colorfulness(pred).sum().item()
+        sse[j] += torch.sum((pred - rgb) ** 2).item()
+        col[j] += colorfulness(pred).sum().item()
     n = len(images_u8)
     return [{param: v, "mse": sse[j].item() / (n * 3 * images_u8.shape[2] * images_u8.shape[3]),
              "colorfulness": col[j].item() / n, "colorfulness_truth": truth / n} for j, v in enumerate(grid)]
@@ -46,16 +41,24 @@ def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param:
 def decoded_metrics(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001
                     values: tuple[float, ...], batch: int = 500) -> list[dict]:
     """Every metric of `cae.core.train.evaluate` (MSE, PSNR, SSIM, chroma MSE, colorfulness) for
-    each decoding strength of `values`; the network runs once per batch, only the decoding repeats."""
+    each decoding strength of `values`."""
     sums = [MetricSums(colour=True) for _ in values]
-    with torch.inference_mode():
-        for i in range(0, len(images_u8), batch):
-            target = images_u8[i:i + batch]
-            rgb = target.float().div(255)
-            raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
-            for s, v in zip(sums, values):
-                s.add(merge_chroma(y, _decode(model, raw, param, v, rgb), task.target), target)
+    for j, pred, target, _ in _decoded(model, images_u8, task, param, values, batch):
+        sums[j].add(pred, target)  # the uint8 images, as `evaluate` gives them
     return [{**s.result(), param: v} for s, v in zip(sums, values)]
+
+
+@torch.inference_mode()
+def _decoded(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001, ANN202
+             values: tuple[float, ...], batch: int):
+    """(j, the merged RGB prediction at values[j], the truth as uint8 and in [0, 1]) for each batch
+    and each value: the network runs once per batch, only the decoding repeats."""
+    for i in range(0, len(images_u8), batch):
+        target = images_u8[i:i + batch]
+        rgb = target.float().div(255)
+        raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
+        for j, v in enumerate(values):
+            yield j, merge_chroma(y, _decode(model, raw, param, v, rgb), task.target), target, rgb
 
 
 def _decode(model: torch.nn.Module, raw: torch.Tensor, param: str, v: float, rgb: torch.Tensor) -> torch.Tensor:
