@@ -96,9 +96,7 @@ def ship_run(run_dir: str | Path, name: str) -> Path:
     if not runs.is_finished(run_dir):
         raise CaeError(f"{run_dir} is not a finished run (no test_metrics.json); train it first")
     dest = runs.WEIGHTS / name
-    for f in runs.SHIPPED_FILES:
-        if (run_dir / f).is_file():
-            runs.atomic_write_bytes(dest / f, (run_dir / f).read_bytes())
+    runs.copy_files(run_dir, dest, runs.SHIPPED_FILES)
     return dest
 
 

@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -230,3 +230,10 @@ def shipped_run(name: str) -> Path:
         have = sorted(p.name for p in WEIGHTS.iterdir() if (p / BEST).is_file()) if WEIGHTS.is_dir() else []
         raise CaeError(f"no shipped weights named {name!r} in {WEIGHTS}; available: {', '.join(have) or 'none'}")
     return d
+
+
+def copy_files(src: Path, dest: Path, names: Sequence[str]) -> None:
+    """Copy the files `names` that exist in folder `src` into `dest`, each atomically."""
+    for name in names:
+        if (src / name).is_file():
+            atomic_write_bytes(dest / name, (src / name).read_bytes())

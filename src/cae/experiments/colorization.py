@@ -105,12 +105,13 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
         results[name] = runs.read_json(out / name / runs.TEST_METRICS, ("mse",))
 
     split = runs.load_split(out / "chroma" / runs.SPLIT)  # the baselines and `best` use the runs' test images
-    results["best"] = shipped_best(out / "best", data.images[split["test"]], log)
-    baselines = compute_baselines(data.images[split["train"]], data.images[split["test"]])
+    test = data.images[split["test"]]
+    results["best"] = shipped_best(out / "best", test, log)
+    baselines = compute_baselines(data.images[split["train"]], test)
     runs.write_json(out / BASELINES, baselines)
     rows = result_rows(results, baselines)
     _write_tables(out, rows)
-    _write_samples(out, data.images[split["test"][:SAMPLE_COUNT]], list(results), baselines["b"])
+    _write_samples(out, test[:SAMPLE_COUNT], list(results), baselines["b"])
     photo_res = _study_photos(out, photos, log)
     runs.atomic_write_text(out / "shortcomings.md", shortcomings(rows, results, baselines, out, photo_res))
     log(f"colorization: wrote {out / 'results.md'}, {out / 'samples.png'}, {out / 'shortcomings.md'}")
@@ -127,9 +128,8 @@ def shipped_best(dest: Path, test_u8: torch.Tensor, log: Log = print) -> dict:
     if runs.is_finished(dest):
         return runs.read_json(dest / runs.TEST_METRICS, ("mse",))
     src = runs.shipped_run(SHIPPED)
-    for f in runs.SHIPPED_FILES:
-        if f != runs.TEST_METRICS:  # written last, from this evaluation: it marks the run finished
-            runs.atomic_write_bytes(dest / f, (src / f).read_bytes())
+    # test_metrics.json is written last, from this evaluation: it marks the run finished
+    runs.copy_files(src, dest, [f for f in runs.SHIPPED_FILES if f != runs.TEST_METRICS])
     model, _, task = load_run(dest, "cpu")
     param = runs.read_json(dest / DECODING_FILE, ("param",))["param"]
     values = (getattr(model, param).item(), DEFAULT_DECODING[param])
@@ -178,10 +178,10 @@ def result_rows(results: dict[str, dict], baselines: dict[str, dict]) -> list[di
     for name, m in results.items():
         rows.append(_row(name, m.get("target", ""), m.get("arch", ""), m.get("params", 0), m.get("latent_size", 0),
                          m, baselines))
-        param = next((k for k in ("chroma_gain", "temperature", "boost") if k in m), None)
+        param = next((k for k in DECODING_LABELS if k in m), None)
         if param:  # the same model at the default decoding (before calibration), for comparison
-            prefix, label = ("gain1_" if "gain1_mse" in m else "default_"), DECODING_LABELS[param]
-            before = {k: m[f"{prefix}{k}"] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}
+            label = DECODING_LABELS[param]
+            before = {k: m[f"default_{k}"] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}
             before["colorfulness_truth"] = m["colorfulness_truth"]
             rows.append(_row(f"{name} ({label} {DEFAULT_DECODING[param]:g})", m["target"], m["arch"], m["params"], m["latent_size"], before,
                              baselines))
