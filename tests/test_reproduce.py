@@ -329,16 +329,56 @@ def test_report_shows_the_colorizer_on_real_photos(quick_reproduce: QuickRun) ->
     assert (out / "colorize" / "photos" / "photos.png").is_file() and "photos.png" in section
 
 
-def test_the_first_estimate_scales_with_the_epochs(tmp_path: Path) -> None:
-    """Before any step is timed the estimate is the steps' costs at a prior rate: `--epochs 1`
-    trains a tenth of the full run, and the estimate says so (plus the study's fixed costs)."""
+def _first_estimate(tmp_path: Path, epochs: int | None = None) -> float:
     from cae.reproduce import Settings, _load_state, _Pipeline
 
-    def first_estimate(epochs: int | None) -> float:
-        settings = Settings(quick=False, epochs=epochs, limit=0)
-        state = _load_state(tmp_path / f"e{epochs}", settings, force=False)
-        return _Pipeline(tmp_path / f"e{epochs}", settings, None, False, print, state)._eta(list(STEPS))
+    settings = Settings(quick=False, epochs=epochs, limit=0)
+    state = _load_state(tmp_path / f"e{epochs}", settings, force=False)
+    return _Pipeline(tmp_path / f"e{epochs}", settings, None, False, print, state)._eta(list(STEPS))
 
-    full, one = first_estimate(None), first_estimate(1)
+
+def _machine(monkeypatch: pytest.MonkeyPatch, step: float, jobs: int) -> None:
+    """A machine whose study step takes `step` seconds, with `jobs` study workers."""
+    import cae.experiments.bench
+    import cae.experiments.sweep
+
+    monkeypatch.setattr(cae.experiments.bench, "study_step_seconds", lambda threads=1: step)
+    monkeypatch.setattr(cae.experiments.sweep, "default_jobs", lambda: jobs)
+
+
+def test_the_first_estimate_scales_with_the_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before any step is timed the estimate is the steps' costs at a prior rate: `--epochs 1`
+    trains a tenth of the full run, and the estimate says so (plus the study's fixed costs)."""
+    from cae.reproduce import PRIOR_JOBS, PRIOR_STEP_SECONDS
+
+    _machine(monkeypatch, PRIOR_STEP_SECONDS, PRIOR_JOBS)
+    full, one = _first_estimate(tmp_path), _first_estimate(tmp_path, 1)
     assert 0.12 * full < one < 0.2 * full
-    assert first_estimate(10) == pytest.approx(full)
+    assert _first_estimate(tmp_path, 10) == pytest.approx(full)
+
+
+def test_the_first_estimate_follows_the_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first estimate of a full run is scaled by the machine's timed study step and its number
+    of study workers: a step twice as slow doubles it, twice the workers halve it."""
+    from cae.reproduce import PRIOR_JOBS, PRIOR_RATE, PRIOR_STEP_SECONDS
+
+    _machine(monkeypatch, PRIOR_STEP_SECONDS, PRIOR_JOBS)
+    base = _first_estimate(tmp_path)
+    assert base == pytest.approx(PRIOR_RATE[False] * sum(s.cost for s in STEPS if s.key != "frontier"))
+    _machine(monkeypatch, 2 * PRIOR_STEP_SECONDS, PRIOR_JOBS)
+    assert _first_estimate(tmp_path / "slow") == pytest.approx(2 * base)
+    _machine(monkeypatch, PRIOR_STEP_SECONDS, 2 * PRIOR_JOBS)
+    assert _first_estimate(tmp_path / "wide") == pytest.approx(base / 2)
+
+
+def test_the_speed_check_times_a_study_step_and_leaves_no_trace() -> None:
+    """`study_step_seconds` trains a few real steps: a positive time, and the thread count and the
+    global random state are as they were (it must not change the runs that follow)."""
+    import torch
+
+    from cae.experiments.bench import study_step_seconds
+
+    threads, state = torch.get_num_threads(), torch.random.get_rng_state()
+    seconds = study_step_seconds(threads=1, steps=3, warmup=1)
+    assert 0 < seconds < 5
+    assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), state)

@@ -94,8 +94,12 @@ STEPS: tuple[Step, ...] = (
     Step("report", "report", 0.01, 0.05),
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
-# of this folder add up to half a reference run; `_eta` then uses their measured rate.
+# of this folder add up to half a reference run; `_eta` then uses their measured rate. The full
+# run's was timed with PRIOR_JOBS study workers, each taking PRIOR_STEP_SECONDS per training step
+# (`study_step_seconds`); before a full run the rate is scaled to this machine's step and workers.
 PRIOR_RATE = {False: 100.0, True: 20.0}
+PRIOR_STEP_SECONDS = 0.0159
+PRIOR_JOBS = 2
 
 
 @dataclass
@@ -205,6 +209,7 @@ class _Pipeline:
         self._invocation_recorded = False
         self.colorize_trained = False  # the study step trained the colorization runs in this call
         self._invocations: list[dict[str, str]] = []
+        self._machine_rate: float | None = None  # `_prior_rate` of a full run, timed on first use
 
     # -- bookkeeping
     def _save(self) -> None:
@@ -229,8 +234,25 @@ class _Pipeline:
         done = [(self._cost(s), self.state["steps"][s.key].get("seconds", 0.0)) for s in STEPS
                 if self.state["steps"][s.key].get("status") == "done" and self._cost(s) > 0]
         cost, secs = sum(c for c, _ in done), sum(t for _, t in done)
-        rate = secs / cost if cost >= 0.5 else PRIOR_RATE[self.settings.quick]
+        rate = secs / cost if cost >= 0.5 else self._prior_rate()
         return rate * sum(self._cost(s) for s in remaining)
+
+    def _prior_rate(self) -> float:
+        """PRIOR_RATE; for a full run scaled to this machine: its study step timed once (about a
+        second), over the step the rate was measured at, and the study's workers."""
+        if self.settings.quick:
+            return PRIOR_RATE[True]
+        if self._machine_rate is None:
+            from cae.experiments.bench import study_step_seconds
+            from cae.experiments.sweep import default_jobs, threads_per_worker
+
+            jobs = default_jobs()
+            step = study_step_seconds(threads_per_worker(jobs))
+            self._machine_rate = PRIOR_RATE[False] * step / PRIOR_STEP_SECONDS * PRIOR_JOBS / jobs
+            self.log(f"speed check: a study training step takes {step * 1e3:.1f} ms here, on {jobs} worker(s); "
+                     f"the step costs were timed at {PRIOR_STEP_SECONDS * 1e3:.1f} ms on {PRIOR_JOBS}, "
+                     f"so the first estimate is theirs x {self._machine_rate / PRIOR_RATE[False]:.2f}")
+        return self._machine_rate
 
     def data(self):  # noqa: ANN201 - Cifar10, loaded once and passed down
         if self._data is None:

@@ -46,6 +46,7 @@ MAX_EVAL_IMAGES = 10_000
 PEAK_MATMUL_N = 2048  # 17 GFLOP per product: long enough to time, large enough to reach the peak
 ROUNDS = 5  # alternations of the fast and the naive loop
 SYNTHETIC_IMAGES = 60_000  # as many as CIFAR-10, so memory figures are comparable
+PROBE_IMAGES = 2_500  # study_step_seconds' images: 2,000 for training, 31 batches of 64
 
 
 # ----------------------------------------------------------------------------- measuring helpers
@@ -96,12 +97,32 @@ def bench_data(data_dir: str | None = None, n_synthetic: int = SYNTHETIC_IMAGES)
     if folder is not None:
         data = load_cifar10(folder)
         return data, f"CIFAR-10 ({len(data.images):,} images from {folder})"
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n_synthetic, 3, 32, 32), generator=g, dtype=torch.uint8)
-    labels = torch.arange(n_synthetic) % 10
     note = (f"SYNTHETIC uint8 images ({n_synthetic:,}): no CIFAR-10 found; pass --data or set CAE_DATA_DIR "
             "for real data (the speed is the same, the loss values are meaningless)")
-    return Cifar10(images, labels, DEFAULT_CLASSES, source=Path("<synthetic>")), note
+    return synthetic_images(n_synthetic), note
+
+
+def synthetic_images(n: int) -> Cifar10:
+    """`n` seeded random uint8 images in CIFAR-10's shape, ten classes in turn."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    return Cifar10(images, torch.arange(n) % 10, DEFAULT_CLASSES, source=Path("<synthetic>"))
+
+
+def study_step_seconds(threads: int = 1, steps: int = 20, warmup: int = 5) -> float:
+    """Wall seconds of one training step of the reference CAE at the architecture study's
+    settings (batch 64, float32) on `threads` threads, as a study worker trains, on synthetic
+    images: the machine's speed for `cae reproduce`'s first time estimate (about a second)."""
+    cfg = bench_config("reference", "fp32", 64, 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):  # make_model seeds the global generator
+            trainer = FastTrainer(prepare(cfg, synthetic_images(PROBE_IMAGES)))
+            trainer.run(warmup)
+            return trainer.run(steps) / steps
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- the fast path
