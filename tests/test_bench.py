@@ -111,6 +111,23 @@ def test_cli_bench_writes_all_figures(tmp_path: Path, no_cifar: None, capsys: py
     assert len(r["train_rounds"]) == 3 and r["train_speedup_median"] > 0  # 3 steps: 3 alternating rounds
 
 
+def test_round_spread_is_the_widest_loop_spread() -> None:
+    rounds = [{"cae": 100.0, "naive": 50.0}, {"cae": 150.0, "naive": 40.0}, {"cae": 120.0, "naive": 60.0}]
+    assert bench.round_spread(rounds) == pytest.approx(1.5)  # cae 150/100 = naive 60/40
+    rounds[1]["cae"] = 250.0
+    assert bench.round_spread(rounds) == pytest.approx(2.5)
+
+
+def test_bench_warns_when_its_rounds_disagree(monkeypatch: pytest.MonkeyPatch, no_cifar: None) -> None:
+    """A machine whose speed moved while the rounds ran is named in the output, a steady one is not."""
+    for spread, warned in ((2.0, True), (1.1, False)):
+        monkeypatch.setattr(bench, "round_spread", lambda rounds, s=spread: s)
+        lines: list[str] = []
+        r = bench.run_bench(steps=2, eval_images=100, n_synthetic=600, log=lines.append)
+        assert r["train_rounds_spread"] == spread
+        assert any("2.0x apart" in line and "unreliable" in line for line in lines) == warned
+
+
 def test_bench_refuses_zero_steps() -> None:
     with pytest.raises(CaeError, match="steps"):
         bench.run_bench(steps=0)

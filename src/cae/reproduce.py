@@ -95,10 +95,11 @@ STEPS: tuple[Step, ...] = (
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
 # of this folder add up to half a reference run; `_eta` then uses their measured rate. The full
-# run's was timed with PRIOR_JOBS study workers, each taking PRIOR_STEP_SECONDS per training step
-# (`study_step_seconds`); before a full run the rate is scaled to this machine's step and workers.
+# run's holds with PRIOR_JOBS study workers on a machine whose study step (`study_step_seconds`)
+# takes PRIOR_STEP_SECONDS (fitted on a full run, docs/performance.md); before a full run the
+# rate is scaled to this machine's step and workers.
 PRIOR_RATE = {False: 100.0, True: 20.0}
-PRIOR_STEP_SECONDS = 0.0159
+PRIOR_STEP_SECONDS = 0.019
 PRIOR_JOBS = 2
 
 

@@ -45,8 +45,9 @@ NAIVE_BATCH = 32
 MAX_EVAL_IMAGES = 10_000
 PEAK_MATMUL_N = 2048  # 17 GFLOP per product: long enough to time, large enough to reach the peak
 ROUNDS = 5  # alternations of the fast and the naive loop
+UNSTEADY = 1.3  # rounds of one loop this far apart (fastest / slowest): the machine's speed moved
 SYNTHETIC_IMAGES = 60_000  # as many as CIFAR-10, so memory figures are comparable
-PROBE_IMAGES = 2_500  # study_step_seconds' images: 2,000 for training, 31 batches of 64
+PROBE_IMAGES = 2_500  # study_step_seconds' images: 2,000 for training, its batches cycling through them
 
 
 # ----------------------------------------------------------------------------- measuring helpers
@@ -109,10 +110,11 @@ def synthetic_images(n: int) -> Cifar10:
     return Cifar10(images, torch.arange(n) % 10, DEFAULT_CLASSES, source=Path("<synthetic>"))
 
 
-def study_step_seconds(threads: int = 1, steps: int = 20, warmup: int = 5) -> float:
+def study_step_seconds(threads: int = 1, steps: int = 6, rounds: int = 5, warmup: int = 5) -> float:
     """Wall seconds of one training step of the reference CAE at the architecture study's
     settings (batch 64, float32) on `threads` threads, as a study worker trains, on synthetic
-    images: the machine's speed for `cae reproduce`'s first time estimate (about a second)."""
+    images: the machine's speed for `cae reproduce`'s first time estimate (about a second).
+    The median of `rounds` rounds of `steps` steps, so one slow moment does not set it."""
     cfg = bench_config("reference", "fp32", 64, 0)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -120,7 +122,7 @@ def study_step_seconds(threads: int = 1, steps: int = 20, warmup: int = 5) -> fl
         with torch.random.fork_rng(devices=[]):  # make_model seeds the global generator
             trainer = FastTrainer(prepare(cfg, synthetic_images(PROBE_IMAGES)))
             trainer.run(warmup)
-            return trainer.run(steps) / steps
+            return statistics.median(trainer.run(steps) / steps for _ in range(rounds))
     finally:
         torch.set_num_threads(before)
 
@@ -439,6 +441,7 @@ def _speed_figures(work: Workload, batch_size: int, training: TrainingTimes, eva
         # robust to a load spike in one round (the total-time ratio above is not)
         "train_speedup_median": statistics.median(r["cae"] / r["naive"] for r in training.rounds),
         "train_rounds": training.rounds,
+        "train_rounds_spread": round_spread(training.rounds),
         "eval_images_per_s": n_eval / evaluation.fast_seconds,
         "naive_eval_images_per_s": n_eval / evaluation.naive_seconds,
         "eval_speedup": (n_eval / evaluation.fast_seconds) / (n_eval / evaluation.naive_seconds),
@@ -448,6 +451,11 @@ def _speed_figures(work: Workload, batch_size: int, training: TrainingTimes, eva
         "peak_fraction": achieved / machine.peak_gflops,
         "peak_amp_gflops": machine.peak_amp_gflops,
     }
+
+
+def round_spread(rounds: list[dict[str, float]]) -> float:
+    """The widest spread of one loop's speed over the rounds: fastest round / slowest round."""
+    return max(max(r[k] for r in rounds) / min(r[k] for r in rounds) for k in ("cae", "naive"))
 
 
 def _run_figures(work: Workload, fast: FastTrainer, naive: NaiveTrainer, training: TrainingTimes,
@@ -498,6 +506,9 @@ def _print_table(r: dict, log: Log) -> None:
     log(f"{'train images/s':24}{r['train_images_per_s']:>14,.0f}{r['naive_train_images_per_s']:>14,.0f}"
         f"{r['train_speedup']:>9.2f}x")
     log(f"{'  median of the rounds':24}{'':>14}{'':>14}{r['train_speedup_median']:>9.2f}x")
+    if r["train_rounds_spread"] > UNSTEADY:
+        log(f"  warning: a loop's rounds ran {r['train_rounds_spread']:.1f}x apart: the machine's speed changed "
+            "while it was timed, so the ratio is unreliable; run again when the machine is quiet")
     log(f"{'eval images/s (MSE)':24}{r['eval_images_per_s']:>14,.0f}{r['naive_eval_images_per_s']:>14,.0f}"
         f"{r['eval_speedup']:>9.2f}x")
     log(f"{'eval images/s (all)':24}{r['eval_full_images_per_s']:>14,.0f}{'':>14}{'':>10}  (MSE, PSNR, SSIM)")
