@@ -239,8 +239,8 @@ class _Pipeline:
         return rate * sum(self._cost(s) for s in remaining)
 
     def _prior_rate(self) -> float:
-        """PRIOR_RATE; for a full run scaled to this machine: its study step timed once (about a
-        second), over the step the rate was measured at, and the study's workers."""
+        """PRIOR_RATE; for a full run scaled to this machine: its study step timed once (about two
+        seconds), over the step the rate holds at, and the study's workers."""
         if self.settings.quick:
             return PRIOR_RATE[True]
         if self._machine_rate is None:

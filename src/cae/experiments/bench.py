@@ -113,7 +113,7 @@ def synthetic_images(n: int) -> Cifar10:
 def study_step_seconds(threads: int = 1, steps: int = 6, rounds: int = 5, warmup: int = 5) -> float:
     """Wall seconds of one training step of the reference CAE at the architecture study's
     settings (batch 64, float32) on `threads` threads, as a study worker trains, on synthetic
-    images: the machine's speed for `cae reproduce`'s first time estimate (about a second).
+    images: the machine's speed for `cae reproduce`'s first time estimate (about 2 s with its set-up).
     The median of `rounds` rounds of `steps` steps, so one slow moment does not set it."""
     cfg = bench_config("reference", "fp32", 64, 0)
     before = torch.get_num_threads()
