@@ -342,7 +342,7 @@ def _machine(monkeypatch: pytest.MonkeyPatch, step: float, jobs: int) -> None:
     import cae.experiments.bench
     import cae.experiments.sweep
 
-    monkeypatch.setattr(cae.experiments.bench, "study_step_seconds", lambda threads=1: step)
+    monkeypatch.setattr(cae.experiments.bench, "train_step_seconds", lambda cfg, threads=1: step)
     monkeypatch.setattr(cae.experiments.sweep, "default_jobs", lambda: jobs)
 
 
@@ -372,13 +372,16 @@ def test_the_first_estimate_follows_the_machine(tmp_path: Path, monkeypatch: pyt
 
 
 def test_the_speed_check_times_a_study_step_and_leaves_no_trace() -> None:
-    """`study_step_seconds` trains a few real steps: a positive time, and the thread count and the
-    global random state are as they were (it must not change the runs that follow)."""
+    """`train_step_seconds` trains a few real steps of the study's reference: a positive time, and
+    the thread count and the global random state are as they were (it must not change the runs
+    that follow)."""
     import torch
 
-    from cae.experiments.bench import study_step_seconds
+    from cae.experiments.bench import train_step_seconds
+    from cae.experiments.study import load_study, study_file
 
+    reference = next(v.cfg for v in load_study(study_file("architecture.toml")).variants if v.name == "reference")
     threads, state = torch.get_num_threads(), torch.random.get_rng_state()
-    seconds = study_step_seconds(threads=1, steps=2, rounds=2, warmup=1)
+    seconds = train_step_seconds(reference, threads=1, steps=2, rounds=2, warmup=1)
     assert 0 < seconds < 5
     assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), state)

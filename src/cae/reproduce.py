@@ -95,7 +95,7 @@ STEPS: tuple[Step, ...] = (
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
 # of this folder add up to half a reference run; `_eta` then uses their measured rate. The full
-# run's holds with PRIOR_JOBS study workers on a machine whose study step (`study_step_seconds`)
+# run's holds with PRIOR_JOBS study workers on a machine whose study step (`train_step_seconds`)
 # takes PRIOR_STEP_SECONDS (fitted on a full run, docs/performance.md); before a full run the
 # rate is scaled to this machine's step and workers.
 PRIOR_RATE = {False: 100.0, True: 20.0}
@@ -244,11 +244,11 @@ class _Pipeline:
         if self.settings.quick:
             return PRIOR_RATE[True]
         if self._machine_rate is None:
-            from cae.experiments.bench import study_step_seconds
+            from cae.experiments.bench import train_step_seconds
             from cae.experiments.sweep import default_jobs, threads_per_worker
 
             jobs = default_jobs()
-            step = study_step_seconds(threads_per_worker(jobs))
+            step = train_step_seconds(self._reference_config(), threads_per_worker(jobs))
             self._machine_rate = PRIOR_RATE[False] * step / PRIOR_STEP_SECONDS * PRIOR_JOBS / jobs
             self.log(f"speed check: a study training step takes {step * 1e3:.1f} ms here, on {jobs} worker(s); "
                      f"the step costs were timed at {PRIOR_STEP_SECONDS * 1e3:.1f} ms on {PRIOR_JOBS}, "

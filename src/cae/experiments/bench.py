@@ -47,7 +47,7 @@ PEAK_MATMUL_N = 2048  # 17 GFLOP per product: long enough to time, large enough 
 ROUNDS = 5  # alternations of the fast and the naive loop
 UNSTEADY = 1.3  # rounds of one loop this far apart (fastest / slowest): the machine's speed moved
 SYNTHETIC_IMAGES = 60_000  # as many as CIFAR-10, so memory figures are comparable
-PROBE_IMAGES = 2_500  # study_step_seconds' images: 2,000 for training, its batches cycling through them
+PROBE_IMAGES = 2_500  # train_step_seconds' images: 2,000 for training, its batches cycling through them
 
 
 # ----------------------------------------------------------------------------- measuring helpers
@@ -110,12 +110,12 @@ def synthetic_images(n: int) -> Cifar10:
     return Cifar10(images, torch.arange(n) % 10, DEFAULT_CLASSES, source=Path("<synthetic>"))
 
 
-def study_step_seconds(threads: int = 1, steps: int = 6, rounds: int = 5, warmup: int = 5) -> float:
-    """Wall seconds of one training step of the reference CAE at the architecture study's
-    settings (batch 64, float32) on `threads` threads, as a study worker trains, on synthetic
-    images: the machine's speed for `cae reproduce`'s first time estimate (about 2 s with its set-up).
-    The median of `rounds` rounds of `steps` steps, so one slow moment does not set it."""
-    cfg = bench_config("reference", "fp32", 64, 0)
+def train_step_seconds(cfg: RunConfig, threads: int = 1, steps: int = 6, rounds: int = 5, warmup: int = 5) -> float:
+    """Wall seconds of one training step of the run `cfg` (its architecture, batch size and
+    precision) on `threads` threads, on synthetic images: for `cae reproduce`, the study's
+    reference as one of its workers trains it, the machine's speed for the first time estimate
+    (about 2 s with its set-up). The median of `rounds` rounds of `steps` steps, so one slow
+    moment does not set it."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
