@@ -16,6 +16,18 @@ def rgb() -> torch.Tensor:
     return torch.rand(8, 3, 16, 16)
 
 
+def test_luma_is_the_bt601_weighted_sum_in_any_layout() -> None:
+    primaries = torch.eye(3).view(3, 3, 1, 1)  # pure red, green, blue images of one pixel
+    assert luma(primaries).flatten().tolist() == pytest.approx([0.299, 0.587, 0.114])
+    x = torch.rand(4, 3, 5, 6)
+    expected = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    for layout in (torch.contiguous_format, torch.channels_last):
+        y = luma(x.contiguous(memory_format=layout))
+        assert y.shape == (4, 1, 5, 6) and torch.allclose(y[:, 0], expected, atol=1e-6)
+    assert torch.equal(luma(x), luma(x.contiguous(memory_format=torch.channels_last)))
+    assert luma(x[0]).shape == (1, 5, 6)  # a single (3, H, W) image
+
+
 def test_ycbcr_round_trip_is_exact(rgb):
     back = merge_chroma(luma(rgb), chroma(rgb, "ycbcr"), "ycbcr")
     assert (back - rgb).abs().max().item() < 1e-5

@@ -184,5 +184,8 @@ def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:
     """ITU-R BT.601 luma Y = 0.299 R + 0.587 G + 0.114 B of (..., 3, H, W) -> (..., 1, H, W)."""
-    w = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
-    return (rgb * w).sum(dim=-3, keepdim=True)
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype, device=rgb.device)
+    # one pass per channel plane, not products broadcast along the channels and then summed:
+    # a channels_last batch keeps each pixel's 3 values together, where that ran 2-3x slower
+    # (in float32 and float64 the same sum in the same order, bit for bit)
+    return rgb[..., 0:1, :, :] * w[0] + rgb[..., 1:2, :, :] * w[1] + rgb[..., 2:3, :, :] * w[2]
