@@ -153,6 +153,20 @@ def test_bad_flag_values_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "train.val_subset" in one_error_line(capsys)
 
 
+def test_network_input_is_the_same_standardization_in_either_memory_layout() -> None:
+    from cae.core.tasks import Task
+
+    task = Task("reconstruct", "rgb", mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+    rgb = torch.rand(5, 3, 6, 7)
+    expected = (rgb.double() - torch.tensor(task.mean, dtype=torch.float64).view(1, 3, 1, 1)) \
+        / torch.tensor(task.std, dtype=torch.float64).view(1, 3, 1, 1)
+    plain = task.network_input(rgb)
+    fast = task.network_input(rgb.contiguous(memory_format=torch.channels_last))
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain, fast)  # the same multiply-add per value, only laid out differently
+    assert torch.allclose(plain.double(), expected, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- augmentation
 def test_flip_mask_is_half_seeded_and_new_each_epoch() -> None:
     from cae.core.train import flip_mask

@@ -72,6 +72,14 @@ class Task:
             return x
         # (x - m) / s as x * (1/s) + (-m/s): one pass over the batch instead of two
         shift, scale = _affine(self.mean, self.std, x.device, x.dtype)
+        if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            n, c, h, w = x.shape
+            # channels_last: the constants repeat every C values, and a broadcast along a contiguous
+            # dim of 3 runs several times slower than a flat one. Each image is one flat vector of
+            # H*W*C values, and the constants are laid out once in that order (exactly the same sums).
+            rows = [t.view(1, 1, c).expand(h, w, c).reshape(-1) for t in (shift, scale)]
+            flat = torch.addcmul(rows[0], x.permute(0, 2, 3, 1).reshape(n, -1), rows[1])
+            return flat.view(n, h, w, c).permute(0, 3, 1, 2)
         return torch.addcmul(shift, x, scale)
 
     def network_input(self, rgb: torch.Tensor) -> torch.Tensor:
