@@ -189,6 +189,36 @@ def test_mirror_flips_exactly_the_marked_images() -> None:
     assert torch.equal(y[0, :, :, 0], x[0, :, :, -1])  # left-right, not up-down
 
 
+def test_translate_moves_each_image_by_its_offset_and_reflects_the_border() -> None:
+    import numpy as np
+
+    from cae.core.train import shift_offsets, translate
+
+    x = torch.randint(0, 256, (5, 3, 8, 9), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    offsets = torch.tensor([[0, 0], [2, -3], [-4, 1], [7, 0], [0, -8]])
+    y = translate(x, offsets)
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.dtype == torch.uint8
+    for i, (dy, dx) in enumerate(offsets.tolist()):  # numpy's reflect padding, then the shifted window
+        padded = np.pad(x[i].numpy(), ((0, 0), (8, 8), (8, 8)), mode="reflect")
+        assert np.array_equal(y[i].numpy(), padded[:, 8 + dy:16 + dy, 8 + dx:17 + dx])
+    a = shift_offsets(48_000, 4, seed=0, epoch=3)
+    assert a.min() == -4 and a.max() == 4 and abs(a.float().mean()) < 0.05
+    assert torch.equal(a, shift_offsets(48_000, 4, seed=0, epoch=3))  # a resumed run shifts the same way
+    assert not torch.equal(a, shift_offsets(48_000, 4, seed=0, epoch=4))
+
+
+def test_shift_flag_is_checked_recorded_and_trains_on_moved_images(run: Path, data_dir: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--shift", "16", "--out", str(tmp_path / "bad")]) == 2
+    assert "train.shift" in one_error_line(capsys)
+    out = tmp_path / "shift"
+    assert main(["train", "--data", str(data_dir), "--limit", "600", "--epochs", "1", "--device", "cpu",
+                 "--out", str(out), "--quiet", "--shift", "4"]) == 0
+    assert load_config(out / runs.CONFIG).train.shift == 4
+    mse = [runs.read_json(r / runs.TEST_METRICS)["mse"] for r in (run, out)]
+    assert mse[0] != mse[1]
+
+
 def test_flip_flag_trains_on_mirrored_images(run: Path, data_dir: Path, tmp_path: Path) -> None:
     """`--flip` is recorded in the run's config and changes what the run learns."""
     out = tmp_path / "flip"

@@ -23,7 +23,7 @@ def _config_from_args(a: argparse.Namespace):  # noqa: ANN202 - RunConfig
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)
-    for key in ("epochs", "batch_size", "lr", "schedule", "seed", "precision", "device", "flip", "val_subset"):
+    for key in ("epochs", "batch_size", "lr", "schedule", "seed", "precision", "device", "flip", "shift", "val_subset"):
         value = getattr(a, key)
         if value is not None:
             setattr(cfg.train, key, value)
@@ -194,6 +194,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"))
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="mirror a seeded half of each epoch's training images left-right")
+    t.add_argument("--shift", type=int, metavar="N",
+                   help="translate each training image by up to N pixels per axis (seeded, reflected border)")
     t.add_argument("--val-subset", type=int, metavar="N",
                    help="validate each epoch on the first N validation images (the best epoch's val MSE on all)")
     t.add_argument("--normalize", choices=("unit", "standardize"))

@@ -208,6 +208,8 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
         xs = p.train[order.to(p.train.device)]
         if t.flip:
             xs = mirror(xs, flip_mask(n, t.seed, epoch)[order])
+        if t.shift:
+            xs = translate(xs, shift_offsets(n, t.shift, t.seed, epoch)[order])
         net.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
         for i in _progress(range(steps), f"epoch {epoch + 1}/{t.epochs}", progress and d.main):
@@ -318,6 +320,33 @@ def flip_mask(n: int, seed: int, epoch: int) -> torch.Tensor:
 def mirror(images: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
     """`images` (N, C, H, W) with those marked in `which` (N,) mirrored left-right."""
     return torch.where(which.to(images.device).view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def shift_offsets(n: int, max_shift: int, seed: int, epoch: int) -> torch.Tensor:
+    """Each of the n training images' (rows, columns) translation for an epoch, (n, 2) integers
+    in [-max_shift, max_shift]: derived from (seed, epoch) alone, like the shuffle."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch + 15_485)
+    return torch.randint(-max_shift, max_shift + 1, (n, 2), generator=g)
+
+
+def translate(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """`images` (N, C, H, W), image i moved by offsets[i] = (rows, columns) pixels: output pixel
+    (y, x) reads (y + rows, x + columns), reflected at the border (a pixel beyond the edge reads
+    its mirror inside, as in numpy's 'reflect' padding). Returned channels_last."""
+    n, _, h, w = images.shape
+    offsets = offsets.to(images.device)
+
+    def reflect(size: int, shift: torch.Tensor) -> torch.Tensor:  # (N, size) source indices
+        i = (torch.arange(size, device=images.device) + shift.view(-1, 1)).abs()
+        return torch.where(i > size - 1, 2 * (size - 1) - i, i)
+
+    nhwc = images.permute(0, 2, 3, 1)  # gathered as (N, H, W, C): channels_last when permuted back
+    c = nhwc.shape[3]
+    # rows, then columns, each a gather along one axis by an index broadcast (not copied) to the
+    # image's shape: no (N, H, W) table of offsets
+    nhwc = nhwc.gather(1, reflect(h, offsets[:, 0]).view(n, h, 1, 1).expand(n, h, w, c))
+    nhwc = nhwc.gather(2, reflect(w, offsets[:, 1]).view(n, 1, w, 1).expand(n, h, w, c))
+    return nhwc.permute(0, 3, 1, 2)
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
