@@ -438,6 +438,47 @@ def test_correlation_sentence_follows_the_numbers():
     assert "No correlation" in correlation_sentence({"pearson_r": None, "n": 2})
 
 
+def test_the_idle_core_gets_its_work_once_every_run_has_started():
+    """`when_idle` (the PCA baseline, in a sweep) runs once, on one thread, as soon as the runs
+    left are fewer than the workers and all of them started: not before, not twice; its failure
+    is logged and the runs still finish."""
+    import queue as queue_module
+    from types import SimpleNamespace
+
+    import torch
+
+    from cae.core.config import RunConfig
+    from cae.experiments.sweep import Eta, Job, _collect
+
+    events = [("start", "a", 1), ("start", "b", 2), ("done", "a", 5.0), ("start", "c", 1),
+              ("done", "b", 6.0), ("log", "c", "epoch 1/1"), ("done", "c", 4.0)]
+    seen: list[tuple[int, int]] = []  # (events consumed when called, threads)
+
+    class Events:
+        def get(self, timeout: float):
+            if not events:
+                raise queue_module.Empty
+            return events.pop(0)
+
+    def idle() -> None:
+        seen.append((7 - len(events), torch.get_num_threads()))
+        raise RuntimeError("disk full")
+
+    alive = [SimpleNamespace(pid=pid, exitcode=None, is_alive=lambda: True) for pid in (1, 2)]
+    waiting = {n: Job(n, f"variant {n}", RunConfig(), Path(n), 1) for n in "abc"}
+    lines: list[str] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as a sweep's parent on two cores
+    try:
+        errors = _collect(alive, Events(), waiting, lines.append, Eta(jobs=2), when_idle=idle)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert errors == {} and not waiting
+    assert seen == [(5, 1)]  # after b's "done": c, the last run, had started and a worker was free
+    assert any("idle core failed" in line and "disk full" in line for line in lines)
+
+
 def test_a_worker_that_died_fails_its_run_with_its_exit_code():
     """A worker killed without reporting (out of memory, SIGKILL) fails the run it had taken, in
     one log line naming the run, and the runs nobody took fail once no worker is left."""

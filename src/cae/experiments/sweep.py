@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from cae.core import runs
 from cae.core.config import RunConfig
 from cae.core.spec import trace
@@ -44,7 +46,8 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
     guard. The study folder is locked for the whole call: it alone writes study.toml and results.
     `also`: other runs (name, config, run folder) trained by the same workers, longest first among
     the variants, so that no worker idles while the last long variant finishes (`cae reproduce`
-    trains its colorization runs so); they take no part in the results.
+    trains its colorization runs so); they take no part in the results. With workers, the PCA
+    baseline is fitted on the core the first worker out of runs leaves, while the last ones train.
     """
     study = load_study(study_path, epochs, limit, data_dir)
     out = Path(out)
@@ -57,15 +60,22 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
         data = _data_once(study)
         start = time.perf_counter()
         pooled = [Job(name, f"run {name}", cfg, Path(run_dir), trace(cfg.arch).macs) for name, cfg, run_dir in also]
+        pca_stale = [force]  # whether OUT/pca.json is still to be (re)computed
+
+        def pca_on_the_idle_core() -> None:
+            pca_results(study, out, data(), pca_stale[0], log)
+            pca_stale[0] = False
+
         trained = train_variants(study, study.variants, out, force=force, jobs=jobs, data=data, progress=progress,
-                                 log=log, also=pooled)
+                                 log=log, also=pooled, when_idle=pca_on_the_idle_core)
         if study.analysis == "frontier":
-            extra = winner_seeds(study, out, data(), force, log)
+            extra = winner_seeds(study, out, data(), pca_stale[0], log)  # computes the PCA baseline
+            pca_stale[0] = False
             trained += train_variants(study, extra, out, force=force, jobs=jobs, data=data, progress=progress, log=log)
         log(f"all {len(study.variants)} variants finished ({len(trained)} trained now, in "
             f"{time.perf_counter() - start:.0f}s); "
             "PCA baseline and results next")
-        return write_results(study, out, data(), force=force, log=log)
+        return write_results(study, out, data(), force=pca_stale[0], log=log)
 
 
 def winner_seeds(study: Study, out: Path, data: Any, force: bool, log: Log) -> list[Variant]:
@@ -167,11 +177,14 @@ class Job:
 
 
 def train_variants(study: Study, chosen: list[Variant], out: Path, *, force: bool, jobs: int,
-                   data: Callable[[], Any], progress: bool, log: Log, also: Sequence[Job] = ()) -> list[str]:
+                   data: Callable[[], Any], progress: bool, log: Log, also: Sequence[Job] = (),
+                   when_idle: Callable[[], None] | None = None) -> list[str]:
     """Train the chosen variants (and the runs `also`) that are not finished (all of them with
     `force`); their names.
 
-    With jobs > 1, min(jobs, unfinished) worker processes train one run each at a time.
+    With jobs > 1, min(jobs, unfinished) worker processes train one run each at a time; once
+    every run has started and a worker has exited, this process calls `when_idle` on one thread,
+    on the core that worker freed (a failure there is logged, not raised: the caller redoes it).
     A run that fails does not stop the others; the failures are raised together at the end,
     as one CaeError naming each failed run.
     """
@@ -195,7 +208,7 @@ def train_variants(study: Study, chosen: list[Variant], out: Path, *, force: boo
     else:
         log(f"{len(pending)} runs to train in {workers} worker processes of {threads_per_worker(workers)} "
             "thread(s) each")
-        errors = _train_in_workers(pending, force, workers, log, eta)
+        errors = _train_in_workers(pending, force, workers, log, eta, when_idle)
     if errors:
         raise CaeError(_failure_line(errors, len(pending)))
     return [job.name for job in pending]
@@ -328,7 +341,8 @@ def default_jobs() -> int:
 
 
 
-def _train_in_workers(pending: list[Job], force: bool, workers: int, log: Log, eta: Eta) -> dict[str, str]:
+def _train_in_workers(pending: list[Job], force: bool, workers: int, log: Log, eta: Eta,
+                      when_idle: Callable[[], None] | None = None) -> dict[str, str]:
     """Train the runs in `workers` spawned processes; {name: error} of those that failed.
 
     Any interruption of this process (Ctrl-C, SIGTERM via the CLI) stops the workers the same
@@ -346,7 +360,7 @@ def _train_in_workers(pending: list[Job], force: bool, workers: int, log: Log, e
     for p in procs:
         p.start()
     try:
-        return _collect(procs, events, {job.name: job for job in pending}, log, eta)
+        return _collect(procs, events, {job.name: job for job in pending}, log, eta, when_idle)
     except BaseException:
         _stop_workers(procs, events, log)
         raise
@@ -356,11 +370,16 @@ def _train_in_workers(pending: list[Job], force: bool, workers: int, log: Log, e
             p.join(timeout=STOP_GRACE_SECONDS)
 
 
-def _collect(procs: list, events: Any, waiting: dict[str, Job], log: Log, eta: Eta) -> dict[str, str]:
-    """Relay the workers' reports until every variant is done or failed; {name: error}."""
+def _collect(procs: list, events: Any, waiting: dict[str, Job], log: Log, eta: Eta,
+             when_idle: Callable[[], None] | None = None) -> dict[str, str]:
+    """Relay the workers' reports until every variant is done or failed; {name: error}.
+    `when_idle` runs once a worker has nothing left to take (the reports wait meanwhile)."""
     errors: dict[str, str] = {}
     running: dict[int, str] = {}  # worker pid -> the variant it trains
     while waiting:
+        if when_idle and len(waiting) < len(procs) and set(waiting) <= set(running.values()):
+            _run_on_one_thread(when_idle, log)
+            when_idle = None
         try:
             kind, name, payload = events.get(timeout=1.0)
         except queue.Empty:
@@ -380,6 +399,18 @@ def _collect(procs: list, events: Any, waiting: dict[str, Job], log: Log, eta: E
             waiting.pop(name)
             log(f"{v.label}: failed: {errors[name]}")
     return errors
+
+
+def _run_on_one_thread(work: Callable[[], None], log: Log) -> None:
+    """`work()` with this process's torch on one thread (the workers still busy keep theirs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        work()
+    except Exception as e:  # noqa: BLE001 - a failure here must not stop the workers' runs
+        log(f"work for the idle core failed, done after the runs instead: {type(e).__name__}: {e}")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _account_dead_workers(procs: list, running: dict[int, str], waiting: dict[str, Job],
