@@ -6,8 +6,10 @@ names them, and every speed figure is reported with them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -24,6 +26,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise CaeError(f"unknown device {name!r}; use auto, cpu or cuda")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's thread count set to `n` inside the block, and restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)

@@ -34,7 +34,7 @@ from cae import fast as fast_path
 from cae.core import runs
 from cae.core.config import RunConfig
 from cae.core.data import DEFAULT_CLASSES, Cifar10, load_cifar10, resolve_data_dir
-from cae.core.device import cpu_features, describe_cpu
+from cae.core.device import cpu_features, describe_cpu, torch_threads
 from cae.core.model import build_model
 from cae.core.spec import trace
 from cae.core.text import Log
@@ -116,15 +116,10 @@ def train_step_seconds(cfg: RunConfig, threads: int = 1, steps: int = 6, rounds:
     reference as one of its workers trains it, the machine's speed for the first time estimate
     (about 2 s with its set-up). The median of `rounds` rounds of `steps` steps, so one slow
     moment does not set it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng(devices=[]):  # make_model seeds the global generator
-            trainer = FastTrainer(prepare(cfg, synthetic_images(PROBE_IMAGES)))
-            trainer.run(warmup)
-            return statistics.median(trainer.run(steps) / steps for _ in range(rounds))
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads), torch.random.fork_rng(devices=[]):  # make_model seeds the global generator
+        trainer = FastTrainer(prepare(cfg, synthetic_images(PROBE_IMAGES)))
+        trainer.run(warmup)
+        return statistics.median(trainer.run(steps) / steps for _ in range(rounds))
 
 
 # ----------------------------------------------------------------------------- the fast path

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cae.core.device import torch_threads
 from cae.core.metrics import MetricSums
 
 CHUNK = 4096  # rows converted to float64 at a time: 4096 x 3072 x 8 B = 100 MB
@@ -41,12 +42,8 @@ def _flat(x: torch.Tensor, i: int, j: int) -> torch.Tensor:
 def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`torch.linalg.eigh` on one thread: the threaded LAPACK spins badly on a busy machine
     (measured on 2 shared cores: 240x240 took 5 s on two threads, 0.03 s on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return torch.linalg.eigh(a)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def fit_pca(x: torch.Tensor) -> PcaFit:

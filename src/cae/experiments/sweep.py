@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
 from cae.core import runs
 from cae.core.config import RunConfig
+from cae.core.device import torch_threads
 from cae.core.spec import trace
 from cae.core.text import Log
 from cae.errors import CaeError
@@ -60,22 +59,23 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
         data = _data_once(study)
         start = time.perf_counter()
         pooled = [Job(name, f"run {name}", cfg, Path(run_dir), trace(cfg.arch).macs) for name, cfg, run_dir in also]
-        pca_stale = [force]  # whether OUT/pca.json is still to be (re)computed
+        pca_stale = force  # whether OUT/pca.json is still to be (re)computed
 
         def pca_on_the_idle_core() -> None:
-            pca_results(study, out, data(), pca_stale[0], log)
-            pca_stale[0] = False
+            nonlocal pca_stale
+            pca_results(study, out, data(), pca_stale, log)
+            pca_stale = False
 
         trained = train_variants(study, study.variants, out, force=force, jobs=jobs, data=data, progress=progress,
                                  log=log, also=pooled, when_idle=pca_on_the_idle_core)
         if study.analysis == "frontier":
-            extra = winner_seeds(study, out, data(), pca_stale[0], log)  # computes the PCA baseline
-            pca_stale[0] = False
+            extra = winner_seeds(study, out, data(), pca_stale, log)  # computes the PCA baseline
+            pca_stale = False
             trained += train_variants(study, extra, out, force=force, jobs=jobs, data=data, progress=progress, log=log)
         log(f"all {len(study.variants)} variants finished ({len(trained)} trained now, in "
             f"{time.perf_counter() - start:.0f}s); "
             "PCA baseline and results next")
-        return write_results(study, out, data(), force=pca_stale[0], log=log)
+        return write_results(study, out, data(), force=pca_stale, log=log)
 
 
 def winner_seeds(study: Study, out: Path, data: Any, force: bool, log: Log) -> list[Variant]:
@@ -403,14 +403,11 @@ def _collect(procs: list, events: Any, waiting: dict[str, Job], log: Log, eta: E
 
 def _run_on_one_thread(work: Callable[[], None], log: Log) -> None:
     """`work()` with this process's torch on one thread (the workers still busy keep theirs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
-        work()
+        with torch_threads(1):
+            work()
     except Exception as e:  # noqa: BLE001 - a failure here must not stop the workers' runs
         log(f"work for the idle core failed, done after the runs instead: {type(e).__name__}: {e}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _account_dead_workers(procs: list, running: dict[int, str], waiting: dict[str, Job],
