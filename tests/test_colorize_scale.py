@@ -110,9 +110,30 @@ def test_train_run_calibrates_the_decoding(tmp_path, one_thread, decoder, param)
     curve = runs.read_json(tmp_path / "r" / DECODING_FILE, ("curve",))
     # an unreachable target: the most colourful decoding within the tolerance is chosen
     assert res[param] == curve["chosen"] and "default_mse" in res
+    assert curve["chosen"] in [r[param] for r in curve["curve"]]  # a measured point
     model, _, _ = load_run(tmp_path / "r")
     assert getattr(model, param).item() == pytest.approx(curve["chosen"])
     assert load_config(tmp_path / "r" / runs.CONFIG) == cfg  # the chosen value is not a config change
+
+
+def _curve(param: str, points: list[tuple[float, float, float]]) -> list[dict]:
+    return [{param: v, "colorfulness": c, "colorfulness_truth": 30.0, "mse": m} for v, c, m in points]
+
+
+def test_calibration_refines_between_grid_steps():
+    """The grid's first point reaching the target overshoots it; the crossing is interpolated
+    between it and the step before, rounded towards the colourful side, in either direction."""
+    from cae.core.decoding import between_steps, choose_decoding
+
+    boost = _curve("boost", [(1.0, 20.7, 0.0044), (1.25, 22.05, 0.0045), (1.5, 23.4, 0.0047)])
+    assert choose_decoding(boost, "boost", 0.12, 0.75) == 1.5  # 75% of 30 = 22.5
+    assert between_steps(boost, "boost", 1.5, 0.75) == 1.34  # 1.3333 rounded up
+    temps = _curve("temperature", [(1.0, 20.0, 0.004), (0.9, 21.0, 0.004), (0.8, 23.0, 0.004)])
+    assert between_steps(temps, "temperature", 0.8, 0.75) == 0.82  # 0.825 rounded down: more colour
+    assert between_steps(boost, "boost", 1.0, 0.6) is None  # the first grid point: nothing before it
+    assert between_steps(boost, "boost", 1.5, 0.9) is None  # the target is not reached at all
+    exact = _curve("boost", [(1.0, 20.0, 0.004), (1.25, 22.5, 0.004)])
+    assert between_steps(exact, "boost", 1.25, 0.75) is None  # the grid's point is the crossing
 
 
 def test_photos_evaluation_on_two_synthetic_images(tmp_path):

@@ -81,7 +81,8 @@ class ColorConfig:
     # after training, train_run picks the decoding strength (chroma gain for regression,
     # temperature for classes) on the validation split: the least vivid one that restores
     # `colorfulness_target` of the truth's colorfulness within `mse_tolerance` extra MSE over
-    # the best decoding (else the most colorful within it); stored with the weights
+    # the best decoding (else the most colorful within it), refined between the grid's steps to
+    # where the target is crossed (measured, kept if it holds); stored with the weights
     calibrate: bool = False
     # classes: the calibrated strength is the decoding-time rebalancing `boost` (logits + boost *
     # log w, w Zhang's weights at this strength, from the training split) when above 0, else T

@@ -7,6 +7,8 @@ with `color.calibrate` picks one on its validation split inside train_run
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cae.core.color import merge_chroma
@@ -85,6 +87,26 @@ def choose_decoding(curve: list[dict], param: str, tolerance: float, target: flo
     enough = [r for r in allowed if r["colorfulness"] >= target * r["colorfulness_truth"]]
     pick = min(enough, key=lambda r: r["colorfulness"]) if enough else max(allowed, key=lambda r: r["colorfulness"])
     return pick[param]
+
+
+def between_steps(curve: list[dict], param: str, chosen: float, target: float, step: float = 0.01) -> float | None:
+    """Where, between the grid's step before `chosen` and `chosen`, the curve crosses `target`
+    of the truth's colorfulness, by linear interpolation, on a `step` grid towards `chosen`; None
+    when there is nothing between. A coarse grid overshoots the target by up to one step, paid in
+    MSE; colorfulness is concave in the strength, so the interpolated point reaches the target
+    (train_run measures it and keeps it only if it does)."""
+    i = [r[param] for r in curve].index(chosen)
+    if i == 0:
+        return None
+    lo, hi = curve[i - 1], curve[i]
+    want = target * hi["colorfulness_truth"]
+    if not lo["colorfulness"] < want <= hi["colorfulness"]:
+        return None
+    f = (want - lo["colorfulness"]) / (hi["colorfulness"] - lo["colorfulness"])
+    v = lo[param] + f * (hi[param] - lo[param])
+    towards = math.ceil if hi[param] > lo[param] else math.floor  # round towards the colourful side
+    v = round(towards(round(v / step, 6)) * step, 6)
+    return v if v != hi[param] else None
 
 
 def decoding_param(task, color) -> tuple[str, tuple[float, ...]]:  # noqa: ANN001

@@ -276,7 +276,7 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
     """train_run's calibration (color.calibrate): pick the decoding of a trained colorizer on the
     validation split, set it in `model` (saved to best.pt) and return the test metrics at the
     default decoding (gain 1 / temperature 1) as `default_*`, for comparison."""
-    from cae.core.decoding import DECODING_FILE, choose_decoding, decoding_curve, decoding_param
+    from cae.core.decoding import DECODING_FILE, between_steps, choose_decoding, decoding_curve, decoding_param
 
     param, grid = decoding_param(p.task, p.cfg.color)
     c = p.cfg.color
@@ -286,6 +286,11 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
         model.log_weights.copy_(rebalance_weights(bin_prior(p.train, p.task.bins), c.decode_rebalance).log())
     curve = decoding_curve(model, p.val, p.task, param, grid)
     chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
+    finer = between_steps(curve, param, chosen, c.colorfulness_target)
+    if finer is not None:  # the grid's point overshoots the target: measure the crossing, keep it if it holds
+        curve += decoding_curve(model, p.val, p.task, param, (finer,))
+        curve.sort(key=lambda r: r["colorfulness"])  # the grid's order: every strength adds colour
+        chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
     base = evaluate(model, shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
     getattr(model, param).fill_(chosen)
     if d.main:
