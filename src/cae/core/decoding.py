@@ -89,24 +89,30 @@ def choose_decoding(curve: list[dict], param: str, tolerance: float, target: flo
     return pick[param]
 
 
-def between_steps(curve: list[dict], param: str, chosen: float, target: float, step: float = 0.01) -> float | None:
-    """Where, between the grid's step before `chosen` and `chosen`, the curve crosses `target`
-    of the truth's colorfulness, by linear interpolation, on a `step` grid towards `chosen`; None
-    when there is nothing between. A coarse grid overshoots the target by up to one step, paid in
-    MSE; colorfulness is concave in the strength, so the interpolated point reaches the target
-    (train_run measures it and keeps it only if it does)."""
-    i = [r[param] for r in curve].index(chosen)
+def between_steps(curve: list[dict], param: str, target: float, step: float = 0.01) -> float | None:
+    """Where the curve (in its grid's order) first crosses `target` of the truth's colorfulness,
+    by linear interpolation between the two grid points around the crossing, on a `step` grid
+    towards the colourful side; None when the curve does not cross it between two points. A
+    coarse grid overshoots the target by up to one step, paid in MSE (or, with that step beyond
+    the MSE tolerance, misses it); colorfulness is concave in the strength, so the interpolated
+    point reaches the target (train_run measures it and keeps it only if it does)."""
+    want = [r["colorfulness"] >= target * r["colorfulness_truth"] for r in curve]
+    i = want.index(True) if True in want else 0
     if i == 0:
         return None
     lo, hi = curve[i - 1], curve[i]
-    want = target * hi["colorfulness_truth"]
-    if not lo["colorfulness"] < want <= hi["colorfulness"]:
-        return None
-    f = (want - lo["colorfulness"]) / (hi["colorfulness"] - lo["colorfulness"])
+    f = (target * hi["colorfulness_truth"] - lo["colorfulness"]) / (hi["colorfulness"] - lo["colorfulness"])
     v = lo[param] + f * (hi[param] - lo[param])
-    towards = math.ceil if hi[param] > lo[param] else math.floor  # round towards the colourful side
+    towards = math.ceil if hi[param] > lo[param] else math.floor
     v = round(towards(round(v / step, 6)) * step, 6)
     return v if v != hi[param] else None
+
+
+def reset_decoding(model: torch.nn.Module) -> None:
+    """Every decoding strength of `model` back to its default (a calibration starts from there)."""
+    for param, value in DEFAULT_DECODING.items():
+        if hasattr(model, param):
+            getattr(model, param).fill_(value)
 
 
 def decoding_param(task, color) -> tuple[str, tuple[float, ...]]:  # noqa: ANN001

@@ -27,6 +27,8 @@ from torch import nn
 from cae.core import runs
 from cae.core.config import RunConfig, differences, load_config, save_config
 from cae.core.data import Cifar10, channel_stats, load_cifar10, luma, split_indices
+from cae.core.decoding import (DECODING_FILE, between_steps, choose_decoding, decoding_curve, decoding_param,
+                               reset_decoding)
 from cae.core.device import keep_freed_memory, resolve_device, resolve_precision
 from cae.core.distributed import Dist, all_reduce, barrier, init_distributed, on_main, shard
 from cae.core.metrics import MetricSums
@@ -276,8 +278,6 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
     """train_run's calibration (color.calibrate): pick the decoding of a trained colorizer on the
     validation split, set it in `model` (saved to best.pt) and return the test metrics at the
     default decoding (gain 1 / temperature 1) as `default_*`, for comparison."""
-    from cae.core.decoding import DECODING_FILE, between_steps, choose_decoding, decoding_curve, decoding_param
-
     param, grid = decoding_param(p.task, p.cfg.color)
     c = p.cfg.color
     if param == "boost":  # the decoding-time rebalancing weights, from the training split's bin shares
@@ -286,8 +286,8 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
         model.log_weights.copy_(rebalance_weights(bin_prior(p.train, p.task.bins), c.decode_rebalance).log())
     curve = decoding_curve(model, p.val, p.task, param, grid)
     chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
-    finer = between_steps(curve, param, chosen, c.colorfulness_target)
-    if finer is not None:  # the grid's point overshoots the target: measure the crossing, keep it if it holds
+    finer = between_steps(curve, param, c.colorfulness_target)
+    if finer is not None:  # the target lies between two grid points: measure the crossing, keep it if it holds
         curve += decoding_curve(model, p.val, p.task, param, (finer,))
         curve.sort(key=lambda r: r["colorfulness"])  # the grid's order: every strength adds colour
         chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
@@ -396,6 +396,8 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
             d: Dist, log: Log) -> dict:
     """Evaluate the best checkpoint on the test split; write plots, then test_metrics.json last."""
     model.load_state_dict(runs.load_torch(out / runs.BEST, p.device))
+    if p.cfg.color.calibrate:  # resumed after its calibration (best.pt holds it): start from the default
+        reset_decoding(model)
     best = min(rows, key=lambda r: r["val_mse"])
     val_mse = _full_val_mse(p, model, best, d)  # before a calibration changes the decoding
     calibration = {}
