@@ -96,9 +96,8 @@ def between_steps(curve: list[dict], param: str, target: float, step: float = 0.
     coarse grid overshoots the target by up to one step, paid in MSE (or, with that step beyond
     the MSE tolerance, misses it); colorfulness is concave in the strength, so the interpolated
     point reaches the target (train_run measures it and keeps it only if it does)."""
-    want = [r["colorfulness"] >= target * r["colorfulness_truth"] for r in curve]
-    i = want.index(True) if True in want else 0
-    if i == 0:
+    i = next((i for i, r in enumerate(curve) if r["colorfulness"] >= target * r["colorfulness_truth"]), 0)
+    if i == 0:  # reached at the grid's first point, or not at all
         return None
     lo, hi = curve[i - 1], curve[i]
     f = (target * hi["colorfulness_truth"] - lo["colorfulness"]) / (hi["colorfulness"] - lo["colorfulness"])

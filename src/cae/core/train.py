@@ -285,12 +285,11 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
 
         model.log_weights.copy_(rebalance_weights(bin_prior(p.train, p.task.bins), c.decode_rebalance).log())
     curve = decoding_curve(model, p.val, p.task, param, grid)
-    chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
     finer = between_steps(curve, param, c.colorfulness_target)
-    if finer is not None:  # the target lies between two grid points: measure the crossing, keep it if it holds
+    if finer is not None:  # the target lies between two grid points: measure the crossing, chosen if it holds
         curve += decoding_curve(model, p.val, p.task, param, (finer,))
         curve.sort(key=lambda r: r["colorfulness"])  # the grid's order: every strength adds colour
-        chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
+    chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
     base = evaluate(model, shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
     getattr(model, param).fill_(chosen)
     if d.main:
