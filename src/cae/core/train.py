@@ -67,8 +67,10 @@ def evaluate(model: nn.Module, images: torch.Tensor, task: Task, batch_size: int
     device = next(model.parameters()).device
     with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
         for i in range(0, len(images), batch_size):
-            batch = to_device(images[i:i + batch_size], device)
-            sums.add(task.predict_rgb(model, batch.float() / 255, float32=False), batch)
+            # one pass from uint8 to [0, 1] floats, the same values as .float() / 255; the metrics
+            # take them as the target too, so no batch is converted twice
+            rgb = torch.div(to_device(images[i:i + batch_size], device), 255)
+            sums.add(task.predict_rgb(model, rgb, float32=False), rgb)
     model.train(was_training)
     if d.world > 1:
         sums.load_tensor(all_reduce(sums.as_tensor(), d))
@@ -244,7 +246,7 @@ def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8
             weights = getattr(net, "module", net).bin_weights if p.cfg.color.rebalance else None
             loss = p.task.class_loss(net, batch, weights)
         else:
-            rgb = batch.float().div_(255)
+            rgb = torch.div(batch, 255)  # one pass (not a float copy, then a division)
             pred = p.task.predict_rgb(net, rgb, float32=False)
     if not p.task.bins:
         loss = mse(pred, rgb)  # float32 (a bfloat16 prediction is promoted)
