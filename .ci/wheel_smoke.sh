@@ -2,7 +2,8 @@
 # The wheel, installed as a user would install it, has everything its commands read (the study
 # file, the shipped weights): the tests run from the source tree and cannot see a missing
 # package-data entry. Builds the wheel, installs it after the CPU torch into a fresh venv, and
-# from an empty folder outside the checkout runs `cae reproduce --quick` and `cae colorize`.
+# from an empty folder outside the checkout runs `cae info --config colorize-best`, `cae reproduce
+# --quick` and `cae colorize`.
 #
 #   CAE_DATA_DIR  the CIFAR-10 binary folder (default: ../shared/datasets/cifar-10-batches-bin)
 #   PYTHON        the interpreter for the venv (default: python3)
@@ -42,7 +43,7 @@ check_wheel_contents() {
   "$VENV/bin/python" - "$WHEEL" <<'EOF'
 import fnmatch, sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-needed = ["cae/studies/*.toml", "cae/weights/colorizer/best.pt", "cae/weights/colorizer/config.toml",
+needed = ["cae/studies/*.toml", "cae/configs/colorize-best.toml", "cae/weights/colorizer/best.pt", "cae/weights/colorizer/config.toml",
           "cae/weights/reference/best.pt", "cae/weights/reference/config.toml"]
 missing = [p for p in needed if not fnmatch.filter(names, p)]
 if missing:
@@ -74,6 +75,13 @@ run_quick() {
   say "cae reproduce --quick took $((SECONDS - t0)) s (wall time, installed wheel)"
 }
 
+# The docs' commands name shipped configs (`--config colorize-best`): they must load from the wheel.
+run_shipped_config() {
+  "$VENV/bin/cae" info --config colorize-best | grep -q "architecture: unet32" \
+    || fail "cae info --config colorize-best did not load the shipped config"
+  say "cae info --config colorize-best loaded the shipped config"
+}
+
 run_colorize() {
   "$VENV/bin/python" -c '
 import numpy as np
@@ -90,6 +98,7 @@ Image.fromarray(np.stack([gray] * 3, axis=-1)).save("photo.png")'
 copy_sources
 install
 enter_empty_folder
+run_shipped_config
 run_colorize  # seconds; the quick pipeline takes minutes
 run_quick
 say "passed"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from cae.core.config import DataConfig, RunConfig, TrainConfig, load_config, save_config
+from cae.core.config import SHIPPED_CONFIGS, DataConfig, RunConfig, TrainConfig, load_config, save_config
 from cae.errors import CaeError
 
 
@@ -103,3 +103,19 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(CaeError, match="bin.toml"):
         load_config(bad)
+
+
+def test_shipped_configs_load_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--config colorize-best` works from an installed package: the name, the file name, and the
+    source tree's path configs/NAME.toml all find the shipped file; a file on disk comes first."""
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    shipped = load_config(SHIPPED_CONFIGS / "colorize-best.toml")
+    assert shipped.arch == "unet32"
+    for name in ("colorize-best", "colorize-best.toml", "configs/colorize-best.toml"):
+        assert load_config(name) == shipped, name
+    save_config(RunConfig(), tmp_path / "colorize-best.toml")
+    assert load_config("colorize-best.toml").arch == "reference"  # an existing file wins over the name
+    with pytest.raises(CaeError, match=r"not found.*shipped config \(beats-pca, colorize-best, .*reference"):
+        load_config("colorise-best")
+    with pytest.raises(CaeError, match="not found"):
+        load_config("some/where/colorize-best.toml")  # a path elsewhere is a path, not a name

@@ -1,4 +1,4 @@
-"""Shipped = reproducible: each shipped model has its config in configs/, identical to the one
+"""Shipped = reproducible: each shipped model has its config in cae/configs/, identical to the one
 beside its weights, recorded in the precision it names, and reaches its recorded test metrics."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import pytest
 
 from cae.core.runs import WEIGHTS
 from cae.core import runs
-from cae.core.config import load_config
+from cae.core.config import SHIPPED_CONFIGS, load_config
 from cae.core.train import eval_run
 from conftest import require
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SHIPPED = {"reference": "reference.toml", "colorizer": "colorize-best.toml"}  # weights/<name> <- configs/<file>
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = SHIPPED_CONFIGS
+SHIPPED = {"reference": "reference.toml", "colorizer": "colorize-best.toml"}  # weights/<name> <- cae/configs/<file>
 PRECISION_RECORDED = {"fp32": "float32", "bf16": "bfloat16"}
 
 
@@ -47,13 +48,13 @@ def test_shipped_weights_reach_their_recorded_test_metrics(name: str) -> None:
 
 
 def test_beats_pca_is_the_frontier_studys_winner() -> None:
-    """configs/beats-pca.toml is the run of the latest frontier study (the README's snapshot)
+    """The shipped config beats-pca is the run of the latest frontier study (the README's snapshot)
     that beat PCA by the most at a latent size of 256 or less, with the study's settings, so
-    `cae train --config configs/beats-pca.toml` alone trains that run again."""
+    `cae train --config beats-pca` alone trains that run again."""
     from cae.core.config import differences
     from cae.experiments.study import load_study
 
-    result = runs.read_json(CONFIGS.parent / "docs" / "results" / "frontier" / "frontier.json", ("winner", "models"))
+    result = runs.read_json(ROOT / "docs" / "results" / "frontier" / "frontier.json", ("winner", "models"))
     (variant,) = [v for v in load_study("frontier").variants if v.name == result["winner"]]
     assert differences(load_config(CONFIGS / "beats-pca.toml"), variant.cfg) == {}
     assert variant.info.latent_size <= 256

@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train one run into a run folder (resumes an unfinished one)")
-    t.add_argument("--config", help="a config file (.toml/.json) as saved with every run")
+    t.add_argument("--config", help="a config file (.toml/.json) as saved with every run, or a shipped "
+                   "config by name (reference, colorize-best, beats-pca, ...)")
     t.add_argument("--task", choices=("reconstruct", "colorize"))
     t.add_argument("--target", choices=("rgb", "ycbcr", "lab"), help="colorize: predict RGB or chrominance")
     t.add_argument("--arch", help="a preset name or an architecture spec (see `cae info`)")
@@ -221,7 +222,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _add_info(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("info", help="layer table, latent size, parameters and multiply-adds")
     i.add_argument("--arch")
-    i.add_argument("--config")
+    i.add_argument("--config", help="a config file or a shipped config's name, as for train")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 

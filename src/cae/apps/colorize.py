@@ -89,7 +89,7 @@ def ship_run(run_dir: str | Path, name: str) -> Path:
     """Copy a finished run's weights and records into the package (`cae/weights/<name>/`).
 
     How the shipped weights were made: `ship_run("<run of cae train --config
-    configs/colorize-best.toml>", "colorizer")` and `ship_run("<run of cae train --arch reference
+    colorize-best>", "colorizer")` and `ship_run("<run of cae train --arch reference
     --epochs 10>", "reference")`.
     """
     run_dir = Path(run_dir)

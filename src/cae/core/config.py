@@ -1,7 +1,8 @@
 """Typed configuration: one dataclass per concern, nested in `RunConfig`.
 
-Every run saves the exact `RunConfig` it used as `config.toml`; `load_config` reads it back
-(a shipped config such as `configs/reference.toml` has the same format)."""
+Every run saves the exact `RunConfig` it used as `config.toml`; `load_config` reads it back.
+The configs that ship with cae (`cae/configs/`, e.g. 'reference', 'colorize-best') have the
+same format and load by name."""
 
 from __future__ import annotations
 
@@ -201,11 +202,27 @@ def save_config(cfg: RunConfig, path: Path) -> None:
     atomic_write_text(path, text)
 
 
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_file(name: str | Path) -> Path:
+    """A config file: a path, or the name of one shipped with cae ('colorize-best' or
+    'colorize-best.toml', from `cae/configs/`; also the source tree's path configs/NAME.toml, so
+    a command copied from the docs works from an installed package)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if shipped.is_file() and len(path.parts) <= 2:  # a bare name, or configs/NAME
+        return shipped
+    have = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml"))) or "none"
+    raise CaeError(f"config file {path} not found; pass an existing .toml or .json file or a shipped config ({have})")
+
+
 def load_config(path: str | Path) -> RunConfig:
-    """Read a TOML or JSON config; a missing or malformed file is a `CaeError` naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise CaeError(f"config file {path} not found; pass an existing .toml or .json file")
+    """Read a TOML or JSON config, or a shipped one by name (`config_file`); a missing or
+    malformed file is a `CaeError` naming it."""
+    path = config_file(path)
     try:
         text = path.read_text()
         d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)

@@ -1,13 +1,13 @@
 """The colorization study: baselines, the runs, the shipped colorizer, tables and a write-up.
 
 `run_colorization_study(out)` trains (resumably; finished runs are skipped) into `out/`:
-  rgb      the reference CAE, luma in, RGB out          (configs/colorize-rgb.toml)
+  rgb      the reference CAE, luma in, RGB out          (config colorize-rgb)
   chroma   the reference CAE, luma in, YCbCr chroma out
 and evaluates the shipped colorizer (a U-Net classifier over chroma bins, its decoding
-calibrated on the validation split; `configs/colorize-best.toml`) on the same test split as
+calibrated on the validation split; config `colorize-best`) on the same test split as
   best     (the shipped files copied and the test metrics measured here, not trained here:
            training it would add about two thirds to `cae reproduce` on two cores;
-           `cae train --config configs/colorize-best.toml` trains it again, docs/colorization.md)
+           `cae train --config colorize-best` trains it again, docs/colorization.md)
 and writes baselines.json, results.csv, results.md, samples.png and shortcomings.md.
 Baselines (no training): (a) the gray image itself, (b) the gray image with the training
 split's mean chrominance.
@@ -40,7 +40,7 @@ BASELINE_NAMES = {"a": "baseline (a) gray", "b": "baseline (b) gray + mean chrom
 
 
 def study_runs() -> dict[str, RunConfig]:
-    """The runs the study trains, by folder name (configs/colorize-rgb.toml holds the first)."""
+    """The runs the study trains, by folder name (the shipped config colorize-rgb holds the first)."""
     def cfg(target: str) -> RunConfig:
         # the settings the colorization study was tuned and measured at (float32, batch 64,
         # peak lr 7e-3); pinned so its figures stay reproducible as the package defaults move
@@ -336,7 +336,7 @@ def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | Non
             f"sees; where a region could be red or blue it predicts the grayish average. Colorfulness "
             f"(prediction / ground truth): {ratios}. ")
     if classes:
-        what = ("the shipped colorizer (trained by `cae train --config configs/colorize-best.toml`, evaluated "
+        what = ("the shipped colorizer (trained by `cae train --config colorize-best`, evaluated "
                 "here), " if m.get("shipped") else "")
         text += (f"The best run is {what}a classifier over {c.bins}x{c.bins} (Cb, Cr) bins (Zhang et al. 2016"
                  + (f", class rebalancing {c.rebalance:g}" if c.rebalance else ", no class rebalancing")

@@ -70,7 +70,7 @@ def pca_at(pca: dict[int, dict], k: int) -> dict:
 def best_model(models: list[dict], pca: dict[int, dict]) -> str | None:
     """The model (seeds averaged) with the lowest MSE ratio to PCA below 1 at a latent size up
     to WINNER_MAX_LATENT: the run a sweep retrains with more seeds, and what
-    configs/beats-pca.toml ships; None when none beats PCA."""
+    the shipped config beats-pca is; None when none beats PCA."""
     def ratio(m: dict) -> float:
         p = pca_at(pca, m["latent_size"])["mse"]
         return m["mse"] / p if p else math.inf

@@ -69,7 +69,7 @@ def results_block(root: Path) -> str:
     lines += [f"| PCA with {number(r['latent_size'])} components (the best linear code) | "
               f"{number(r['latent_size'])} | {number(r['test_mse'], 'mse')} | |"
               for r in study if r["kind"] == "pca" and int(r["latent_size"]) in (64, 256, 1024)]
-    lines += _colorize_row(color, "best", "the shipped colorizer (`configs/colorize-best.toml`), RGB error")
+    lines += _colorize_row(color, "best", "the shipped colorizer (config `colorize-best`), RGB error")
     lines += _colorize_row(color, "baseline (a) gray", "the gray image (baseline)")
     scored = runs.read_json(root / "colorize/photos/photos.json")
     photos = scored["summary"]
@@ -100,7 +100,7 @@ def _frontier_lines(root: Path) -> list[str]:
     where = (f"beats PCA at latent {', '.join(wins)} of {len(front)} sizes" if wins
              else f"beats PCA at none of {len(front)} sizes")
     seconds = sum(x["train_seconds"] * x["seeds"] for x in models)
-    return [f"| frontier study: {m['name']} (`configs/beats-pca.toml`) | {number(m['latent_size'])} | "
+    return [f"| frontier study: {m['name']} (config `beats-pca`) | {number(m['latent_size'])} | "
             f"{number(m['mse'], 'mse')}{spread} | {_versus_pca(m['mse'] / float(row['pca_mse']), m['latent_size'])}; "
             f"{number(m['params'])} parameters |",
             f"| frontier study: {sum(x['seeds'] for x in models)} CAEs of 3 widths | | | the best CAE {where}; "
