@@ -205,24 +205,25 @@ def save_config(cfg: RunConfig, path: Path) -> None:
 SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def config_file(name: str | Path) -> Path:
-    """A config file: a path, or the name of one shipped with cae ('colorize-best' or
-    'colorize-best.toml', from `cae/configs/`; also the source tree's path configs/NAME.toml, so
-    a command copied from the docs works from an installed package)."""
+def file_or_shipped(name: str | Path, shipped: Path, what: str, accepts: str) -> Path:
+    """`name` if it is a file, else the .toml file of that name in the package folder `shipped`:
+    a bare name ('colorize-best'), the file name, or the source tree's path (configs/NAME.toml),
+    so a command copied from the docs works from an installed package. `what` names the kind of
+    file ('config', 'study') and `accepts` the files a user may pass, for the error."""
     path = Path(name)
     if path.is_file():
         return path
-    shipped = SHIPPED_CONFIGS / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
-    if shipped.is_file() and len(path.parts) <= 2:  # a bare name, or configs/NAME
-        return shipped
-    have = ", ".join(sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.toml"))) or "none"
-    raise CaeError(f"config file {path} not found; pass an existing .toml or .json file or a shipped config ({have})")
+    candidate = shipped / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if candidate.is_file() and len(path.parts) <= 2:  # a bare name, or FOLDER/NAME
+        return candidate
+    have = ", ".join(sorted(p.stem for p in shipped.glob("*.toml"))) or "none"
+    raise CaeError(f"{what} file {path} not found; pass an existing {accepts} or a shipped {what} ({have})")
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Read a TOML or JSON config, or a shipped one by name (`config_file`); a missing or
-    malformed file is a `CaeError` naming it."""
-    path = config_file(path)
+    """Read a TOML or JSON config, or one shipped with cae by name ('reference', 'colorize-best',
+    from `cae/configs/`); a missing or malformed file is a `CaeError` naming it."""
+    path = file_or_shipped(path, SHIPPED_CONFIGS, "config", ".toml or .json file")
     try:
         text = path.read_text()
         d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)

@@ -38,7 +38,7 @@ import numpy as np
 
 from cae.core import runs
 from cae.core.spec import ArchInfo, expand, trace
-from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict
+from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict, file_or_shipped
 from cae.core.text import Log
 from cae.experiments.frontier import write_frontier
 from cae.errors import CaeError
@@ -96,14 +96,7 @@ SHIPPED_STUDIES = Path(__file__).resolve().parents[1] / "studies"
 def study_file(name: str | Path) -> Path:
     """A study file: a path, or the name of one shipped with cae ('architecture' or
     'architecture.toml', from `cae/studies/`)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = SHIPPED_STUDIES / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
-    if shipped.is_file() and len(path.parts) <= 2:  # a bare name, or the old repo path studies/NAME
-        return shipped
-    have = ", ".join(sorted(p.stem for p in SHIPPED_STUDIES.glob("*.toml"))) or "none"
-    raise CaeError(f"study file {path} not found; pass an existing .toml file or a shipped study ({have})")
+    return file_or_shipped(name, SHIPPED_STUDIES, "study", ".toml file")
 
 
 def load_study(path: str | Path, epochs: int | None = None, limit: int | None = None,
