@@ -29,7 +29,7 @@ def decoding_curve(model: torch.nn.Module, images_u8: torch.Tensor, task, param:
     `param` 'chroma_gain', 'temperature' or 'boost' (see the module's docstring)."""
     sse, col = torch.zeros(len(grid), dtype=torch.float64), torch.zeros(len(grid), dtype=torch.float64)
     truth = 0.0
-    for j, pred, _, rgb in _decoded(model, images_u8, task, param, grid, batch):
+    for j, pred, rgb in _decoded(model, images_u8, task, param, grid, batch):
         pred = pred.clamp(0, 1)
         if j == 0:  # once per batch
             truth += colorfulness(rgb).sum().item()
@@ -45,22 +45,21 @@ def decoded_metrics(model: torch.nn.Module, images_u8: torch.Tensor, task, param
     """Every metric of `cae.core.train.evaluate` (MSE, PSNR, SSIM, chroma MSE, colorfulness) for
     each decoding strength of `values`."""
     sums = [MetricSums(colour=True) for _ in values]
-    for j, pred, target, _ in _decoded(model, images_u8, task, param, values, batch):
-        sums[j].add(pred, target)  # the uint8 images, as `evaluate` gives them
+    for j, pred, rgb in _decoded(model, images_u8, task, param, values, batch):
+        sums[j].add(pred, rgb)  # the [0, 1] floats, as `evaluate` gives them
     return [{**s.result(), param: v} for s, v in zip(sums, values)]
 
 
 @torch.inference_mode()
 def _decoded(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str,  # noqa: ANN001, ANN202
              values: tuple[float, ...], batch: int):
-    """(j, the merged RGB prediction at values[j], the truth as uint8 and in [0, 1]) for each batch
-    and each value: the network runs once per batch, only the decoding repeats."""
+    """(j, the merged RGB prediction at values[j], the truth in [0, 1]) for each batch and each
+    value: the network runs once per batch, only the decoding repeats."""
     for i in range(0, len(images_u8), batch):
-        target = images_u8[i:i + batch]
-        rgb = target.float().div(255)
+        rgb = torch.div(images_u8[i:i + batch], 255)  # as `evaluate` converts a batch
         raw, y = model.raw(task.network_input(rgb)).float(), luma(rgb)
         for j, v in enumerate(values):
-            yield j, merge_chroma(y, _decode(model, raw, param, v, rgb), task.target), target, rgb
+            yield j, merge_chroma(y, _decode(model, raw, param, v, rgb), task.target), rgb
 
 
 def _decode(model: torch.nn.Module, raw: torch.Tensor, param: str, v: float, rgb: torch.Tensor) -> torch.Tensor:

@@ -18,14 +18,12 @@ SSIM_WINDOW = 7  # 11 (the usual) is a third of a 32-pixel side; 7 keeps the win
 
 
 def squared_error_sum(pred: torch.Tensor, target: torch.Tensor, clamp: bool = False) -> torch.Tensor:
-    """sum((pred - target)^2) as a float32 tensor (autograd-aware), for a float target in [0, 1]
-    or uint8 images as stored (divided by 255); `clamp` clamps `pred` to [0, 1] first.
+    """sum((pred - target)^2) as a float32 tensor (autograd-aware), for a float target in [0, 1];
+    `clamp` clamps `pred` to [0, 1] first.
 
     The difference is float32 by type promotion (a bfloat16 prediction needs no cast of its
     own), and its square sum is one dot product over the values in memory order.
     """
-    if target.dtype == torch.uint8:
-        target = torch.div(target, 255)
     d = (pred.clamp(0, 1) if clamp else pred) - target
     cl = d.dim() == 4 and d.is_contiguous(memory_format=torch.channels_last)
     flat = (d.permute(0, 2, 3, 1) if cl else d).reshape(-1)
@@ -94,14 +92,14 @@ class MetricSums:
         """Add a batch of RGB predictions (float32 or bfloat16; clamped to [0, 1] here) and
         targets (float in [0, 1], or uint8 images as stored); every sum is float32 or wider."""
         s = self.sums
-        target = target if target.dtype == torch.uint8 else target.float()
+        # made [0, 1] float32 once, for every sum (uint8 in one pass, the same values as .float() / 255)
+        target = torch.div(target, 255) if target.dtype == torch.uint8 else target.float()
         s["sse"] = s.get("sse", 0.0) + squared_error_sum(pred, target, clamp=True).item()
         s["values"] = s.get("values", 0.0) + pred.numel()
         s["images"] = s.get("images", 0.0) + pred.shape[0]
         if not self.full:
             return
         pred = pred.clamp(0, 1).float()  # exact in any dtype
-        target = torch.div(target, 255) if target.dtype == torch.uint8 else target
         s["ssim"] = s.get("ssim", 0.0) + ssim_per_image(pred, target).sum().item()
         if self.colour:
             cp, ct = chroma(pred), chroma(target)
