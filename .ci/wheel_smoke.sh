@@ -43,8 +43,8 @@ check_wheel_contents() {
   "$VENV/bin/python" - "$WHEEL" <<'EOF'
 import fnmatch, sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-needed = ["cae/studies/*.toml", "cae/configs/colorize-best.toml", "cae/weights/colorizer/best.pt", "cae/weights/colorizer/config.toml",
-          "cae/weights/reference/best.pt", "cae/weights/reference/config.toml"]
+needed = ["cae/studies/*.toml", "cae/configs/colorize-best.toml", "cae/weights/colorizer/best.pt",
+          "cae/weights/colorizer/config.toml", "cae/weights/reference/best.pt", "cae/weights/reference/config.toml"]
 missing = [p for p in needed if not fnmatch.filter(names, p)]
 if missing:
     sys.exit(f"wheel smoke: FAILED: the wheel lacks {', '.join(missing)} (pyproject.toml package-data)")

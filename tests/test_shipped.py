@@ -15,7 +15,6 @@ from cae.core.train import eval_run
 from conftest import require
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = SHIPPED_CONFIGS
 SHIPPED = {"reference": "reference.toml", "colorizer": "colorize-best.toml"}  # weights/<name> <- cae/configs/<file>
 PRECISION_RECORDED = {"fp32": "float32", "bf16": "bfloat16"}
 
@@ -27,7 +26,7 @@ def test_every_shipped_model_is_listed() -> None:
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_shipped_config_is_the_one_in_configs(name: str) -> None:
     shipped = load_config(WEIGHTS / name / runs.CONFIG)
-    assert shipped == load_config(CONFIGS / SHIPPED[name])
+    assert shipped == load_config(SHIPPED_CONFIGS / SHIPPED[name])
     # 'auto' would mean bf16 on one CPU and float32 on another: a shipped config names its precision
     assert shipped.train.precision in PRECISION_RECORDED
     recorded = runs.read_json(WEIGHTS / name / runs.TEST_METRICS, ("mse",))
@@ -56,7 +55,7 @@ def test_beats_pca_is_the_frontier_studys_winner() -> None:
 
     result = runs.read_json(ROOT / "docs" / "results" / "frontier" / "frontier.json", ("winner", "models"))
     (variant,) = [v for v in load_study("frontier").variants if v.name == result["winner"]]
-    assert differences(load_config(CONFIGS / "beats-pca.toml"), variant.cfg) == {}
+    assert differences(load_config(SHIPPED_CONFIGS / "beats-pca.toml"), variant.cfg) == {}
     assert variant.info.latent_size <= 256
     (model,) = [m for m in result["models"] if m["name"] == result["winner"]]
     (row,) = [r for r in result["frontier"] if r["latent_size"] == model["latent_size"]]
