@@ -16,7 +16,7 @@ from cae.core import train as _train
 from cae.core.config import RunConfig, load_config
 from cae.core.model import build_model
 from cae.core.spec import trace
-from cae.core.train import eval_run, load_run
+from cae.core.train import load_run
 from cae.errors import CaeError
 
 __version__ = "0.2.0"
@@ -27,3 +27,9 @@ __all__ = ["CaeError", "RunConfig", "build_model", "eval_run", "load_config", "l
 def train_run(cfg: RunConfig, out: str | Path, **options) -> dict:  # noqa: ANN003 - see core.train.train_run
     """`cae.core.train.train_run` with the fast path on (unless `CAE_FAST=0`)."""
     return _train.train_run(cfg, out, accelerate=fast.path(), **options)
+
+
+def eval_run(run_dir: str | Path, **options) -> dict[str, float]:  # noqa: ANN003 - see core.train.eval_run
+    """`cae.core.train.eval_run` through the same fast path as `train_run`: in bf16 the fast path
+    and the plain model round differently, so only the same path gives back test_metrics.json."""
+    return _train.eval_run(run_dir, accelerate=fast.path(), **options)

@@ -48,11 +48,13 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    from cae import fast
     from cae.core.data import load_cifar10
     from cae.core.train import eval_run
 
     data = load_cifar10(a.data) if a.data else None
-    result = eval_run(a.run, data=data, device=a.device, precision=a.precision)
+    # the trainer's path (fast unless CAE_FAST=0): in bf16 the plain model rounds differently
+    result = eval_run(a.run, data=data, device=a.device, precision=a.precision, accelerate=fast.path())
     if a.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
