@@ -10,7 +10,7 @@ from PIL import Image
 
 from cae.core import runs
 from cae.cli import main
-from cae.apps.colorize import predict, read_image, shipped_model_dir, total_stride
+from cae.apps.colorize import predict, read_image, total_stride
 from cae.core.config import RunConfig, save_config
 from cae.core.data import luma
 from cae.core.tasks import Task
