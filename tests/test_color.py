@@ -78,6 +78,16 @@ def test_ssim_of_identical_images_is_one(rgb):
     assert (ssim_per_image(rgb, rgb.flip(-1)) < 0.5).all()
 
 
+def test_ssim_is_the_same_in_any_mix_of_memory_formats(rgb):
+    """The fast path's RGB output is NCHW and its batches channels_last: SSIM must not depend on it."""
+    pred, target = rgb.flip(-1), rgb
+    expected = ssim_per_image(pred, target)
+    for fmt_pred in (torch.contiguous_format, torch.channels_last):
+        for fmt_target in (torch.contiguous_format, torch.channels_last):
+            got = ssim_per_image(pred.contiguous(memory_format=fmt_pred), target.contiguous(memory_format=fmt_target))
+            assert torch.equal(got, expected), (fmt_pred, fmt_target)
+
+
 def _soft_target_ce_by_autograd(logits, idx, w):
     return -(torch.gather(torch.log_softmax(logits, dim=-1), -1, idx) * w).sum(dim=-1).mean()
 
