@@ -7,7 +7,7 @@ import torch
 
 from cae.core.color import chroma, gray_rgb, merge_chroma
 from cae.core.data import luma
-from cae.core.metrics import SoftTargetCrossEntropy, colorfulness, psnr_from_mse, ssim_per_image
+from cae.core.metrics import SoftTargetCrossEntropy, colorfulness, psnr_from_mse, squared_error_sum, ssim_per_image
 
 
 @pytest.fixture
@@ -65,6 +65,24 @@ def test_colorfulness_of_known_images():
     half[:, :, :2] = 0.0  # half red, half black: mean and std of rg, yb are both half the values
     expected = 1.3 * math.hypot(127.5, 63.75)
     assert colorfulness(half).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_squared_error_sum_is_exact_on_any_thread_count_and_layout():
+    """A test split's worth of values (3M per batch of 1,000 images): a float32 dot drifts by
+    1e-5 and more with the CPU and the thread count; the sum must match float64 arithmetic."""
+    torch.manual_seed(0)
+    target = torch.rand(1000, 3, 32, 32)
+    pred = target + 0.06 * torch.randn_like(target)
+    exact = ((pred.clamp(0, 1).double() - target.double()) ** 2).sum().item()
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                got = squared_error_sum(pred.contiguous(memory_format=fmt), target, clamp=True).item()
+                assert got == pytest.approx(exact, rel=1e-12), (threads, fmt)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_psnr_of_known_mse():
