@@ -87,6 +87,21 @@ def test_eval_reproduces_test_mse(run: Path, capsys: pytest.CaptureFixture) -> N
 
 
 @pytest.mark.slow
+def test_eval_runs_the_model_through_the_trainers_fast_path(run: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """In bf16 the fast path and the plain model round differently, so `cae eval` must take the
+    path the trainer took (the fast one unless CAE_FAST=0) to give back test_metrics.json."""
+    seen = []
+    monkeypatch.setattr(fast, "accelerate", lambda model: seen.append(type(model).__name__) or model)
+    assert main(["eval", str(run), "--json", "--device", "cpu"]) == 0
+    assert seen == ["AutoEncoder"]
+    monkeypatch.setenv("CAE_FAST", "0")
+    assert main(["eval", str(run), "--json", "--device", "cpu"]) == 0
+    assert seen == ["AutoEncoder"]
+    capsys.readouterr()
+
+
+@pytest.mark.slow
 def test_finished_run_is_left_alone_then_force_retrains(run: Path, data_dir: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     args = ["train", "--data", str(data_dir), "--limit", "600", "--epochs", "1", "--device", "cpu",

@@ -39,22 +39,19 @@ def _config_from_args(a: argparse.Namespace):  # noqa: ANN202 - RunConfig
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from cae import fast
-    from cae.core.train import train_run
+    from cae import train_run  # the public API: the fast path unless CAE_FAST=0
 
     cfg = _config_from_args(a)
-    train_run(cfg, a.out, force=a.force, progress=not a.quiet, accelerate=fast.path())
+    train_run(cfg, a.out, force=a.force, progress=not a.quiet)
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from cae import fast
+    from cae import eval_run  # through the trainer's path, as the run's test_metrics.json was made
     from cae.core.data import load_cifar10
-    from cae.core.train import eval_run
 
     data = load_cifar10(a.data) if a.data else None
-    # the trainer's path (fast unless CAE_FAST=0): in bf16 the plain model rounds differently
-    result = eval_run(a.run, data=data, device=a.device, precision=a.precision, accelerate=fast.path())
+    result = eval_run(a.run, data=data, device=a.device, precision=a.precision)
     if a.json:
         print(json.dumps(result, indent=2, sort_keys=True))
     else:
