@@ -247,9 +247,11 @@ def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8
             loss = p.task.class_loss(net, batch, weights)
         else:
             rgb = torch.div(batch, 255)  # one pass (not a float copy, then a division)
-            pred = p.task.predict_rgb(net, rgb, float32=False)
+            # float32 before the loss: mse_loss promoting a bfloat16 prediction itself is
+            # slower, with the same values and gradients
+            pred = p.task.predict_rgb(net, rgb)
     if not p.task.bins:
-        loss = mse(pred, rgb)  # float32 (a bfloat16 prediction is promoted)
+        loss = mse(pred, rgb)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
