@@ -45,8 +45,8 @@ class TrainConfig:
     epochs: int = 10
     # batch 128 trains ~25% more images/s than 64 on a 2-core CPU (cae bench); its peak lr is
     # tuned on the reference (10 epochs, seed 0 test MSE): 8e-3 0.00397, 1e-2 0.00395, 1.4e-2
-    # 0.00382, 2e-2 0.00366, 2.8e-2 0.00372 (bf16, the code of that time); more seeds, and this
-    # version's, in docs/performance.md.
+    # 0.00382, 2e-2 0.00366, 2.8e-2 0.00372 (bf16, the code of that time); ten seeds of this
+    # version in docs/performance.md.
     # (Batch 64 at 7e-3 gave 0.00361, the same within seeds; batch 256 missed 0.0038 at any lr.)
     batch_size: int = 128
     lr: float = 2e-2

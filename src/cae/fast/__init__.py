@@ -81,7 +81,12 @@ class UpsampleConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = fold_plan(self.kernel_size[0], self.scale)
         bias = self.bias.repeat(self.scale ** 2) if self.bias is not None else None
-        y = nn.functional.conv2d(x, fold_upsample_weight(self.weight, self.scale), bias, padding=plan.pad)
+        # the taps summed in float32 even under autocast (which would run the einsum in bf16 and
+        # round every weight before summing); the conv then rounds each sum once, as it rounds a
+        # plain weight
+        with torch.autocast(x.device.type, enabled=False):
+            weight = fold_upsample_weight(self.weight, self.scale)
+        y = nn.functional.conv2d(x, weight, bias, padding=plan.pad)
         return PhaseInterleave.apply(y, self.scale, plan.step, x.shape[-2], x.shape[-1])
 
 
