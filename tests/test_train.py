@@ -87,8 +87,7 @@ def test_eval_reproduces_test_mse(run: Path, capsys: pytest.CaptureFixture) -> N
 
 
 @pytest.mark.slow
-def test_eval_runs_the_model_through_the_trainers_fast_path(run: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture) -> None:
+def test_eval_runs_the_model_through_the_trainers_fast_path(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In bf16 the fast path and the plain model round differently, so `cae eval` must take the
     path the trainer took (the fast one unless CAE_FAST=0) to give back test_metrics.json."""
     seen = []
@@ -98,7 +97,6 @@ def test_eval_runs_the_model_through_the_trainers_fast_path(run: Path, monkeypat
     monkeypatch.setenv("CAE_FAST", "0")
     assert main(["eval", str(run), "--json", "--device", "cpu"]) == 0
     assert seen == ["AutoEncoder"]
-    capsys.readouterr()
 
 
 @pytest.mark.slow

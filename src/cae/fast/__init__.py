@@ -81,12 +81,7 @@ class UpsampleConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = fold_plan(self.kernel_size[0], self.scale)
         bias = self.bias.repeat(self.scale ** 2) if self.bias is not None else None
-        # the taps summed in float32 even under autocast (which would run the einsum in bf16 and
-        # round every weight before summing); the conv then rounds each sum once, as it rounds a
-        # plain weight
-        with torch.autocast(x.device.type, enabled=False):
-            weight = fold_upsample_weight(self.weight, self.scale)
-        y = nn.functional.conv2d(x, weight, bias, padding=plan.pad)
+        y = nn.functional.conv2d(x, fold_upsample_weight(self.weight, self.scale), bias, padding=plan.pad)
         return PhaseInterleave.apply(y, self.scale, plan.step, x.shape[-2], x.shape[-1])
 
 
@@ -128,11 +123,16 @@ def fold_plan(k: int, scale: int) -> FoldPlan:
 def fold_upsample_weight(weight: torch.Tensor, scale: int) -> torch.Tensor:
     """The low-resolution conv's weight (s*s*Co, Ci, size, size) for `fold_plan`: per output phase
     (a, b), the sum of the taps that land on the same low-resolution pixel. The channels are
-    phase-major (a, b, o): each phase is one slice of Co channels for `PhaseInterleave` to copy."""
+    phase-major (a, b, o): each phase is one slice of Co channels for `PhaseInterleave` to copy.
+
+    The taps are summed in the weight's own dtype even under autocast, which would run the einsum
+    in bf16 and round every tap before summing: the conv then rounds each sum once, as it rounds
+    a plain weight."""
     co, ci, k, _ = weight.shape
     plan = fold_plan(k, scale)
     taps = plan.taps.to(weight.device, weight.dtype)
-    w = torch.einsum("aut,bvs,oits->aboiuv", taps, taps, weight)
+    with torch.autocast(weight.device.type, enabled=False):
+        w = torch.einsum("aut,bvs,oits->aboiuv", taps, taps, weight)
     return w.reshape(co * scale * scale, ci, plan.size, plan.size)
 
 
