@@ -121,3 +121,17 @@ def test_a_frontier_sweep_trains_the_winner_with_three_seeds(tmp_path, monkeypat
     result = json.loads((out / "frontier.json").read_text())
     (b,) = [m for m in result["models"] if m["name"] == "b"]
     assert b["seeds"] == 3 and b["mse_std"] > 0
+
+
+def test_the_answer_names_the_runs_whose_training_blew_up():
+    assert "unstable" not in answer(group_models(rows()), frontier(group_models(rows()), PCA))
+    blown = rows()
+    blown[5]["unstable_epoch"] = 3  # k256-w32
+    blown.insert(6, {**run("k256-w32-seed1", 256, 20000, 0.005, 0.8, "w32", arch="arch-k256-w32"),
+                     "unstable_epoch": None})
+    blown[5]["arch"] = "arch-k256-w32"
+    models = group_models(blown)
+    (m,) = [m for m in models if m["name"] == "k256-w32"]
+    assert m["seeds"] == 2 and m["unstable"] == ["k256-w32"]
+    assert "1 of 7 runs became unstable" in answer(models, frontier(models, PCA))
+    assert "): k256-w32. Their figures understate" in answer(models, frontier(models, PCA))

@@ -20,7 +20,7 @@ from cae.core.config import load_config
 from cae.errors import CaeError
 from cae.experiments.pca import evaluate_pca, fit_pca, reconstruct
 from cae.experiments.study import (COLUMNS, conclusion, correlation, correlation_sentence, load_study,
-                                   load_study_results, ratio_words)
+                                   load_study_results, ratio_words, variant_row)
 from cae.experiments.sweep import (Eta, parse_shard, run_shard, run_sweep, shard_variants, threads_per_worker,
                                    usable_cpus)
 from conftest import require
@@ -495,3 +495,23 @@ def test_a_worker_that_died_fails_its_run_with_its_exit_code():
     assert errors["a"] == "its worker process died (exit code -9)"
     assert lines == ["variant 1/2 a: failed: its worker process died (exit code -9)"]
     assert errors["b"].startswith("not trained: every worker process had exited (exit codes -9)") and not waiting
+
+
+def test_a_run_whose_training_blew_up_is_noted_in_its_results_row(tmp_path):
+    v = next(v for v in load_study("architecture").variants if v.note)
+    pca = {min(v.info.latent_size, 3072): {"mse": 0.01}}
+    runs.write_json(tmp_path / runs.TEST_METRICS, {"mse": 0.012, "psnr": 19.0, "ssim": 0.6, "val_mse": 0.011,
+                                                   "best_epoch": 2})
+
+    def row_after(train: list[float]) -> dict:
+        runs.write_metrics_csv(tmp_path / runs.METRICS, [
+            {"epoch": e, "train_mse": t, "val_mse": t, "lr": 1e-2, "seconds": 1.0} for e, t in enumerate(train, 1)])
+        return variant_row(v, tmp_path, pca)
+
+    stable = row_after([0.03, 0.02, 0.025, 0.018])  # a bump under 2x its lowest is noise, not a blow-up
+    assert stable["unstable_epoch"] is None and "unstable" not in stable["note"]
+    row = row_after([0.02, 0.01, 0.03, 0.06])
+    assert row["unstable_epoch"] == 3
+    assert row["note"].endswith("unstable: the training error rose from 0.01000 to 0.03000 in epoch 3; "
+                                "tested at epoch 2")
+    assert row["note"].startswith(v.note + "; ")  # the study file's own note is kept

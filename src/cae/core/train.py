@@ -40,6 +40,7 @@ from cae.errors import CaeError
 
 Accelerate = Callable[[nn.Module], nn.Module]
 NORMALIZATION = "normalization.json"
+BLOWUP = 2.0  # an epoch's training error this many times the lowest before it: the run became unstable
 PRECISION_NAMES = {None: "float32", torch.bfloat16: "bfloat16"}
 
 
@@ -229,6 +230,7 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
         if d.main:
             log(f"epoch {epoch + 1:>3}/{t.epochs}  train_mse {train_mse:.5f}  val_mse {val:.5f}  "
                 f"lr {lr:.2e}  {rows[-1]['seconds']:.1f}s")
+            _warn_blowup(rows, t.lr, log)
             _checkpoint(out, model, opt, rows, best_val)
         best_val = min(best_val, val)
         barrier(d)
@@ -366,6 +368,26 @@ def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def to_device(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A uint8 batch on the device, channels_last like the model."""
     return batch_u8.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def blowup(rows: list[dict]) -> dict | None:
+    """The first epoch whose training error rose above BLOWUP times the lowest of the epochs before
+    it (`rows` as in metrics.csv), as {"epoch", "lowest", "train_mse"}; None for a stable run.
+    Such a run has usually left its minimum for good (a wide model at too high a learning rate can
+    end at the constant image), and its test figures come from an epoch before the rise."""
+    for i in range(1, len(rows)):
+        lowest = min(r["train_mse"] for r in rows[:i])
+        if rows[i]["train_mse"] > BLOWUP * lowest:
+            return {"epoch": int(rows[i]["epoch"]), "lowest": lowest, "train_mse": rows[i]["train_mse"]}
+    return None
+
+
+def _warn_blowup(rows: list[dict], peak_lr: float, log: Log) -> None:
+    jump = blowup(rows)
+    if jump and jump["epoch"] == rows[-1]["epoch"]:  # said once, in the epoch it happens
+        log(f"warning: the training error rose from {jump['lowest']:.5f} to {jump['train_mse']:.5f} in epoch "
+            f"{jump['epoch']}: the run became unstable; the test will use the best validation epoch. "
+            f"A lower peak learning rate than {peak_lr:g} (--lr) usually avoids it")
 
 
 def _check_finite(loss: torch.Tensor, d: Dist, epoch: int, step: int, lr: float) -> None:

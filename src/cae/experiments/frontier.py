@@ -43,7 +43,8 @@ def group_models(rows: list[dict]) -> list[dict]:
 
     Each model has the first run's name, axis, arch, latent size, parameters and epochs, the
     number of `seeds`, `mse`/`ssim` as means and `mse_std`/`ssim_std` (0 for one seed), and the
-    mean training time."""
+    mean training time; `unstable` names its runs whose training blew up (their rows'
+    `unstable_epoch`, from `cae.core.train.blowup`)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["kind"] == "conv":
@@ -58,6 +59,7 @@ def group_models(rows: list[dict]) -> list[dict]:
                        "seeds": len(runs_), "mse": statistics.fmean(mse), "ssim": statistics.fmean(ssim),
                        "mse_std": statistics.stdev(mse) if len(mse) > 1 else 0.0,
                        "ssim_std": statistics.stdev(ssim) if len(ssim) > 1 else 0.0,
+                       "unstable": [r["name"] for r in runs_ if r.get("unstable_epoch")],
                        "train_seconds": statistics.fmean(r["train_seconds"] or 0.0 for r in runs_)})
     return sorted(models, key=lambda m: (m["latent_size"], m["params"]))
 
@@ -124,8 +126,20 @@ def write_frontier(rows: list[dict], pca: dict[int, dict], out: Path, log: Log =
 def answer(models: list[dict], front: list[dict]) -> str:
     """Where the CAE beats PCA, by how much, at what cost, and how the gap moves with capacity:
     every figure and every comparative word from the numbers."""
-    parts = [_where(front), _gap_by_size(front), _capacity(models, front), _ssim(front), JPEG_CAVEAT]
+    parts = [_where(front), _gap_by_size(front), _capacity(models, front), _ssim(front), _unstable(models),
+             JPEG_CAVEAT]
     return "\n\n".join(p for p in parts if p)
+
+
+def _unstable(models: list[dict]) -> str:
+    """The runs whose training blew up (`cae.core.train.blowup`): their points understate their models."""
+    names = [name for m in models for name in m.get("unstable", [])]
+    if not names:
+        return ""
+    runs_ = sum(m["seeds"] for m in models)
+    return (f"{len(names)} of {runs_} runs became unstable (their training error jumped to several times its "
+            f"lowest, and each was tested at its best epoch before that): {', '.join(names)}. Their figures understate "
+            "what those models reach when they train stably; a lower peak learning rate usually avoids it.")
 
 
 def _pct(ratio: float) -> str:
