@@ -288,7 +288,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--photos", metavar="DIR", help="real photos to score the best colorizer on "
                    "(default: kodak-dev beside the data, when present)")
     r.add_argument("--frontier", action="store_true", help="also run the frontier study (CAE against PCA "
-                   "over latent sizes 16-1024; about 1.5 hours on 2 cores), added to a finished folder if given later")
+                   "over latent sizes 16-1024; about 1-1.5 hours on 2 cores), added to a finished folder if given later")
     r.add_argument("--force", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 
