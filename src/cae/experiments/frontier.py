@@ -137,7 +137,7 @@ def _unstable(models: list[dict]) -> str:
     if not names:
         return ""
     runs_ = sum(m["seeds"] for m in models)
-    return (f"{len(names)} of {runs_} runs became unstable (their training error jumped to several times its "
+    return (f"{len(names)} of {runs_} runs became unstable (their training error jumped to over twice its "
             f"lowest, and each was tested at its best epoch before that): {', '.join(names)}. Their figures understate "
             "what those models reach when they train stably; a lower peak learning rate usually avoids it.")
 
