@@ -110,10 +110,10 @@ def test_bad_files_are_reported_and_the_rest_processed(tmp_path, unet_run, capsy
     (tmp_path / "trunc.png").write_bytes(png[: len(png) // 2])
     Image.fromarray(_photo(64, 64)).save(tmp_path / "full.jpg", quality=95)
     jpg = (tmp_path / "full.jpg").read_bytes()
-    (tmp_path / "trunc.jpg").write_bytes(jpg[: len(jpg) // 3])
+    (tmp_path / "cut.jpg").write_bytes(jpg[: len(jpg) // 3])
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "x.png").mkdir()
-    bad = ["random.png", "trunc.png", "trunc.jpg", "empty.png", "x.png", "missing.png"]
+    bad = ["random.png", "trunc.png", "cut.jpg", "empty.png", "x.png", "missing.png"]
     args = [str(tmp_path / n) for n in ("good.png", *bad)]
     code = main(["colorize", *args, "--out", str(tmp_path / "out"), "--model", str(unet_run)])
     err = capsys.readouterr().err.strip().splitlines()
@@ -122,6 +122,30 @@ def test_bad_files_are_reported_and_the_rest_processed(tmp_path, unet_run, capsy
     for name, line in zip(bad, err):
         assert name in line and line.startswith("cae: error:"), line
     assert (tmp_path / "out" / "good.png").is_file()
+
+
+def test_no_photo_is_overwritten_by_an_output(tmp_path, unet_run, capsys):
+    """An output named like an input (colorized into its own folder), or two inputs writing one
+    file (same stem, or a stem ending in _gray under --compare): one line, exit 2, nothing written."""
+    for name in ("photo.png", "a/x.png", "b/x.jpg", "x_gray.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(_photo(8, 8, seed=len(name))).save(tmp_path / name)
+    before = {f: f.read_bytes() for f in tmp_path.rglob("*.*")}
+    cases = [(["photo.png"], [], "would overwrite the input"),
+             (["a/x.png", "b/x.jpg"], [], "would both be written to"),
+             (["a/x.png", "x_gray.png"], ["--compare"], "would both be written to")]
+    for names, extra, message in cases:
+        out = tmp_path if names == ["photo.png"] else tmp_path / "out"
+        code = main(["colorize", *(str(tmp_path / n) for n in names), "--out", str(out), "--model", str(unet_run), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and message in err[0], err
+        assert not (tmp_path / "out").exists()
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*.*")} == before
+    # the same file given twice is colorized once; without --compare, x_gray.png is no clash
+    assert main(["colorize", str(tmp_path / "a/x.png"), str(tmp_path / "a/../a/x.png"), str(tmp_path / "x_gray.png"),
+                 "--out", str(tmp_path / "out"), "--model", str(unet_run)]) == 0
+    assert capsys.readouterr().out.count("x.png ->") == 1
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["x.png", "x_gray.png"]
 
 
 def test_not_a_colorizer_is_refused(tmp_path, capsys):

@@ -161,6 +161,10 @@ def test_photos_evaluation_on_two_synthetic_images(tmp_path):
     assert main(["colorize", "--photos", str(photos), "--out", str(tmp_path / "cli"), "--model", str(run),
                  "--working-size", "0"]) == 0
     assert runs.read_json(tmp_path / "cli" / "photos.json", ("summary",))["working_size"] == 0
+    # its photos.png would overwrite (or join) the photos: refused before any work
+    with pytest.raises(CaeError, match="is the photo folder itself"):
+        evaluate_photos(photos, photos, model_dir=run, log=lambda s: None)
+    assert sorted(f.name for f in photos.iterdir()) == ["a.png", "b.jpg"]
 
 
 def test_photos_are_decoded_at_the_photo_boost(tmp_path):

@@ -252,11 +252,12 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def _add_colorize(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("colorize", help="colorize photos with a trained (or the shipped) model")
-    c.add_argument("images", nargs="*")
+    c.add_argument("images", nargs="*", help="photos to colorize (PNG, JPEG, ...; any size)")
     c.add_argument("--model", help="a colorization run folder (default: the weights shipped with cae)")
-    c.add_argument("--out", required=True)
-    c.add_argument("--compare", action="store_true", help="also write the original next to the output")
-    c.add_argument("--device", default="auto")
+    c.add_argument("--out", required=True, help="folder for a <stem>.png per photo (never over an input photo)")
+    c.add_argument("--compare", action="store_true",
+                   help="also write <stem>_original.png and <stem>_gray.png next to each output")
+    c.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     c.add_argument("--working-size", type=int, default=None, metavar="N",
                    help="short side (pixels) the chroma is predicted at, then upsampled; 0 = native size "
                         "(default: the model's color.working_size)")

@@ -4,6 +4,8 @@ Each file is read with Pillow (PNG, JPEG, ...; modes RGB, L, LA, RGBA, P, CMYK, 
 turned into BT.601 luma, run through the fully convolutional network (reflect-padded to a
 multiple of its total stride, and in overlapping tiles when large), cropped back and written
 as `<stem>.png`. A file that cannot be read is reported on one line and the others go on.
+Before any work, every output name is checked: none may be an input file (a photo colorized
+into its own folder), and no two inputs may share one (`a/x.jpg` and `b/x.png`).
 
 The image pipeline itself (working scale, tiles) is `cae.core.photo`.
 """
@@ -60,15 +62,16 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     `model_dir` is a colorize run folder (default: the shipped colorizer). With `compare`,
     `<stem>_original.png` and `<stem>_gray.png` are written too. Unreadable files are reported
     on stderr as one line each and skipped. `working_size` overrides the run's
-    `color.working_size` (0: native resolution), `boost` its `color.photo_boost`.
+    `color.working_size` (0: native resolution), `boost` its `color.photo_boost`. Outputs that
+    would overwrite an input or each other raise a CaeError first (`output_paths`).
     """
+    outputs = output_paths(paths, Path(out_dir), compare)  # checked before the model loads
     model, cfg, task = load_colorizer(model_dir, device, boost)
     stride = total_stride(cfg.arch)
     size = cfg.color.working_size if working_size is None else working_size
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     failures = 0
-    for p in map(Path, paths):
+    for p, targets in outputs.items():
         try:
             rgb = read_image(p)
             result = predict(model, task, rgb, stride, working_size=size)
@@ -76,13 +79,32 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
             print(f"cae: error: {e}", file=sys.stderr)
             failures += 1
             continue
-        target = out_dir / f"{p.stem}.png"
-        _save_png(result, target)
+        _save_png(result, targets[0])
         if compare:
-            _save_png(rgb, out_dir / f"{p.stem}_original.png")
-            _save_png(luma(rgb.unsqueeze(0))[0], out_dir / f"{p.stem}_gray.png")
-        log(f"{p} -> {target} ({rgb.shape[2]}x{rgb.shape[1]})")
+            _save_png(rgb, targets[1])
+            _save_png(luma(rgb.unsqueeze(0))[0], targets[2])
+        log(f"{p} -> {targets[0]} ({rgb.shape[2]}x{rgb.shape[1]})")
     return failures
+
+
+def output_paths(paths: Sequence[str | Path], out_dir: Path, compare: bool) -> dict[Path, list[Path]]:
+    """Each input (once, in order) -> the files it is written to: `<stem>.png`, and with `compare`
+    `<stem>_original.png` and `<stem>_gray.png`. A CaeError if an output would overwrite an input
+    or two inputs would write the same file, so that nothing is written and no photo is lost."""
+    inputs = {Path(p).resolve(): Path(p) for p in paths}  # a file given twice is colorized once
+    suffixes = ("", "_original", "_gray") if compare else ("",)
+    writer: dict[Path, Path] = {}
+    for source in inputs.values():
+        for suffix in suffixes:
+            shown = out_dir / f"{source.stem}{suffix}.png"
+            target = shown.resolve()
+            if target in inputs:
+                raise CaeError(f"writing {shown} would overwrite the input {inputs[target]}; give another --out folder")
+            if target in writer:
+                raise CaeError(f"{writer[target]} and {source} would both be written to {shown}; "
+                               "colorize them into separate --out folders")
+            writer[target] = source
+    return {source: [out_dir / f"{source.stem}{s}.png" for s in suffixes] for source in inputs.values()}
 
 
 def ship_run(run_dir: str | Path, name: str) -> Path:

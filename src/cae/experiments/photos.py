@@ -75,10 +75,13 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     photos (`boost` overrides the run's `color.photo_boost`). Returns the JSON's content."""
     from cae.core.runs import atomic_write_text, write_json
 
+    paths, panel_path = photo_paths(photos), Path(out) / "photos.png"
+    if Path(out).resolve() == Path(photos).resolve():  # photos.png would overwrite, or join, the photos
+        raise CaeError(f"--out {out} is the photo folder itself; give another --out folder")
     model, cfg, task = load_for_photos(model_dir, device, boost)
     size = cfg.color.working_size if working_size is None else working_size
     rows, shown = [], {}
-    for p in photo_paths(photos):
+    for p in paths:
         rgb = read_image(p)
         pred = predict(model, task, rgb, total_stride(cfg.arch), working_size=size)
         rows.append({"name": p.name, "width": rgb.shape[2], "height": rgb.shape[1], **score_photo(pred, rgb)})
@@ -89,7 +92,7 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     atomic_write_text(out / "photos.csv", _photos_csv(rows))
     order = sorted(rows, key=lambda r: r["gain_db"])
     picks = order[:(panel + 1) // 2] + order[len(order) - panel // 2:] if len(order) > panel else order
-    _save_panel([(r["name"], r["gain_db"], *shown[r["name"]]) for r in picks], out / "photos.png")
+    _save_panel([(r["name"], r["gain_db"], *shown[r["name"]]) for r in picks], panel_path)
     s = result["summary"]
     log(f"photos: {s['photos']} in {photos}, working size {size}: mean gain {s['mean_gain_db']:+.2f} dB over gray, "
         f"worst {s['worst_gain_db']:+.2f} dB ({s['worst']}), colorfulness {s['colorfulness_ratio']:.0%} of the truth's")
