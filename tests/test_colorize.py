@@ -51,7 +51,7 @@ def test_odd_sizes_and_modes(tmp_path, unet_run):
     rgb.convert("L").save(src / "gray.png")
     rgb.convert("LA").save(src / "la.png")
     rgba = rgb.convert("RGBA")
-    rgba.putalpha(128)
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))  # opacity varying across the image
     rgba.save(src / "rgba.png")
     rgb.convert("P", palette=Image.Palette.ADAPTIVE).save(src / "pal.png")
     rgb.convert("CMYK").save(src / "cmyk.jpg")
@@ -64,7 +64,10 @@ def test_odd_sizes_and_modes(tmp_path, unet_run):
     for f in files:
         result = Image.open(out / f"{f.stem}.png")
         want = Image.open(f).size
-        assert result.size == want and result.mode == "RGB", f.name
+        transparent = f.name in ("rgba.png", "la.png")  # a photo's transparency is kept, exactly
+        assert result.size == want and result.mode == ("RGBA" if transparent else "RGB"), f.name
+        if transparent:
+            assert np.array_equal(np.asarray(result.getchannel("A")), np.asarray(Image.open(f).getchannel("A")))
         assert (out / f"{f.stem}_original.png").is_file() and (out / f"{f.stem}_gray.png").is_file()
     # the output keeps the input's luma (chroma target): compare with the written gray image
     gray = np.asarray(Image.open(out / "odd_gray.png"), dtype=np.float32)

@@ -3,7 +3,8 @@
 Each file is read with Pillow (PNG, JPEG, ...; modes RGB, L, LA, RGBA, P, CMYK, 16-bit gray),
 turned into BT.601 luma, run through the fully convolutional network (reflect-padded to a
 multiple of its total stride, and in overlapping tiles when large), cropped back and written
-as `<stem>.png`. A file that cannot be read is reported on one line and the others go on.
+as `<stem>.png`, with the photo's transparency if it has any. A file that cannot be read is
+reported on one line and the others go on.
 Before any work, every output name is checked: none may be an input file (a photo colorized
 into its own folder), and no two inputs may share one (`a/x.jpg` and `b/x.png`).
 
@@ -23,7 +24,7 @@ from PIL import Image
 from cae.core import runs
 from cae.core.data import luma
 from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, downscale, load_for_photos,  # noqa: F401
-                            predict, read_image, total_stride)  # (some re-exported)
+                            predict, read_alpha, read_image, total_stride)  # (some re-exported)
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -75,11 +76,12 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
         try:
             rgb = read_image(p)
             result = predict(model, task, rgb, stride, working_size=size)
+            alpha = read_alpha(p)  # a transparent photo stays transparent where it was
         except CaeError as e:
             print(f"cae: error: {e}", file=sys.stderr)
             failures += 1
             continue
-        _save_png(result, targets[0])
+        _save_png(result if alpha is None else torch.cat([result, alpha]), targets[0])
         if compare:
             _save_png(rgb, targets[1])
             _save_png(luma(rgb.unsqueeze(0))[0], targets[2])

@@ -73,6 +73,17 @@ def read_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0).contiguous()
 
 
+def read_alpha(path: Path) -> torch.Tensor | None:
+    """The opacity (1,H,W) in [0, 1] of an image with transparency (RGBA, LA, PA, or a palette or
+    gray image with a transparent colour), oriented as `read_image`; None for an opaque one."""
+    with Image.open(path) as img:
+        if "A" not in img.getbands() and "transparency" not in img.info:
+            return None
+        img = ImageOps.exif_transpose(img)
+        a = np.array(img.convert("RGBA").getchannel("A"))
+    return torch.from_numpy(a).unsqueeze(0).float().div_(255.0)
+
+
 def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
     # reflect needs the pad to be smaller than the side; tiny images fall back to edge replication
     mode = "reflect" if max(top, bottom) < x.shape[-2] and max(left, right) < x.shape[-1] else "replicate"
