@@ -98,6 +98,17 @@ def test_colorize_a_small_image_returns_a_png_of_the_same_size(client) -> None: 
     assert answer["filename"] == "tiny_photo-colorized.png"  # no path or odd characters reach the download name
 
 
+def test_a_transparent_photo_stays_transparent(client) -> None:  # noqa: ANN001
+    rgba = Image.open(io.BytesIO(png(23, 37))).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    buf = io.BytesIO()
+    rgba.save(buf, format="PNG")
+    r = colorize(client, buf.getvalue())
+    assert r.status_code == 200, r.text
+    result = image_of(r.json()["result"])
+    assert result.mode == "RGBA" and np.array_equal(np.asarray(result.getchannel("A")), np.asarray(rgba.getchannel("A")))
+
+
 def test_garbage_upload_is_refused_with_a_message_and_the_next_request_works(client) -> None:  # noqa: ANN001
     for junk in (b"definitely not an image", b"", png(20, 20)[:60]):
         r = colorize(client, junk)

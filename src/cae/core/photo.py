@@ -73,15 +73,19 @@ def read_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0).contiguous()
 
 
-def read_alpha(path: Path) -> torch.Tensor | None:
+def alpha_of(img: Image.Image) -> torch.Tensor | None:
     """The opacity (1,H,W) in [0, 1] of an image with transparency (RGBA, LA, PA, or a palette or
     gray image with a transparent colour), oriented as `read_image`; None for an opaque one."""
-    with Image.open(path) as img:
-        if "A" not in img.getbands() and "transparency" not in img.info:
-            return None
-        img = ImageOps.exif_transpose(img)
-        a = np.array(img.convert("RGBA").getchannel("A"))
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return None
+    a = np.array(ImageOps.exif_transpose(img).convert("RGBA").getchannel("A"))
     return torch.from_numpy(a).unsqueeze(0).float().div_(255.0)
+
+
+def read_alpha(path: Path) -> torch.Tensor | None:
+    """`alpha_of` the image file at `path` (read after `read_image` has checked it)."""
+    with Image.open(path) as img:
+        return alpha_of(img)
 
 
 def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:

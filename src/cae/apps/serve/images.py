@@ -63,14 +63,14 @@ def cifar_sized(img: Image.Image, side: int = 32) -> torch.Tensor:
 
 
 def to_pil(t: torch.Tensor) -> Image.Image:
-    """An 8-bit Pillow image of a (3,H,W) or (1,H,W) tensor in [0, 1]."""
+    """An 8-bit Pillow image of a (4,H,W) RGBA, (3,H,W) or (1,H,W) tensor in [0, 1]."""
     a = t.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
     arr = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
 def png_bytes(t: torch.Tensor) -> bytes:
-    """A (3,H,W) or (1,H,W) tensor in [0, 1] as PNG file bytes."""
+    """A (4,H,W), (3,H,W) or (1,H,W) tensor in [0, 1] as PNG file bytes."""
     buf = io.BytesIO()
     to_pil(t).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()

@@ -17,6 +17,7 @@ from cae.apps.serve.models import ModelCache, colorize_rgb, find_model, list_mod
 from cae.apps.serve.results import find_reports, report_url
 from cae.apps.serve.samples import SampleGrid
 from cae.core.data import luma
+from cae.core.photo import alpha_of
 from cae.errors import CaeError
 from cae.core.metrics import psnr_from_mse
 
@@ -58,11 +59,14 @@ def samples_answer(cfg: ServeConfig) -> dict:
 def colorize_answer(cfg: ServeConfig, model_id: str, data: bytes, filename: str) -> dict:
     """Colorize an uploaded photo at full resolution: the gray input, the result, the original."""
     entry = find_model(cfg.runs_dir, model_id, "colorize")
-    rgb = to_rgb_tensor(decode_upload(data, cfg.max_pixels))
+    img = decode_upload(data, cfg.max_pixels)
+    rgb, alpha = to_rgb_tensor(img), alpha_of(img)
     model = cfg.cache.get(entry)
     t0 = time.perf_counter()
     result = colorize_rgb(model, rgb)
     seconds = time.perf_counter() - t0
+    if alpha is not None:  # a transparent photo stays transparent where it was, as in `cae colorize`
+        result = torch.cat([result, alpha])
     return {"model": entry.id, "width": rgb.shape[2], "height": rgb.shape[1], "seconds": round(seconds, 3),
             "filename": f"{safe_stem(filename)}-colorized.png", "result": png_data_url(result),
             "gray": png_data_url(luma(rgb.unsqueeze(0))[0]), "original": png_data_url(rgb)}
