@@ -18,7 +18,7 @@ import torch
 from cae import fast
 from cae.core import runs
 from cae.cli import main
-from cae.core.config import load_config
+from cae.core.config import RunConfig, load_config, save_config
 from cae.core.data import TEST_FILE, _as_batches_folder
 from cae.core.train import BLOWUP, blowup
 from conftest import require
@@ -166,6 +166,18 @@ def test_bad_flag_values_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "tpu" in one_error_line(capsys)
     assert main(["train", "--val-subset", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "train.val_subset" in one_error_line(capsys)
+
+
+def test_a_folder_that_is_no_finished_run_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`cae eval` and `cae colorize --model` name what the folder lacks, not a config-file problem."""
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert "is not a run folder (it has no config.toml)" in one_error_line(capsys)
+    started = tmp_path / "started"  # a run stopped before its first epoch ended: a config, no model
+    started.mkdir()
+    save_config(RunConfig(task="colorize", target="ycbcr"), started / runs.CONFIG)
+    for argv in (["eval", str(started)], ["colorize", "x.png", "--model", str(started), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        assert f"has no trained model yet (no best.pt); finish it with cae train --out {started}" in one_error_line(capsys)
 
 
 def test_network_input_is_the_same_standardization_in_either_memory_layout() -> None:

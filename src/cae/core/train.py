@@ -521,6 +521,10 @@ def resume_into(model: nn.Module, opt: torch.optim.Optimizer, state: dict, out: 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunConfig, Task]:
     """A finished run's best model (plain modules, eval mode), its config and its task."""
     run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG).is_file():  # load_config's message is about config files
+        raise CaeError(f"{run_dir} is not a run folder (it has no {runs.CONFIG}); give the --out folder of a cae train run")
+    if not (run_dir / runs.BEST).is_file():
+        raise CaeError(f"{run_dir} has no trained model yet (no {runs.BEST}); finish it with cae train --out {run_dir}")
     cfg = load_config(run_dir / runs.CONFIG)
     dev = resolve_device(device)
     mean = std = None
