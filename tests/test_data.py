@@ -225,6 +225,22 @@ def test_extract_good_archive(tmp_path: Path) -> None:
     assert load_cifar10(dest).images.shape[0] == 60
 
 
+def test_a_failed_download_is_one_short_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pooch
+
+    from cae.core.data import download_cifar10
+
+    def offline(*args, **kwargs):  # what requests raises without a network: ~400 characters
+        raise ConnectionError("HTTPSConnectionPool(host='www.cs.toronto.edu', port=443): Max retries exceeded " * 5)
+
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    with pytest.raises(CaeError) as e:
+        download_cifar10(tmp_path)
+    message = str(e.value)
+    assert "\n" not in message and len(message) < 320, message
+    assert "ConnectionError" in message and "pass its folder with --data or CAE_DATA_DIR" in message
+
+
 # ----------------------------------------------------------------------------- the real files
 @pytest.mark.slow
 def test_real_cifar10() -> None:

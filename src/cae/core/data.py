@@ -79,8 +79,10 @@ def download_cifar10(dest: Path) -> Path:
         archive = pooch.retrieve(ARCHIVE_URL, known_hash=f"md5:{ARCHIVE_MD5}", path=dest,
                                  fname="cifar-10-binary.tar.gz", progressbar=True)
     except Exception as e:  # network errors, checksum mismatch
-        raise CaeError(f"could not download CIFAR-10 from {ARCHIVE_URL} ({type(e).__name__}: {e}); "
-                       "download cifar-10-binary.tar.gz by hand and pass its folder with --data") from None
+        detail = str(e).splitlines()[0] if str(e) else ""  # requests' own can run to 400 characters
+        detail = detail if len(detail) <= 100 else detail[:97] + "..."
+        raise CaeError(f"could not download CIFAR-10 from {ARCHIVE_URL} ({type(e).__name__}: {detail}); download "
+                       "cifar-10-binary.tar.gz by hand, extract it and pass its folder with --data or CAE_DATA_DIR") from None
     extract_archive(Path(archive), dest)
     return dest / FOLDER
 
