@@ -86,6 +86,25 @@ def test_impossible_variant_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "out" / "ok").exists()  # nothing trained, not even the valid one
 
 
+def test_no_data_is_one_error_before_any_worker_starts(tmp_path, monkeypatch):
+    """Without data and network the sweep tries one download in the parent, not one per worker."""
+    import pooch
+
+    tries = []
+
+    def offline(*args, **kwargs):
+        tries.append(1)
+        raise OSError("offline")
+
+    monkeypatch.delenv("CAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(pooch, "retrieve", offline)
+    p = write(tmp_path, f'[[variant]]\nname = "a"\narch = "{TINY_A}"\n[[variant]]\nname = "b"\narch = "{TINY_A}"')
+    with pytest.raises(CaeError, match="could not download CIFAR-10.*offline"):
+        run_sweep(p, tmp_path / "out", jobs=2, log=lambda s: None)
+    assert tries == [1] and not (tmp_path / "out").exists()
+
+
 def test_shipped_study_is_valid_and_complete():
     s = load_study(Path(__file__).parents[1] / "src" / "cae" / "studies" / "architecture.toml")
     axes = {v.axis for v in s.variants}

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 from cae.core import runs
 from cae.core.config import RunConfig
+from cae.core.data import resolve_data_dir
 from cae.core.device import torch_threads
 from cae.core.spec import trace
 from cae.core.text import Log
@@ -51,6 +52,8 @@ def run_sweep(study_path: str | Path, out: str | Path, epochs: int | None = None
     study = load_study(study_path, epochs, limit, data_dir)
     out = Path(out)
     check_jobs(jobs)
+    # found (or downloaded) once, here: not once per worker, each failing alike without a network
+    resolve_data_dir(study.variants[0].cfg.data.dir or None)
     with runs.RunLock(out):
         runs.atomic_write_text(out / STUDY_COPY, study.text)
         n = len(study.variants)
