@@ -13,18 +13,17 @@ The image pipeline itself (working scale, tiles) is `cae.core.photo`.
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 
 from cae.core import runs
 from cae.core.data import luma
 from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, downscale, load_for_photos,  # noqa: F401
-                            predict, read_alpha, read_image, total_stride)  # (some re-exported)
+                            predict, read_alpha, read_image, to_pil, total_stride)  # (some re-exported)
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -39,13 +38,10 @@ def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
 
 def _save_png(t: torch.Tensor, path: Path) -> None:
     from cae.core.runs import atomic_write_bytes
-    import io
 
-    a = t.clamp(0, 1).mul_(255).round_().to(torch.uint8)
-    arr = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
     buf = io.BytesIO()
     # zlib level 1, not Pillow's 6: a 12-megapixel photo encodes ~6x faster for a ~25% larger file
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=PNG_LEVEL)
+    to_pil(t).save(buf, format="PNG", compress_level=PNG_LEVEL)
     atomic_write_bytes(path, buf.getvalue())
 
 

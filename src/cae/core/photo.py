@@ -11,6 +11,7 @@ kept exactly. This is also what makes a 12-megapixel photo fast.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,6 @@ from cae.errors import CaeError
 
 TILE = 512  # tile side (output pixels) for large images; memory stays ~100 MB for unet16
 OVERLAP = 32  # context margin around each tile, beyond the nets' receptive field radius
-PNG_LEVEL = 3
 STRIP = 256  # rows merged at a time at full size
 MAX_PIXELS = 64_000_000  # larger images are refused (decoding alone would take GBs)
 
@@ -44,33 +44,68 @@ def total_stride(spec: str) -> int:
     return s
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """RGB (3,H,W) float in [0, 1] from an image file; any failure is a one-line CaeError."""
-    if path.is_dir():
-        raise CaeError(f"{path}: is a directory, not an image")
+class ImageTooLarge(CaeError):
+    """An image with more pixels than the limit (`cae serve` answers 413 to it, not 400)."""
+
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """An image file (a path, or an upload's bytes) decoded, its camera rotation applied; else a
+    one-line CaeError saying why, naming no path (`read_image` adds the file's name)."""
+    if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
+        raise CaeError("the file is empty; choose a photo (PNG, JPEG, WebP, ...)")
+    img = None
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise CaeError(f"{path}: {w}x{h} is larger than the limit of {MAX_PIXELS:,} pixels; downscale it first")
-            img = ImageOps.exif_transpose(img)  # photos from cameras: apply the stored rotation
-            img.load()  # decode now: a truncated file fails here, not later
-            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                # 16-bit gray: keep the precision (convert('L') would clip values above 255)
-                a = np.asarray(img, dtype=np.float32) / 65535.0
-                return torch.from_numpy(np.clip(a, 0, 1)).unsqueeze(0).expand(3, -1, -1).contiguous()
-            a = np.array(img.convert("RGB"))  # L, LA, RGBA, P, CMYK, ...: uint8 (a writable copy), converted below
+        img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        w, h = img.size  # from the header, before any pixel is decoded
+        if w * h > max_pixels:
+            raise ImageTooLarge(f"the image is {w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,}; "
+                                "downscale it first")
+        oriented = ImageOps.exif_transpose(img)  # photos from cameras: apply the stored rotation
+        oriented.load()  # decode now: a truncated file fails here, not later
+        return oriented
     except CaeError:
         raise
-    except FileNotFoundError:
-        raise CaeError(f"{path}: no such file") from None
     except UnidentifiedImageError:
-        raise CaeError(f"{path}: not an image Pillow can read (empty or unknown format)") from None
+        raise CaeError("not an image Pillow can read (PNG, JPEG, WebP, BMP, TIFF, GIF, ...)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise CaeError(f"{path}: cannot decode the image ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                       "the file may be truncated or corrupt") from None
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CaeError(f"cannot decode the image ({first}); the file may be truncated or corrupt") from None
+    finally:
+        if img is not None:
+            img.close()  # the file (the oriented image is a copy, or fully loaded)
+
+
+def rgb_of(img: Image.Image) -> torch.Tensor:
+    """RGB (3,H,W) float in [0, 1] of a decoded image of any mode (L, LA, RGBA, P, CMYK, ...);
+    16-bit gray keeps its precision (convert('L') would clip values above 255)."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        a = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0, 1)
+        return torch.from_numpy(a).unsqueeze(0).expand(3, -1, -1).contiguous()
+    a = np.array(img.convert("RGB"))  # uint8, a writable copy
     # uint8 to float in one pass by torch (threaded), not numpy's cast then divide then a copy
     return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """RGB (3,H,W) float in [0, 1] from an image file; any failure is a one-line CaeError naming it."""
+    try:
+        if path.is_dir():
+            raise CaeError("is a directory, not an image")
+        if not path.exists():
+            raise CaeError("no such file")
+        return rgb_of(open_image(path))
+    except CaeError as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def to_pil(t: torch.Tensor) -> Image.Image:
+    """An 8-bit Pillow image (L, RGB or RGBA) of a (1, H, W), (3, H, W) or (4, H, W) tensor in [0, 1]."""
+    a = t.detach().float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    arr = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(arr))
 
 
 def alpha_of(img: Image.Image) -> torch.Tensor | None:

@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cae.apps.serve import jobs
-from cae.apps.serve.images import ImageTooLarge
+from cae.core.photo import ImageTooLarge
 from cae.apps.serve.models import ModelCache
 from cae.apps.serve.results import find_reports
 from cae.apps.serve.samples import SampleGrid

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from cae.apps.serve.images import cifar_sized, decode_upload, png_data_url, to_rgb_tensor
+from cae.apps.serve.images import cifar_sized, png_data_url
 from cae.apps.serve.models import ModelCache, colorize_rgb, find_model, list_models, reconstruct
 from cae.apps.serve.results import find_reports, report_url
 from cae.apps.serve.samples import SampleGrid
 from cae.core.data import luma
-from cae.core.photo import alpha_of
+from cae.core.photo import alpha_of, open_image, rgb_of
 from cae.errors import CaeError
 from cae.core.metrics import psnr_from_mse
 
@@ -59,8 +59,8 @@ def samples_answer(cfg: ServeConfig) -> dict:
 def colorize_answer(cfg: ServeConfig, model_id: str, data: bytes, filename: str) -> dict:
     """Colorize an uploaded photo at full resolution: the gray input, the result, the original."""
     entry = find_model(cfg.runs_dir, model_id, "colorize")
-    img = decode_upload(data, cfg.max_pixels)
-    rgb, alpha = to_rgb_tensor(img), alpha_of(img)
+    img = open_image(data, cfg.max_pixels)
+    rgb, alpha = rgb_of(img), alpha_of(img)
     model = cfg.cache.get(entry)
     t0 = time.perf_counter()
     result = colorize_rgb(model, rgb)
@@ -88,7 +88,7 @@ def reconstruct_input(cfg: ServeConfig, position: str | None, data: bytes | None
                       filename: str) -> tuple[torch.Tensor, str]:
     """The (3,32,32) image to reconstruct and a caption saying where it came from."""
     if data is not None:
-        return cifar_sized(decode_upload(data, cfg.max_pixels)), f"{filename or 'upload'} (centre, 32x32)"
+        return cifar_sized(open_image(data, cfg.max_pixels)), f"{filename or 'upload'} (centre, 32x32)"
     if position is None or not position.strip().isdigit():
         raise CaeError("choose a CIFAR-10 image from the grid or upload a photo")
     samples = cfg.samples.get()
