@@ -10,6 +10,12 @@ OUT ?= runs/reproduce
 # The torch pin keeps pip on the CPU wheel that lies on the dev/CI machines' disk;
 # anything newer resolves a multi-GB CUDA build there.
 TORCH ?= torch==2.13.0
+# The data: CAE_DATA_DIR if set, else a CIFAR-10 copy in ../shared/datasets beside the clone (as on
+# the dev/CI machines, which have no internet for the download), else cae's own search.
+CAE_DATA_DIR ?= $(wildcard $(abspath ..)/shared/datasets/cifar-10-batches-bin)
+ifneq ($(CAE_DATA_DIR),)
+export CAE_DATA_DIR
+endif
 
 .PHONY: setup reproduce quick test wheel-smoke bench clean
 

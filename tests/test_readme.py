@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from cae.core import runs
 from cae.report.readme import BEGIN, END, FILES, OPTIONAL, SNAPSHOT, replace_block, results_block
-from conftest import QuickRun
+from conftest import QuickRun, require
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +90,18 @@ def test_readme_command_hides_the_machines_run_folder() -> None:
 
     assert without_out("cae reproduce --out /home/me/run --frontier") == "cae reproduce --frontier"
     assert without_out("cae reproduce --out=/x") == "cae reproduce"
+
+
+def test_make_finds_the_shared_data_without_cae_data_dir() -> None:
+    """The README's `make reproduce` on a machine with ../shared beside the clone and no internet:
+    the Makefile points CAE_DATA_DIR at the shared copy, and a value already set wins."""
+    shared = ROOT.parent / "shared" / "datasets" / "cifar-10-batches-bin"
+    require(shared.is_dir(), f"no shared CIFAR-10 copy at {shared}")
+    env = {k: v for k, v in os.environ.items() if k not in ("CAE_DATA_DIR", "MAKEFLAGS")}
+
+    def seen(extra: dict) -> str:
+        show = ["make", "-s", "--no-print-directory", "--eval", 'show-data: ; @echo "$$CAE_DATA_DIR"', "show-data"]
+        return subprocess.run(show, cwd=ROOT, env={**env, **extra}, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert Path(seen({})).resolve() == shared.resolve()
+    assert seen({"CAE_DATA_DIR": "/elsewhere"}) == "/elsewhere"
