@@ -14,6 +14,7 @@ from cae.apps.colorize import predict, read_image, total_stride
 from cae.core.config import RunConfig, save_config
 from cae.core.data import luma
 from cae.core.tasks import Task
+from cae.errors import CaeError
 from conftest import require
 
 
@@ -149,6 +150,19 @@ def test_no_photo_is_overwritten_by_an_output(tmp_path, unet_run, capsys):
                  "--out", str(tmp_path / "out"), "--model", str(unet_run)]) == 0
     assert capsys.readouterr().out.count("x.png ->") == 1
     assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["x.png", "x_gray.png"]
+
+
+def test_unreadable_file_says_why(tmp_path, monkeypatch):
+    from cae.core import photo
+
+    (tmp_path / "locked.png").write_bytes(b"not empty")
+
+    def denied(fp, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(photo.Image, "open", denied)  # as a file of another user's would (tests may run as root)
+    with pytest.raises(CaeError, match=r"locked.png: not readable \(permission denied\)$"):
+        read_image(tmp_path / "locked.png")
 
 
 def test_not_a_colorizer_is_refused(tmp_path, capsys):

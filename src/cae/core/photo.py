@@ -54,10 +54,10 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """An image file (a path, or an upload's bytes) decoded, its camera rotation applied; else a
     one-line CaeError saying why, naming no path (`read_image` adds the file's name)."""
-    if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
-        raise CaeError("the file is empty; choose a photo (PNG, JPEG, WebP, ...)")
     img = None
     try:
+        if (len(source) if isinstance(source, bytes) else source.stat().st_size) == 0:
+            raise CaeError("the file is empty; choose a photo (PNG, JPEG, WebP, ...)")
         img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
         w, h = img.size  # from the header, before any pixel is decoded
         if w * h > max_pixels:
@@ -68,6 +68,10 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Imag
         return oriented
     except CaeError:
         raise
+    except FileNotFoundError:
+        raise CaeError("no such file") from None
+    except PermissionError:
+        raise CaeError("not readable (permission denied)") from None
     except UnidentifiedImageError:
         raise CaeError("not an image Pillow can read (PNG, JPEG, WebP, BMP, TIFF, GIF, ...)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
@@ -94,8 +98,6 @@ def read_image(path: Path) -> torch.Tensor:
     try:
         if path.is_dir():
             raise CaeError("is a directory, not an image")
-        if not path.exists():
-            raise CaeError("no such file")
         return rgb_of(open_image(path))
     except CaeError as e:
         raise type(e)(f"{path}: {e}") from None
