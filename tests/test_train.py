@@ -19,8 +19,8 @@ from cae import fast
 from cae.core import runs
 from cae.cli import main
 from cae.core.config import RunConfig, load_config, save_config
-from cae.core.data import TEST_FILE, _as_batches_folder
-from cae.core.train import BLOWUP, blowup
+from cae.core.data import TEST_FILE, _as_batches_folder, load_cifar10, split_indices
+from cae.core.train import BLOWUP, blowup, gather_split
 from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -288,3 +288,30 @@ def test_blowup_finds_the_first_epoch_the_training_error_jumps_above_its_lowest(
     assert blowup(epochs(0.02, 0.01, 0.019, 0.0199, 0.012)) is None
     jump = blowup(epochs(0.02, 0.01, 0.015, BLOWUP * 0.01 * 1.01, 0.06, 0.06))
     assert jump == {"epoch": 4, "lowest": 0.01, "train_mse": BLOWUP * 0.01 * 1.01}
+
+
+@pytest.mark.slow
+def test_the_python_api_example_in_the_docs_runs_as_written(tmp_path: Path, data_dir: Path, one_thread: None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/usage.md's example, run as written on 600 images: its `y` is the reconstruction the
+    run's test metrics score (`model(x)` on images in [0, 1] is not: the run standardizes them),
+    its `z` the reference's 16x8x8 code."""
+    import cae
+
+    block = (REPO / "docs" / "usage.md").read_text().split("## Python API", 1)[1]
+    block = block.split("```python", 1)[1].split("```", 1)[0]
+
+    def small(**settings):  # noqa: ANN003, ANN202
+        cfg = RunConfig(**settings)
+        cfg.data.limit, cfg.data.dir = 600, str(data_dir)
+        return cfg
+
+    monkeypatch.setattr(cae, "RunConfig", small)
+    monkeypatch.chdir(tmp_path)
+    data = load_cifar10(data_dir)
+    x = gather_split(data.images, split_indices(data.labels, 0, 600)["test"]).float() / 255
+    names = {"x": x}
+    exec(block, names)
+    recorded = runs.read_json(tmp_path / "runs" / "ref" / "test_metrics.json")["mse"]
+    assert names["z"].shape == (len(x), 16, 8, 8)
+    assert float(((names["y"] - x) ** 2).mean()) == pytest.approx(recorded, rel=2e-2)
