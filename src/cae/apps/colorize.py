@@ -23,7 +23,8 @@ import torch
 from cae.core import runs
 from cae.core.data import luma
 from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, downscale, load_for_photos,  # noqa: F401
-                            predict, read_alpha, read_image, to_pil, total_stride)  # (some re-exported)
+                            alpha_of, open_file, predict, read_image, rgb_of, to_pil,
+                            total_stride)  # (some re-exported)
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -70,9 +71,8 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     failures = 0
     for p, targets in outputs.items():
         try:
-            rgb = read_image(p)
+            rgb, alpha = _rgb_and_alpha(p)  # a transparent photo stays transparent where it was
             result = predict(model, task, rgb, stride, working_size=size)
-            alpha = read_alpha(p)  # a transparent photo stays transparent where it was
         except CaeError as e:
             print(f"cae: error: {e}", file=sys.stderr)
             failures += 1
@@ -85,14 +85,20 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     return failures
 
 
+def _rgb_and_alpha(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    img = open_file(path)  # decoded once for both; freed before the network runs
+    return rgb_of(img), alpha_of(img)
+
+
 def output_paths(paths: Sequence[str | Path], out_dir: Path, compare: bool) -> dict[Path, list[Path]]:
     """Each input (once, in order) -> the files it is written to: `<stem>.png`, and with `compare`
     `<stem>_original.png` and `<stem>_gray.png`. A CaeError if an output would overwrite an input
     or two inputs would write the same file, so that nothing is written and no photo is lost."""
     inputs = {Path(p).resolve(): Path(p) for p in paths}  # a file given twice is colorized once
     suffixes = ("", "_original", "_gray") if compare else ("",)
+    outputs: dict[Path, list[Path]] = {source: [] for source in inputs.values()}
     writer: dict[Path, Path] = {}
-    for source in inputs.values():
+    for source, targets in outputs.items():
         for suffix in suffixes:
             shown = out_dir / f"{source.stem}{suffix}.png"
             target = shown.resolve()
@@ -102,7 +108,8 @@ def output_paths(paths: Sequence[str | Path], out_dir: Path, compare: bool) -> d
                 raise CaeError(f"{writer[target]} and {source} would both be written to {shown}; "
                                "colorize them into separate --out folders")
             writer[target] = source
-    return {source: [out_dir / f"{source.stem}{s}.png" for s in suffixes] for source in inputs.values()}
+            targets.append(shown)
+    return outputs
 
 
 def ship_run(run_dir: str | Path, name: str) -> Path:

@@ -93,14 +93,19 @@ def rgb_of(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0).contiguous()
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """RGB (3,H,W) float in [0, 1] from an image file; any failure is a one-line CaeError naming it."""
+def open_file(path: Path) -> Image.Image:
+    """`open_image` of a file; any failure is a one-line CaeError naming it."""
     try:
         if path.is_dir():
             raise CaeError("is a directory, not an image")
-        return rgb_of(open_image(path))
+        return open_image(path)
     except CaeError as e:
         raise type(e)(f"{path}: {e}") from None
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """RGB (3,H,W) float in [0, 1] from an image file (`open_file`, `rgb_of`)."""
+    return rgb_of(open_file(path))
 
 
 def to_pil(t: torch.Tensor) -> Image.Image:
@@ -111,18 +116,13 @@ def to_pil(t: torch.Tensor) -> Image.Image:
 
 
 def alpha_of(img: Image.Image) -> torch.Tensor | None:
-    """The opacity (1,H,W) in [0, 1] of an image with transparency (RGBA, LA, PA, or a palette or
-    gray image with a transparent colour), oriented as `read_image`; None for an opaque one."""
+    """The opacity (1,H,W) in [0, 1] of a decoded image (`open_image`: already oriented) with
+    transparency (RGBA, LA, PA, or a palette or gray image with a transparent colour); None for an
+    opaque one."""
     if "A" not in img.getbands() and "transparency" not in img.info:
         return None
-    a = np.array(ImageOps.exif_transpose(img).convert("RGBA").getchannel("A"))
+    a = np.array(img.convert("RGBA").getchannel("A"))
     return torch.from_numpy(a).unsqueeze(0).float().div_(255.0)
-
-
-def read_alpha(path: Path) -> torch.Tensor | None:
-    """`alpha_of` the image file at `path` (read after `read_image` has checked it)."""
-    with Image.open(path) as img:
-        return alpha_of(img)
 
 
 def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
