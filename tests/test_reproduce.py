@@ -12,7 +12,7 @@ import pytest
 from conftest import QuickRun, run_cae
 
 from cae.core.spec import trace
-from cae.core.text import duration, number
+from cae.core.text import duration, first_line, number
 from cae.errors import CaeError
 from cae.experiments.study import correlation_sentence as correlation_conclusion
 from cae.report import SECTIONS, write_report
@@ -223,6 +223,14 @@ def test_numbers_are_written_by_what_they_measure(value: object, kind: str, text
 @pytest.mark.parametrize("seconds,text", [(None, "—"), (0.4, "0s"), (59.6, "1m00s"), (83, "1m23s"), (7509, "2h05m09s")])
 def test_durations_read_as_hours_minutes_seconds(seconds: float | None, text: str) -> None:
     assert duration(seconds) == text
+
+
+@pytest.mark.parametrize("error,limit,text", [
+    (ValueError("size mismatch\n  full details"), 0, "size mismatch"), (RuntimeError(), 0, "RuntimeError"),
+    (OSError("x" * 150), 100, "x" * 97 + "..."), (OSError("short"), 100, "short"),
+])
+def test_an_error_is_written_as_one_line(error: BaseException, limit: int, text: str) -> None:
+    assert first_line(error, limit) == text
 
 
 def test_quick_study_keeps_the_reference_and_spreads_the_latent_sizes(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cae.core.text import first_line
 from cae.errors import CaeError
 
 RECORD_BYTES = 3073  # 1 label byte + 3 x 32 x 32 pixel bytes
@@ -79,10 +80,9 @@ def download_cifar10(dest: Path) -> Path:
         archive = pooch.retrieve(ARCHIVE_URL, known_hash=f"md5:{ARCHIVE_MD5}", path=dest,
                                  fname="cifar-10-binary.tar.gz", progressbar=True)
     except Exception as e:  # network errors, checksum mismatch
-        detail = str(e).splitlines()[0] if str(e) else ""  # requests' own can run to 400 characters
-        detail = detail if len(detail) <= 100 else detail[:97] + "..."
-        raise CaeError(f"could not download CIFAR-10 from {ARCHIVE_URL} ({type(e).__name__}: {detail}); download "
-                       "cifar-10-binary.tar.gz by hand, extract it and pass its folder with --data or CAE_DATA_DIR") from None
+        reason = f"{type(e).__name__}: {first_line(e, 100)}"  # cut: requests' own run to 400 characters
+        raise CaeError(f"could not download CIFAR-10 from {ARCHIVE_URL} ({reason}); download cifar-10-binary.tar.gz "
+                       "by hand, extract it and pass its folder with --data or CAE_DATA_DIR") from None
     extract_archive(Path(archive), dest)
     return dest / FOLDER
 

@@ -21,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cae.core.color import chroma, merge_chroma
 from cae.core.data import luma
+from cae.core.text import first_line
 from cae.errors import CaeError
 
 TILE = 512  # tile side (output pixels) for large images; memory stays ~100 MB for unet16
@@ -75,8 +76,7 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Imag
     except UnidentifiedImageError:
         raise CaeError("not an image Pillow can read (PNG, JPEG, WebP, BMP, TIFF, GIF, ...)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CaeError(f"cannot decode the image ({first}); the file may be truncated or corrupt") from None
+        raise CaeError(f"cannot decode the image ({first_line(e)}); the file may be truncated or corrupt") from None
     finally:
         if img is not None:
             img.close()  # the file (the oriented image is a copy, or fully loaded)

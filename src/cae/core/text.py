@@ -17,6 +17,13 @@ Log = Callable[[str], None]
 MISSING = "—"  # how a value that is absent (None, "", "-") is written
 
 
+def first_line(error: BaseException, limit: int = 0) -> str:
+    """An exception's message as one line: its first line (cut to `limit` characters when given),
+    or its type's name when it has no message."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return text if not limit or len(text) <= limit else text[:limit - 3] + "..."
+
+
 def number(value: Any, kind: str = "") -> str:
     """A number written by what it measures; `kind` is a column or key name such as
     'test_mse', 'psnr', 'ssim', 'pearson_p', 'train_seconds', 'ratio_to_pca'.

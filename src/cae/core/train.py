@@ -35,7 +35,7 @@ from cae.core.metrics import MetricSums
 from cae.core.model import build_model
 from cae.core.spec import trace
 from cae.core.tasks import Task
-from cae.core.text import Log
+from cae.core.text import Log, first_line
 from cae.errors import CaeError
 
 Accelerate = Callable[[nn.Module], nn.Module]
@@ -514,7 +514,7 @@ def resume_into(model: nn.Module, opt: torch.optim.Optimizer, state: dict, out: 
         opt.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise CaeError(f"checkpoint {out / runs.LAST} does not fit the model of {out / runs.CONFIG} "
-                       f"({str(e).splitlines()[0]}); rerun with --force") from None
+                       f"({first_line(e)}); rerun with --force") from None
     return list(state["rows"]), float(state["best_val"]), int(state["epoch"])
 
 
@@ -522,7 +522,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunCo
     """A finished run's best model (plain modules, eval mode), its config and its task."""
     run_dir = Path(run_dir)
     if not (run_dir / runs.CONFIG).is_file():  # load_config's message is about config files
-        raise CaeError(f"{run_dir} is not a run folder (it has no {runs.CONFIG}); give the --out folder of a cae train run")
+        raise CaeError(f"{run_dir} is not a run folder (it has no {runs.CONFIG}); "
+                       "give the --out folder of a cae train run")
     if not (run_dir / runs.BEST).is_file():
         raise CaeError(f"{run_dir} has no trained model yet (no {runs.BEST}); finish it with cae train --out {run_dir}")
     cfg = load_config(run_dir / runs.CONFIG)
@@ -537,7 +538,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunCo
         model.load_state_dict(runs.load_torch(run_dir / runs.BEST, dev))
     except RuntimeError as e:
         raise CaeError(f"checkpoint {run_dir / runs.BEST} does not fit the model of {run_dir / runs.CONFIG} "
-                       f"({str(e).splitlines()[0]}); retrain with --force") from None
+                       f"({first_line(e)}); retrain with --force") from None
     return model.to(dev).eval(), cfg, task
 
 

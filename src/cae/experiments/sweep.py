@@ -28,7 +28,7 @@ from cae.core.config import RunConfig
 from cae.core.data import resolve_data_dir
 from cae.core.device import torch_threads
 from cae.core.spec import trace
-from cae.core.text import Log
+from cae.core.text import Log, first_line
 from cae.errors import CaeError
 from cae.experiments.frontier import WINNER_MAX_LATENT, WINNER_SEEDS, best_model, group_models
 from cae.experiments.study import STUDY_COPY, Study, Variant, load_study, pca_results, variant_row, write_results
@@ -286,9 +286,9 @@ def _train_here(pending: list[Job], force: bool, data: Callable[[], Any], progre
 def _one_line(e: BaseException, log: Log) -> str:
     """An error as one line: a CaeError's message; anything else (a bug) also gets its traceback logged."""
     if isinstance(e, CaeError):
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
+        return first_line(e)
     log("".join(traceback.format_exception(e)).rstrip())
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+    return f"{type(e).__name__}: {first_line(e)}" if str(e) else type(e).__name__
 
 
 # ----------------------------------------------------------------------------- worker processes
