@@ -9,6 +9,7 @@ count, and on a busy 2-core machine one thread is also far faster than two spinn
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -195,6 +196,48 @@ def test_ctrl_c_in_process_then_resume_is_exact(syn: Path, reference: dict[str, 
     assert "Traceback" not in err and "resume" in err and len(err.strip().splitlines()) == 1, err
     assert not runs.is_finished(out) and not (out / runs.LOCK).exists()
     resume_and_compare(args, out, len(runs.read_metrics_csv(out / runs.METRICS)), reference["fp32"], capsys)
+
+
+def test_full_disk_mid_run_is_one_line_then_resume_is_exact(syn: Path, reference: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills while epoch 2 is saved: one line naming the file and the fix, exit 2, the
+    lock released, epoch 1 kept, and the same command later finishes the run exactly."""
+    out = tmp_path / "run"
+    args = train_args(syn, out, "fp32")
+    write = runs.atomic_write_bytes
+    saved = []
+
+    def disk_full_at_second_checkpoint(path: Path, data: bytes) -> None:
+        if Path(path).name == runs.LAST:
+            saved.append(path)
+            if len(saved) == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        write(path, data)
+
+    monkeypatch.setattr(runs, "atomic_write_bytes", disk_full_at_second_checkpoint)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{out / runs.LAST}: No space left on device" in err and "free disk space" in err
+    assert not runs.is_finished(out) and not (out / runs.LOCK).exists()
+    monkeypatch.setattr(runs, "atomic_write_bytes", write)
+    resume_and_compare(args, out, 1, reference["fp32"], capsys)
+
+
+@pytest.mark.parametrize("command", [["train", "--limit", "600", "--epochs", "1"], ["sweep", "architecture"],
+                                     ["colorize", "photo.png"]])
+def test_an_out_folder_that_cannot_be_made_is_one_line(command: list[str], syn: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("photo.png").write_bytes(b"")  # never read: the output folder fails first
+    Path("a-file").write_text("")
+    assert main([*command, "--data", str(syn), "--out", "a-file/out"] if command[0] != "colorize"
+                else [*command, "--out", "a-file/out"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("cae: error: a-file/out: Not a directory; check the path, its permissions and the free "
+                           "disk space"), err
 
 
 # ----------------------------------------------------------------------------- corrupt state

@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import Sequence
 
+from cae.core.text import first_line
 from cae.errors import CaeError
 
 
@@ -329,6 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a path that cannot be written, a full disk: the user's to fix, not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"cae: error: {where}{e.strerror or first_line(e)}; check the path, its permissions and the free "
+              "disk space", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -449,7 +449,9 @@ def write_report(dir: str | Path) -> tuple[Path, Path]:
     """
     root = Path(dir)
     if not root.is_dir():
-        raise CaeError(f"results folder {root} does not exist; run `cae reproduce --out {root}` first")
+        what = "is a file, not a results folder" if root.exists() else "does not exist"
+        raise CaeError(f"{root} {what}; pass the --out folder of a cae reproduce run, or make one with "
+                       f"`cae reproduce --out {root}`")
     blocks = build(root)
     html_path, md_path = root / "report.html", root / "report.md"
     runs.atomic_write_text(md_path, to_markdown(blocks))
