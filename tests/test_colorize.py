@@ -10,7 +10,7 @@ from PIL import Image
 
 from cae.core import runs
 from cae.cli import main
-from cae.apps.colorize import predict, read_image, total_stride
+from cae.core.photo import predict, read_image, total_stride
 from cae.core.config import RunConfig, save_config
 from cae.core.data import luma
 from cae.core.tasks import Task
@@ -187,3 +187,35 @@ def test_default_model_is_the_shipped_colorizer(tmp_path):
     Image.fromarray(_photo(40, 50)).save(tmp_path / "p.jpg")
     assert main(["colorize", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o")]) == 0
     assert Image.open(tmp_path / "o" / "p.png").size == (50, 40)
+
+
+def test_python_api_colorizes_a_photo_as_the_command_does(tmp_path):
+    """`cae.Colorizer`: the shipped colorizer by default; a file (turned by its camera rotation) or
+    a Pillow image in, a Pillow image of the same size out, the luma kept, colour added, and the
+    transparency of an RGBA image kept exactly; the same pixels as `cae colorize` writes."""
+    import cae
+
+    require(SHIPPED.is_file(), f"no shipped weights at {SHIPPED}")
+    yy, xx = np.mgrid[0:48, 0:80]
+    photo = np.stack([xx * 3, yy * 5, 255 - xx * 3], -1).astype(np.uint8)  # a colourful ramp
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to view
+    Image.fromarray(photo).save(tmp_path / "p.jpg", exif=exif, quality=95)
+    colorizer = cae.Colorizer.load(device="cpu")
+    out = colorizer.colorize(tmp_path / "p.jpg")
+    assert out.mode == "RGB" and out.size == (48, 80)  # turned as a viewer shows it
+    rgb = torch.from_numpy(np.array(out)).permute(2, 0, 1).float() / 255
+    given = read_image(tmp_path / "p.jpg")
+    assert (luma(rgb[None]) - luma(given[None])).abs().max() < 3 / 255  # 8-bit rounding only
+    assert (rgb - rgb.mean(0)).abs().mean() > 0.01  # not gray
+    assert main(["colorize", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    with Image.open(tmp_path / "o" / "p.png") as written:
+        assert np.array_equal(np.asarray(written), np.asarray(out))
+    alpha = (np.arange(80 * 48) % 256).astype(np.uint8).reshape(48, 80)
+    rgba = Image.fromarray(np.dstack([photo, alpha]), "RGBA")
+    out = colorizer.colorize(rgba)
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+    with pytest.raises(CaeError, match="no such file"):
+        colorizer.colorize(tmp_path / "missing.png")
+    with pytest.raises(CaeError, match="not a colorizer"):
+        cae.Colorizer.load(Path(cae.__file__).parent / "weights" / "reference", device="cpu")

@@ -11,7 +11,7 @@ from PIL import Image
 from cae.core import runs
 from cae.cli import main
 from cae.core.color import BIN_RANGE, chroma_bins, soft_bins
-from cae.apps.colorize import predict, total_stride
+from cae.core.photo import predict, total_stride
 from cae.experiments.photos import evaluate_photos
 from cae.core.config import ColorConfig, RunConfig, load_config, save_config
 from cae.core.data import Cifar10, luma
@@ -170,7 +170,7 @@ def test_photos_evaluation_on_two_synthetic_images(tmp_path):
 def test_photos_are_decoded_at_the_photo_boost(tmp_path):
     """A classifier's calibrated boost is for CIFAR-10; photos use color.photo_boost (-1: the
     calibrated one) or --boost, and a higher boost gives more colourful photos."""
-    from cae.apps.colorize import load_colorizer
+    from cae import Colorizer
     from cae.core.color import rebalance_weights
 
     photos = tmp_path / "photos"
@@ -184,14 +184,14 @@ def test_photos_are_decoded_at_the_photo_boost(tmp_path):
     state["log_weights"] = rebalance_weights(torch.softmax(torch.randn(13 * 13), 0), 0.1).log()
     state["boost"] = torch.tensor(1.5)  # as calibrated on CIFAR-10
     runs.save_torch(run / runs.BEST, state)
-    assert load_colorizer(run, "cpu")[0].boost.item() == 0.0  # the run's photo boost
-    assert load_colorizer(run, "cpu", boost=2.0)[0].boost.item() == 2.0
+    assert Colorizer.load(run, "cpu").model.boost.item() == 0.0  # the run's photo boost
+    assert Colorizer.load(run, "cpu", boost=2.0).model.boost.item() == 2.0
     with pytest.raises(CaeError, match="boost must be >= 0"):
-        load_colorizer(run, "cpu", boost=-1.0)
+        Colorizer.load(run, "cpu", boost=-1.0)
     cfg = load_config(run / runs.CONFIG)
     cfg.color.photo_boost = -1
     save_config(cfg, run / runs.CONFIG)
-    assert load_colorizer(run, "cpu")[0].boost.item() == 1.5  # -1: the calibrated boost
+    assert Colorizer.load(run, "cpu").model.boost.item() == 1.5  # -1: the calibrated boost
     col = {}
     for b in ("0", "3"):
         assert main(["colorize", "--photos", str(photos), "--out", str(tmp_path / b), "--model", str(run),

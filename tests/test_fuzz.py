@@ -193,7 +193,7 @@ def _jpeg(arr: np.ndarray, mode: str = "RGB") -> bytes:
 
 
 def test_colorize_read_image_random_bytes() -> None:
-    from cae.apps.colorize import read_image
+    from cae.core.photo import read_image
 
     rng = np.random.default_rng(0)
     seeds = [_png(rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)), _jpeg(rng.integers(0, 256, (16, 8, 3),
@@ -223,7 +223,7 @@ def test_colorize_read_image_random_bytes() -> None:
 
 
 def test_colorize_predict_any_size() -> None:
-    from cae.apps.colorize import predict, total_stride
+    from cae.core.photo import predict, total_stride
     from cae.core.tasks import Task
 
     spec = "conv8 pool2 conv8 pool2 | up2 conv8 up2 convout"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from cae import fast
 from cae.core import runs
@@ -311,7 +312,10 @@ def test_the_python_api_example_in_the_docs_runs_as_written(tmp_path: Path, data
     data = load_cifar10(data_dir)
     x = gather_split(data.images, split_indices(data.labels, 0, 600)["test"]).float() / 255
     names = {"x": x}
+    Image.new("RGB", (70, 40), (200, 120, 40)).save("photo.jpg")
     exec(block, names)
     recorded = runs.read_json(tmp_path / "runs" / "ref" / "test_metrics.json")["mse"]
     assert names["z"].shape == (len(x), 16, 8, 8)
     assert float(((names["y"] - x) ** 2).mean()) == pytest.approx(recorded, rel=2e-2)
+    with Image.open("photo-color.png") as colored:
+        assert colored.size == (70, 40) and colored.mode == "RGB"

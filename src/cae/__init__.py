@@ -5,6 +5,7 @@ colorization). The public API is re-exported here; the CLI (`cae`) is a thin she
     model = cae.build_model("reference")       # the handout's layers, plain torch.nn
     info = cae.trace("reference")              # shapes, size formula, latent size, params
     metrics = cae.train_run(cae.RunConfig(arch="reference"), "runs/ref")
+    cae.Colorizer.load().colorize("photo.jpg").save("photo-color.png")
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from cae import fast
 from cae.core import train as _train
 from cae.core.config import RunConfig, load_config
 from cae.core.model import build_model
+from cae.core.photo import Colorizer
 from cae.core.spec import trace
 from cae.core.train import load_run
 from cae.errors import CaeError
 
 __version__ = "0.2.0"
-__all__ = ["CaeError", "RunConfig", "build_model", "eval_run", "load_config", "load_run", "trace", "train_run",
+__all__ = ["CaeError", "Colorizer", "RunConfig", "build_model", "eval_run", "load_config", "load_run", "trace", "train_run",
            "__version__"]
 
 

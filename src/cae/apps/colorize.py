@@ -22,9 +22,7 @@ import torch
 
 from cae.core import runs
 from cae.core.data import luma
-from cae.core.photo import (MAX_PIXELS, OVERLAP, STRIP, TILE, downscale, load_for_photos,  # noqa: F401
-                            alpha_of, open_file, predict, read_image, rgb_of, to_pil,
-                            total_stride)  # (some re-exported)
+from cae.core.photo import Colorizer, alpha_of, open_file, rgb_of, to_pil
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -46,12 +44,6 @@ def _save_png(t: torch.Tensor, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_colorizer(model_dir: str | Path | None, device: str = "auto", boost: float | None = None):  # noqa: ANN201
-    """(model, config, task) of a colorize run folder (default: the shipped colorizer), decoding
-    for photos (`cae.core.photo.load_for_photos`; `boost` overrides the run's photo boost)."""
-    return load_for_photos(Path(model_dir) if model_dir else shipped_model_dir(DEFAULT_MODEL), device, boost)
-
-
 def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: str | Path | None = None,
                    compare: bool = False, device: str = "auto", log: Log = print,
                    working_size: int | None = None, boost: float | None = None) -> int:
@@ -64,15 +56,13 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     would overwrite an input or each other raise a CaeError first (`output_paths`).
     """
     outputs = output_paths(paths, Path(out_dir), compare)  # checked before the model loads
-    model, cfg, task = load_colorizer(model_dir, device, boost)
-    stride = total_stride(cfg.arch)
-    size = cfg.color.working_size if working_size is None else working_size
+    colorizer = Colorizer.load(model_dir, device, boost, working_size)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     failures = 0
     for p, targets in outputs.items():
         try:
             rgb, alpha = _rgb_and_alpha(p)  # a transparent photo stays transparent where it was
-            result = predict(model, task, rgb, stride, working_size=size)
+            result = colorizer(rgb)
         except CaeError as e:
             print(f"cae: error: {e}", file=sys.stderr)
             failures += 1

@@ -152,6 +152,45 @@ def load_for_photos(model_dir: str | Path, device: str = "auto", boost: float | 
     return model, cfg, task
 
 
+class Colorizer:
+    """A colorization run ready for photos of any size; the Python face of `cae colorize`.
+
+        colorizer = cae.Colorizer.load()                 # the shipped colorizer, or a run folder
+        colorizer.colorize("photo.jpg").save("photo.png")  # a file or a Pillow image in, Pillow out
+        rgb = colorizer(gray_or_color)                   # a (3, H, W) tensor in [0, 1] in and out
+
+    Only the image's luma is used, and it is kept exactly; the chroma is predicted at the run's
+    working scale (`working_size`, 0 = native) as described above.
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg, task, working_size: int | None = None) -> None:  # noqa: ANN001
+        self.model, self.cfg, self.task = model, cfg, task
+        self.working_size = cfg.color.working_size if working_size is None else working_size
+        self.stride = total_stride(cfg.arch)
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, device: str = "auto", boost: float | None = None,
+             working_size: int | None = None) -> "Colorizer":
+        """A colorize run folder (default: the weights shipped with cae), decoding set for photos
+        (`load_for_photos`: `boost` overrides the run's `color.photo_boost`)."""
+        from cae.core.runs import shipped_run
+
+        model_dir = shipped_run("colorizer") if model_dir is None else Path(model_dir)
+        return cls(*load_for_photos(model_dir, device, boost), working_size=working_size)
+
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        """The colorized RGB (3,H,W) in [0, 1], on the CPU, of an image (3,H,W) in [0, 1]."""
+        return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size)
+
+    def colorize(self, image: Image.Image | str | Path) -> Image.Image:
+        """The colorized 8-bit image of a Pillow image or an image file (its camera rotation
+        applied), with the image's transparency if it has any."""
+        img = image if isinstance(image, Image.Image) else open_file(Path(image))
+        rgb, alpha = rgb_of(img), alpha_of(img)
+        out = self(rgb)
+        return to_pil(out if alpha is None else torch.cat([out, alpha]))
+
+
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
             overlap: int = OVERLAP, working_size: int = 0) -> torch.Tensor:
     """The colorized RGB (3,H,W) in [0, 1] of one image (3,H,W), the luma of `rgb` kept.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cae.core.data import luma
-from cae.core.photo import load_for_photos, predict, read_image, total_stride
+from cae.core.photo import Colorizer, read_image
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -78,15 +78,15 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     paths, panel_path = photo_paths(photos), Path(out) / "photos.png"
     if Path(out).resolve() == Path(photos).resolve():  # photos.png would overwrite, or join, the photos
         raise CaeError(f"--out {out} is the photo folder itself; give another --out folder")
-    model, cfg, task = load_for_photos(model_dir, device, boost)
-    size = cfg.color.working_size if working_size is None else working_size
+    colorizer = Colorizer.load(model_dir, device, boost, working_size)
+    size = colorizer.working_size
     rows, shown = [], {}
     for p in paths:
         rgb = read_image(p)
-        pred = predict(model, task, rgb, total_stride(cfg.arch), working_size=size)
+        pred = colorizer(rgb)
         rows.append({"name": p.name, "width": rgb.shape[2], "height": rgb.shape[1], **score_photo(pred, rgb)})
         shown[p.name] = (_thumb(rgb), _thumb(pred))
-    result = {"folder": str(photos), "working_size": size, "boost": _boost(model), "summary": summarize_photos(rows), "photos": rows}
+    result = {"folder": str(photos), "working_size": size, "boost": _boost(colorizer.model), "summary": summarize_photos(rows), "photos": rows}
     out = Path(out)
     write_json(out / "photos.json", result)
     atomic_write_text(out / "photos.csv", _photos_csv(rows))

@@ -31,11 +31,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cae.apps.serve import jobs
-from cae.core.photo import ImageTooLarge
+from cae.core.photo import MAX_PIXELS, ImageTooLarge
 from cae.apps.serve.models import ModelCache
 from cae.apps.serve.results import find_reports
 from cae.apps.serve.samples import SampleGrid
-from cae.apps.colorize import MAX_PIXELS
 from cae.errors import CaeError
 
 STATIC = Path(__file__).parent / "static"

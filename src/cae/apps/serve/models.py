@@ -18,7 +18,7 @@ from torch import nn
 
 from cae.core import runs
 from cae.apps.colorize import shipped_model_dir
-from cae.core.photo import decode_for_photos
+from cae.core.photo import Colorizer, decode_for_photos
 from cae.errors import CaeError
 
 TASKS = ("colorize", "reconstruct")
@@ -152,10 +152,7 @@ def colorize_rgb(model: LoadedModel, rgb: torch.Tensor) -> torch.Tensor:
     The only call into the colorization API: the chroma is predicted at the run's working
     scale (`color.working_size`), as `cae colorize` does by default.
     """
-    from cae.apps.colorize import predict, total_stride
-
-    return predict(model.net, model.task, rgb, total_stride(model.cfg.arch),
-                   working_size=model.cfg.color.working_size)
+    return Colorizer(model.net, model.cfg, model.task)(rgb)
 
 
 @dataclass
