@@ -105,3 +105,21 @@ def test_make_finds_the_shared_data_without_cae_data_dir() -> None:
 
     assert Path(seen({})).resolve() == shared.resolve()
     assert seen({"CAE_DATA_DIR": "/elsewhere"}) == "/elsewhere"
+
+
+def test_usage_table_of_python_functions_names_real_functions_and_options() -> None:
+    """docs/usage.md's command -> function table: every function exists (so its dotted name
+    imports), and every keyword it shows is one the function takes."""
+    import importlib
+    import inspect
+    import re
+
+    text = (ROOT / "docs" / "usage.md").read_text().split("| command | function |", 1)[1]
+    calls = re.findall(r"^\| `cae [^`]+` \| `([\w.]+)\(([^)]*)\)` \|$", text, flags=re.M)
+    assert len(calls) >= 7, calls
+    for dotted, args in calls:
+        module, _, name = dotted.rpartition(".")
+        function = getattr(importlib.import_module(module), name)
+        taken = inspect.signature(function).parameters
+        for keyword in re.findall(r"(\w+)=\.\.\.", args):
+            assert keyword in taken or any(p.kind is p.VAR_KEYWORD for p in taken.values()), (dotted, keyword)
