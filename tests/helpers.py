@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cae.core.data import TEST_FILE, TRAIN_FILES
 
@@ -20,3 +21,11 @@ def write_smooth_cifar(folder: Path, per_file: int = 400, seed: int = 0) -> Path
         pixels = img.clip(0, 255).astype(np.uint8).reshape(per_file, -1)
         np.concatenate([labels[:, None], pixels], axis=1).tofile(folder / name)
     return folder
+
+
+def loaded_image(path: Path | str) -> Image.Image:
+    """An image file decoded and its file closed at once (a bare `Image.open` leaves the open
+    file to the garbage collector)."""
+    with Image.open(path) as img:
+        img.load()
+    return img

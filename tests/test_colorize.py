@@ -16,6 +16,7 @@ from cae.core.data import luma
 from cae.core.tasks import Task
 from cae.errors import CaeError
 from conftest import require
+from helpers import loaded_image
 
 
 def _make_run(d: Path, arch: str, target: str) -> Path:
@@ -63,16 +64,16 @@ def test_odd_sizes_and_modes(tmp_path, unet_run):
     assert main(["colorize", *map(str, files), "--out", str(out), "--model", str(unet_run), "--compare",
                  "--device", "cpu"]) == 0
     for f in files:
-        result = Image.open(out / f"{f.stem}.png")
-        want = Image.open(f).size
+        result = loaded_image(out / f"{f.stem}.png")
+        want = loaded_image(f).size
         transparent = f.name in ("rgba.png", "la.png")  # a photo's transparency is kept, exactly
         assert result.size == want and result.mode == ("RGBA" if transparent else "RGB"), f.name
         if transparent:
-            assert np.array_equal(np.asarray(result.getchannel("A")), np.asarray(Image.open(f).getchannel("A")))
+            assert np.array_equal(np.asarray(result.getchannel("A")), np.asarray(loaded_image(f).getchannel("A")))
         assert (out / f"{f.stem}_original.png").is_file() and (out / f"{f.stem}_gray.png").is_file()
     # the output keeps the input's luma (chroma target): compare with the written gray image
-    gray = np.asarray(Image.open(out / "odd_gray.png"), dtype=np.float32)
-    col = torch.from_numpy(np.asarray(Image.open(out / "odd.png"), dtype=np.float32)).permute(2, 0, 1)
+    gray = np.asarray(loaded_image(out / "odd_gray.png"), dtype=np.float32)
+    col = torch.from_numpy(np.asarray(loaded_image(out / "odd.png"), dtype=np.float32)).permute(2, 0, 1)
     assert np.abs(luma(col)[0].numpy() - gray).mean() < 3.0  # rounding and gamut clipping only
 
 
@@ -103,7 +104,7 @@ def test_chain_rgb_model_on_odd_size(tmp_path):
     assert total_stride("reference") == 4
     Image.fromarray(_photo(17, 33)).save(tmp_path / "x.png")
     assert main(["colorize", str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--model", str(run)]) == 0
-    assert Image.open(tmp_path / "o" / "x.png").size == (33, 17)
+    assert loaded_image(tmp_path / "o" / "x.png").size == (33, 17)
 
 
 def test_bad_files_are_reported_and_the_rest_processed(tmp_path, unet_run, capsys):
@@ -186,7 +187,7 @@ def test_default_model_is_the_shipped_colorizer(tmp_path):
     require(SHIPPED.is_file(), f"no shipped weights at {SHIPPED}")
     Image.fromarray(_photo(40, 50)).save(tmp_path / "p.jpg")
     assert main(["colorize", str(tmp_path / "p.jpg"), "--out", str(tmp_path / "o")]) == 0
-    assert Image.open(tmp_path / "o" / "p.png").size == (50, 40)
+    assert loaded_image(tmp_path / "o" / "p.png").size == (50, 40)
 
 
 def test_python_api_colorizes_a_photo_as_the_command_does(tmp_path):

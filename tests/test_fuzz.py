@@ -29,6 +29,7 @@ from cae.core.model import build_model
 from cae.core.spec import trace
 from cae.core.data import RECORD_BYTES, TEST_FILE, TRAIN_FILES, load_cifar10, read_batch_file
 from cae.errors import CaeError
+from helpers import loaded_image
 
 def fuzz(n: int) -> settings:
     """n examples, no deadline (the machine is shared), no example database written into the repo."""
@@ -290,6 +291,6 @@ def test_colorize_cli_nasty_files(tmp_path: Path) -> None:
     for name in bad:
         assert sum(name in line for line in errors) == 1, (name, r.stderr)
     for name in set(files) - bad:
-        out = Image.open(tmp_path / "out" / f"{Path(name).stem}.png")
-        assert out.mode == "RGB" and out.size == Image.open(src / name).size
+        out = loaded_image(tmp_path / "out" / f"{Path(name).stem}.png")
+        assert out.mode == "RGB" and out.size == loaded_image(src / name).size
     assert r.returncode == 1  # some files failed

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import require
+from helpers import loaded_image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
@@ -95,7 +96,7 @@ def test_colorize_a_kodak_photo(page) -> None:  # noqa: ANN001
     with page.expect_download() as download:
         page.click("#colorize-download")
     with Image.open(download.value.path()) as result:
-        assert result.format == "PNG" and result.size == Image.open(photo).size == (768, 512)
+        assert result.format == "PNG" and result.size == loaded_image(photo).size == (768, 512)
         assert colorfulness(result) > 5, "the result is (nearly) gray"
     if os.environ.get("CAE_UPDATE_SCREENSHOT") == "1":
         page.set_viewport_size({"width": 1280, "height": 700})  # the page's height: no empty band below
