@@ -153,6 +153,29 @@ def test_no_photo_is_overwritten_by_an_output(tmp_path, unet_run, capsys):
     assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["x.png", "x_gray.png"]
 
 
+def test_a_folder_stands_for_its_photos(tmp_path, unet_run, capsys):
+    """`cae colorize DIR`: every photo in DIR (by suffix, sorted), nothing else; DIR as --out is
+    refused before anything is written; a folder without photos is one bad input."""
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for name in ("b.jpg", "a.PNG", "sub/c.png"):
+        Image.fromarray(_photo(12, 20)).save(photos / name, format="PNG" if name.lower().endswith("png") else "JPEG")
+    (photos / "notes.txt").write_text("not a photo")
+    before = sorted(p.name for p in photos.iterdir())
+    assert main(["colorize", str(photos), "--out", str(photos), "--model", str(unet_run)]) == 2
+    assert "is the photo folder" in capsys.readouterr().err and sorted(p.name for p in photos.iterdir()) == before
+    assert main(["colorize", str(photos / "sub" / ".."), str(photos / "sub" / "c.png"), "--out", str(tmp_path / "o"),
+                 "--model", str(unet_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" -> ")[1].split()[0] for line in lines] == [str(tmp_path / "o" / n) for n in ("a.png", "b.png", "c.png")]
+    (tmp_path / "empty").mkdir()  # reported as one bad input; the others go on
+    assert main(["colorize", str(tmp_path / "empty"), str(photos / "sub"), "--out", str(tmp_path / "o2"),
+                 "--model", str(unet_run)]) == 1
+    assert capsys.readouterr().err.strip() == f"cae: error: {tmp_path / 'empty'}: is a folder without photos " \
+        "(.png, .jpg, .jpeg, .tif, .tiff, .bmp, .webp, .gif)"
+    assert [p.name for p in (tmp_path / "o2").iterdir()] == ["c.png"]
+
+
 def test_unreadable_file_says_why(tmp_path, monkeypatch):
     from cae.core import photo
 

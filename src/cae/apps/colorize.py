@@ -4,7 +4,7 @@ Each file is read with Pillow (PNG, JPEG, ...; modes RGB, L, LA, RGBA, P, CMYK, 
 turned into BT.601 luma, run through the fully convolutional network (reflect-padded to a
 multiple of its total stride, and in overlapping tiles when large), cropped back and written
 as `<stem>.png`, with the photo's transparency if it has any. A file that cannot be read is
-reported on one line and the others go on.
+reported on one line and the others go on. A folder stands for the photos in it.
 Before any work, every output name is checked: none may be an input file (a photo colorized
 into its own folder), and no two inputs may share one (`a/x.jpg` and `b/x.png`).
 
@@ -22,7 +22,7 @@ import torch
 
 from cae.core import runs
 from cae.core.data import luma
-from cae.core.photo import Colorizer, alpha_of, open_file, rgb_of, to_pil
+from cae.core.photo import Colorizer, alpha_of, open_file, photos_in, rgb_of, to_pil
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -47,7 +47,8 @@ def _save_png(t: torch.Tensor, path: Path) -> None:
 def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: str | Path | None = None,
                    compare: bool = False, device: str = "auto", log: Log = print,
                    working_size: int | None = None, boost: float | None = None) -> int:
-    """Colorize each image into `out_dir/<stem>.png`; return how many files failed.
+    """Colorize each image (a folder: each of its photos) into `out_dir/<stem>.png`; return how
+    many files failed.
 
     `model_dir` is a colorize run folder (default: the shipped colorizer). With `compare`,
     `<stem>_original.png` and `<stem>_gray.png` are written too. Unreadable files are reported
@@ -55,7 +56,7 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     `color.working_size` (0: native resolution), `boost` its `color.photo_boost`. Outputs that
     would overwrite an input or each other raise a CaeError first (`output_paths`).
     """
-    outputs = output_paths(paths, Path(out_dir), compare)  # checked before the model loads
+    outputs = output_paths(input_files(paths, Path(out_dir)), Path(out_dir), compare)  # before the model loads
     colorizer = Colorizer.load(model_dir, device, boost, working_size)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -78,6 +79,21 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
 def _rgb_and_alpha(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
     img = open_file(path)  # decoded once for both; freed before the network runs
     return rgb_of(img), alpha_of(img)
+
+
+def input_files(paths: Sequence[str | Path], out_dir: Path) -> list[Path]:
+    """The files to colorize: each file given, and a folder's photos (`photos_in`) in its place
+    (a folder without any stays, to be reported as one); a folder that is also `out_dir` is
+    refused (its outputs would join its photos)."""
+    files = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            files.append(p)
+        elif p.resolve() == out_dir.resolve():
+            raise CaeError(f"--out {out_dir} is the photo folder {p} itself; give another --out folder")
+        else:
+            files += photos_in(p) or [p]
+    return files
 
 
 def output_paths(paths: Sequence[str | Path], out_dir: Path, compare: bool) -> dict[Path, list[Path]]:

@@ -28,6 +28,7 @@ TILE = 512  # tile side (output pixels) for large images; memory stays ~100 MB f
 OVERLAP = 32  # context margin around each tile, beyond the nets' receptive field radius
 STRIP = 256  # rows merged at a time at full size
 MAX_PIXELS = 64_000_000  # larger images are refused (decoding alone would take GBs)
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")  # a folder's photos
 
 
 def total_stride(spec: str) -> int:
@@ -82,6 +83,22 @@ def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Imag
             img.close()  # the file (the oriented image is a copy, or fully loaded)
 
 
+def photos_in(folder: Path) -> list[Path]:
+    """The image files of a folder (by their suffix, `PHOTO_SUFFIXES`), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+
+
+def photo_paths(folder: str | Path) -> list[Path]:
+    """`photos_in` a folder that must exist and hold photos."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CaeError(f"photo folder {folder} does not exist")
+    paths = photos_in(folder)
+    if not paths:
+        raise CaeError(f"photo folder {folder} holds no images ({', '.join(PHOTO_SUFFIXES)})")
+    return paths
+
+
 def rgb_of(img: Image.Image) -> torch.Tensor:
     """RGB (3,H,W) float in [0, 1] of a decoded image of any mode (L, LA, RGBA, P, CMYK, ...);
     16-bit gray keeps its precision (convert('L') would clip values above 255)."""
@@ -97,7 +114,7 @@ def open_file(path: Path) -> Image.Image:
     """`open_image` of a file; any failure is a one-line CaeError naming it."""
     try:
         if path.is_dir():
-            raise CaeError("is a directory, not an image")
+            raise CaeError(f"is a folder without photos ({', '.join(PHOTO_SUFFIXES)})")
         return open_image(path)
     except CaeError as e:
         raise type(e)(f"{path}: {e}") from None

@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from cae.core.data import luma
-from cae.core.photo import Colorizer, read_image
+from cae.core.photo import Colorizer, photo_paths, read_image
 from cae.core.text import Log
 from cae.errors import CaeError
 
-PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 PHOTOS_FOLDER = "kodak-dev"  # looked for next to the CIFAR-10 folder when no folder is given
 PANEL_HEIGHT = 160  # pixels per photo in photos.png
 
@@ -32,17 +31,6 @@ def default_photos_dir() -> Path | None:
     except CaeError:
         return None
     return d if d.is_dir() else None
-
-
-def photo_paths(folder: str | Path) -> list[Path]:
-    """The image files of a folder, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CaeError(f"photo folder {folder} does not exist")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-    if not paths:
-        raise CaeError(f"photo folder {folder} holds no images ({', '.join(PHOTO_SUFFIXES)})")
-    return paths
 
 
 def score_photo(pred: torch.Tensor, rgb: torch.Tensor) -> dict:
