@@ -239,6 +239,11 @@ def test_python_api_colorizes_a_photo_as_the_command_does(tmp_path):
     rgba = Image.fromarray(np.dstack([photo, alpha]), "RGBA")
     out = colorizer.colorize(rgba)
     assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+    gray = luma(given[None])[0]
+    assert torch.equal(colorizer(gray), colorizer(gray.expand(3, -1, -1)))  # a gray tensor is taken as it is
+    for wrong in (given[None], given.permute(1, 2, 0), (given * 255).byte()):
+        with pytest.raises(CaeError, match="one image as a float tensor"):
+            colorizer(wrong)
     with pytest.raises(CaeError, match="no such file"):
         colorizer.colorize(tmp_path / "missing.png")
     with pytest.raises(CaeError, match="not a colorizer"):

@@ -195,8 +195,13 @@ class Colorizer:
         model_dir = shipped_run("colorizer") if model_dir is None else Path(model_dir)
         return cls(*load_for_photos(model_dir, device, boost), working_size=working_size)
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
-        """The colorized RGB (3,H,W) in [0, 1], on the CPU, of an image (3,H,W) in [0, 1]."""
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """The colorized RGB (3,H,W) in [0, 1], on the CPU, of an image (3,H,W) or a gray one
+        (1,H,W) in [0, 1]."""
+        if image.dim() != 3 or image.shape[0] not in (1, 3) or not image.is_floating_point():
+            raise CaeError(f"a Colorizer takes one image as a float tensor (3, H, W) or (1, H, W) in [0, 1], got "
+                           f"{image.dtype} {tuple(image.shape)}; colorize a batch one image at a time")
+        rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
         return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size)
 
     def colorize(self, image: Image.Image | str | Path) -> Image.Image:
