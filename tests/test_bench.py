@@ -166,13 +166,14 @@ print(*counts)
 @pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_freed_activations_are_reused_without_page_faults() -> None:
     """After `keep_freed_memory`, repeated batches reuse the freed block instead of faulting in fresh
-    pages each time (glibc's default unmaps blocks over 32 MB: ~9,200 faults per 36 MB batch)."""
-    faulting = {}
+    pages each time (glibc's default unmaps blocks over 32 MB: ~9,200 faults per 36 MB batch). The
+    first few batches may still page in while the heap's layout settles (1-4 seen), not later ones."""
+    paged = {}
     for mode in ("default", "tuned"):
         out = subprocess.run([sys.executable, "-c", _FAULTS_SNIPPET, mode], capture_output=True, text=True,
                              check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        faulting[mode] = sum(int(n) > 1000 for n in out.stdout.split())  # batches that paged in their block
-    assert faulting["default"] >= 9 and faulting["tuned"] <= 3, faulting
+        paged[mode] = [int(n) > 1000 for n in out.stdout.split()]  # whether each batch paged in its block
+    assert sum(paged["default"]) >= 9 and not any(paged["tuned"][5:]), paged
 
 
 def test_prepared_splits_are_channels_last_with_the_same_images() -> None:
