@@ -4,6 +4,7 @@ beside its weights, recorded in the precision it names, and reaches its recorded
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,25 @@ def test_beats_pca_is_the_frontier_studys_winner() -> None:
     (model,) = [m for m in result["models"] if m["name"] == result["winner"]]
     (row,) = [r for r in result["frontier"] if r["latent_size"] == model["latent_size"]]
     assert model["seeds"] == 3 and model["mse"] + model["mse_std"] < row["pca_mse"]  # the margin holds over seeds
+
+
+def test_ship_run_copies_a_finished_run_into_the_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a shipped model is made: `ship_run` copies exactly the files a shipped folder holds (the
+    weights, config, metrics and the normalization and decoding records, not the checkpoints or
+    logs) and refuses a run that has not finished."""
+    from cae.apps.colorize import ship_run
+    from cae.errors import CaeError
+
+    monkeypatch.setattr(runs, "WEIGHTS", tmp_path / "weights")
+    run = tmp_path / "run"
+    shutil.copytree(WEIGHTS / "colorizer", run)
+    (run / runs.LAST).write_bytes(b"a checkpoint")
+    (run / runs.METRICS).write_text("epoch\n")
+    dest = ship_run(run, "mine")
+    assert dest == tmp_path / "weights" / "mine"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(n for n in runs.SHIPPED_FILES if (run / n).is_file())
+    assert all((dest / n).read_bytes() == (run / n).read_bytes() for n in runs.SHIPPED_FILES if (run / n).is_file())
+    (run / runs.TEST_METRICS).unlink()
+    with pytest.raises(CaeError, match="not a finished run"):
+        ship_run(run, "unfinished")
+    assert not (tmp_path / "weights" / "unfinished").exists()
