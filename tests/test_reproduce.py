@@ -335,6 +335,9 @@ def test_report_shows_the_colorizer_on_real_photos(quick_reproduce: QuickRun) ->
     assert f"decoded at boost {result['boost']:g} as `cae colorize` does" in section  # the shipped photo boost
     assert all(f"| {r['name']} |" in section for r in result["photos"])
     assert (out / "colorize" / "photos" / "photos.png").is_file() and "photos.png" in section
+    shortcomings = md[md.index("### Shortcomings"):]  # the folder by its name, not a machine's path
+    folder = Path(result["folder"])
+    assert f"photos of `{folder.name}`" in shortcomings and str(folder) not in shortcomings
 
 
 def _first_estimate(tmp_path: Path, epochs: int | None = None) -> float:

@@ -371,7 +371,7 @@ def _photos_text(photos: dict | None) -> str:
     s, rows = photos["summary"], photos["photos"]
     ws = photos["working_size"]
     fails = sorted((r for r in rows if r["gain_db"] < 0), key=lambda r: r["gain_db"])
-    text = head + (f"On {s['photos']} photos of {photos['folder']}, colorized at a working short side of "
+    text = head + (f"On {s['photos']} photos of `{Path(photos['folder']).name}`, colorized at a working short side of "
                    f"{ws if ws else 'native size'}{' px' if ws else ''} (the chroma predicted on a downscaled "
                    "copy, upsampled and merged with the photo's own luma), the PSNR against the photo is "
                    f"{s['mean_gain_db']:+.2f} dB over the gray copy on average, from {s['worst_gain_db']:+.2f} dB "
