@@ -23,7 +23,7 @@ from the encoder straight to the decoder, bypassing the bottleneck, so the bottl
 limit what reaches the output. Its "latent" (reported by `info`) is only the deepest feature
 map, which gives the net its context (receptive field of about 50 pixels, the whole CIFAR-10
 image), which is what colorization needs: the colour of a region depends on what it is.
-Sides must be divisible by 8 (three poolings); `cae.apps.colorize` pads other sizes.
+Sides must be divisible by 8 (three poolings); `cae.core.photo.predict` pads other sizes.
 
 `chroma_gain` (a buffer saved with the weights, not learned, 1 during training) scales the
 output's distance from 0.5, i.e. from gray for a chroma target: an MSE-trained colorizer
