@@ -22,7 +22,7 @@ import torch
 
 from cae.core import runs
 from cae.core.data import luma
-from cae.core.photo import Colorizer, alpha_of, open_file, photos_in, rgb_of, to_pil
+from cae.core.photo import Colorizer, open_file, photos_in, to_pil
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -62,23 +62,17 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     failures = 0
     for p, targets in outputs.items():
         try:
-            rgb, alpha = _rgb_and_alpha(p)  # a transparent photo stays transparent where it was
-            result = colorizer(rgb)
+            rgb, result = colorizer.colorize_image(open_file(p))  # transparency kept where it was
         except CaeError as e:
             print(f"cae: error: {e}", file=sys.stderr)
             failures += 1
             continue
-        _save_png(result if alpha is None else torch.cat([result, alpha]), targets[0])
+        _save_png(result, targets[0])
         if compare:
             _save_png(rgb, targets[1])
             _save_png(luma(rgb.unsqueeze(0))[0], targets[2])
         log(f"{p} -> {targets[0]} ({rgb.shape[2]}x{rgb.shape[1]})")
     return failures
-
-
-def _rgb_and_alpha(path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    img = open_file(path)  # decoded once for both; freed before the network runs
-    return rgb_of(img), alpha_of(img)
 
 
 def input_files(paths: Sequence[str | Path], out_dir: Path) -> list[Path]:

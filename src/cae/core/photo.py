@@ -207,10 +207,15 @@ class Colorizer:
     def colorize(self, image: Image.Image | str | Path) -> Image.Image:
         """The colorized 8-bit image of a Pillow image or an image file (its camera rotation
         applied), with the image's transparency if it has any."""
-        img = image if isinstance(image, Image.Image) else open_file(Path(image))
+        return to_pil(self.colorize_image(image if isinstance(image, Image.Image) else open_file(Path(image)))[1])
+
+    def colorize_image(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the RGB (3,H,W) of a decoded image, its colorization: (3,H,W), or (4,H,W) with the
+        image's alpha when it has transparency)."""
         rgb, alpha = rgb_of(img), alpha_of(img)
+        del img  # the decoded pixels are freed before the network runs (when the caller kept none)
         out = self(rgb)
-        return to_pil(out if alpha is None else torch.cat([out, alpha]))
+        return rgb, out if alpha is None else torch.cat([out, alpha])
 
 
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
