@@ -116,6 +116,15 @@ def cmd_colorize(a: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_tradeoff(a: argparse.Namespace) -> int:
+    from cae.core.data import load_cifar10
+    from cae.experiments.tradeoff import run_tradeoff
+
+    run_tradeoff(a.runs or ["shipped"], a.out, data=load_cifar10(a.data) if a.data else None, device=a.device,
+                 part=a.split)
+    return 0
+
+
 def cmd_bench(a: argparse.Namespace) -> int:
     from cae.experiments.bench import run_bench
 
@@ -172,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_sweep(sub)
     _add_colorize(sub)
+    _add_tradeoff(sub)
     _add_bench(sub)
     _add_reproduce(sub)
     _add_report(sub)
@@ -249,6 +259,18 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
                    help="train only share I of N (1-based) of the variants into the shared --out, for a "
                         "cluster; writes no results: run once more without --shard to merge them")
     s.set_defaults(func=cmd_sweep)
+
+
+def _add_tradeoff(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("tradeoff", help="a colorizer's MSE against its colorfulness over its decoding strength")
+    t.add_argument("runs", nargs="*", metavar="RUN[:PARAM]",
+                   help="colorizer run folders ('shipped': the shipped colorizer, the default); PARAM "
+                   "boost, temperature or chroma_gain (default: the one the run calibrated)")
+    t.add_argument("--out", required=True, help="folder for tradeoff.csv and tradeoff.png")
+    t.add_argument("--split", choices=("test", "val"), default="test", help="the part of each run's split to score")
+    t.add_argument("--data", help="folder holding cifar-10-batches-bin/ (or that folder)")
+    t.add_argument("--device", default="auto")
+    t.set_defaults(func=cmd_tradeoff)
 
 
 def _add_colorize(sub: argparse._SubParsersAction) -> None:

@@ -555,10 +555,15 @@ def eval_run(run_dir: str | Path, data: Cifar10 | None = None, device: str = "au
     run_dir = Path(run_dir)
     model, cfg, task = load_run(run_dir, device)
     model = accelerate(model) if accelerate else model
+    dev = next(model.parameters()).device
+    amp = resolve_precision(precision or recorded_precision(run_dir), dev)
+    return evaluate(model, run_images(run_dir, cfg, data, "test").to(dev), task, cfg.train.eval_batch_size, amp)
+
+
+def run_images(run_dir: Path, cfg: RunConfig, data: Cifar10 | None = None, part: str = "test") -> torch.Tensor:
+    """The uint8 images of one part ('train', 'val' or 'test') of a run's split, on the CPU."""
     data = data if data is not None else load_cifar10(cfg.data.dir or None)
     # shipped weights come without split.npz: the split is a function of the config's seed and limit
     split = runs.load_split(run_dir / runs.SPLIT) if (run_dir / runs.SPLIT).exists() else \
         split_indices(data.labels, cfg.data.seed, cfg.data.limit)
-    dev = next(model.parameters()).device
-    amp = resolve_precision(precision or recorded_precision(run_dir), dev)
-    return evaluate(model, gather_split(data.images, split["test"]).to(dev), task, cfg.train.eval_batch_size, amp)
+    return gather_split(data.images, split[part])

@@ -1,0 +1,127 @@
+"""What a colorizer's decoding strength trades: test MSE against colorfulness.
+
+A colorizer's decoding strength (`cae.core.decoding`: a classifier's boost or temperature, a
+regression head's chroma gain) buys colour with MSE. `run_tradeoff` measures that curve for
+one or more trained colorizers on their own test split: the network runs once per batch and only
+the decoding repeats, over the strength's grid plus the strength the run decodes with. It writes
+the curves to tradeoff.csv and plots them into tradeoff.png, each run's own strength starred
+(`cae tradeoff`; docs/colorization.md's trade-off plot is made this way).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from cae.core.data import Cifar10
+from cae.core.decoding import BOOST_GRID, GAIN_GRID, TEMPERATURE_GRID, decoding_curve, decoding_param
+from cae.core.runs import atomic_write_text, shipped_run
+from cae.core.text import Log
+from cae.errors import CaeError
+
+GRIDS = {"boost": BOOST_GRID, "temperature": TEMPERATURE_GRID, "chroma_gain": GAIN_GRID}
+TRADEOFF_CSV, TRADEOFF_PNG = "tradeoff.csv", "tradeoff.png"
+FIELDS = ("run", "param", "value", "chosen", "mse", "colorfulness_pct")
+SHIPPED = "colorizer"
+
+
+def parse_target(text: str) -> tuple[str, Path, str | None]:
+    """'[LABEL=]RUN[:PARAM]' (PARAM one of GRIDS) as (label, run folder, param or None); the label
+    defaults to RUN, and the run 'shipped' is the shipped colorizer."""
+    label, sep, rest = text.partition("=")
+    if not sep or Path(text).exists():  # no label (a folder may have '=' or ':' in its name)
+        label, rest = "", text
+    run, sep, param = rest.rpartition(":")
+    if sep and param not in GRIDS and not Path(rest).exists():
+        raise CaeError(f"{text}: {param!r} is not a decoding strength; give RUN:{' or RUN:'.join(GRIDS)}, or RUN alone")
+    if not sep or param not in GRIDS:
+        run, param = rest, None
+    if run == "shipped":
+        return label or "shipped colorizer", shipped_run(SHIPPED), param
+    return label or run, Path(run), param
+
+
+def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 | None = None,
+                   device: str = "auto", part: str = "test") -> list[dict]:
+    """The run's MSE and colorfulness (% of the truth's) on a part of its split at each strength of
+    `param`'s grid and at the one the run decodes with (`chosen` True: its calibrated strength, or
+    the default), in the grid's order; `param` defaults to the one the run calibrated."""
+    from cae.core.train import load_run, run_images
+
+    run_dir = Path(run_dir)
+    model, cfg, task = load_run(run_dir, device)
+    param = param or decoding_param(task, cfg.color)[0]  # the one its calibration sets
+    _check_decodable(model, task, param, run_dir)
+    chosen = round(getattr(model, param).item(), 6)
+    grid = tuple(sorted({*GRIDS[param], chosen}, reverse=param == "temperature"))
+    images = run_images(run_dir, cfg, data, part).to(next(model.parameters()).device)
+    curve = decoding_curve(model, images, task, param, grid)
+    return [{"param": param, "value": r[param], "chosen": r[param] == chosen,
+             "mse": r["mse"], "colorfulness_pct": 100 * r["colorfulness"] / r["colorfulness_truth"]}
+            for r in curve]
+
+
+def _check_decodable(model, task, param: str, run_dir: Path) -> None:  # noqa: ANN001
+    if not hasattr(model, "raw"):
+        raise CaeError(f"{run_dir} is not a colorizer with a decoding strength (its net is {type(model).__name__}); "
+                       "give a U-Net colorizer run, such as one trained with --config colorize-best")
+    valid = ("boost", "temperature") if task.bins else ("chroma_gain",)
+    if param not in valid:
+        raise CaeError(f"{run_dir}: a {'classifier' if task.bins else 'regression'} colorizer has no {param}; "
+                       f"give RUN:{' or RUN:'.join(valid)}")
+    if param == "boost" and not model.log_weights.any():
+        raise CaeError(f"{run_dir}: boost changes nothing in a run trained without decoding-time rebalancing "
+                       "(color.decode_rebalance = 0); give RUN:temperature")
+
+
+def run_tradeoff(targets: list[str], out: str | Path, data: Cifar10 | None = None, device: str = "auto",
+                 part: str = "test", log: Log = print) -> list[dict]:
+    """`tradeoff_curve` of each 'RUN[:PARAM]' target (`parse_target`), written to out/tradeoff.csv
+    and plotted into out/tradeoff.png; the rows."""
+    out = Path(out)
+    rows = []
+    for text in targets:
+        label, run_dir, param = parse_target(text)
+        curve = tradeoff_curve(run_dir, param, data, device, part)
+        rows += [{"run": label, **r} for r in curve]
+        star = next(r for r in curve if r["chosen"])
+        log(f"{label}: {star['param']} {star['value']:g} (its own): {part} mse {star['mse']:.5f}, "
+            f"colorfulness {star['colorfulness_pct']:.0f}% of the truth's")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / TRADEOFF_CSV, _csv(rows))
+    write_tradeoff_plot(rows, out / TRADEOFF_PNG, part)
+    log(f"-> {out / TRADEOFF_CSV}, {out / TRADEOFF_PNG}")
+    return rows
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows({**r, "mse": f"{r['mse']:.6g}", "colorfulness_pct": f"{r['colorfulness_pct']:.2f}"} for r in rows)
+    return buf.getvalue()
+
+
+def write_tradeoff_plot(rows: list[dict], path: Path, part: str = "test") -> None:
+    """Colorfulness against MSE, one line per (run, param), the strengths labelled (every other one
+    on a long curve), the one the run decodes with starred."""
+    from cae.core.plots import plt, save_figure
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for run, param in dict.fromkeys((r["run"], r["param"]) for r in rows):
+        curve = [r for r in rows if (r["run"], r["param"]) == (run, param)]
+        line, = ax.plot([r["mse"] for r in curve], [r["colorfulness_pct"] for r in curve], "o-", ms=3,
+                        label=f"{run} (over {param})")
+        for i, r in enumerate(curve):
+            if len(curve) <= 10 or i % 2 == 0 or r["chosen"]:
+                ax.annotate(f"{r['value']:g}", (r["mse"], r["colorfulness_pct"]), fontsize=6,
+                            textcoords="offset points", xytext=(4, -3))
+        star = next(r for r in curve if r["chosen"])
+        ax.plot(star["mse"], star["colorfulness_pct"], "*", ms=13, color=line.get_color(), markeredgecolor="k")
+    ax.set_xlabel(f"{part} MSE (RGB, [0, 1])")
+    ax.set_ylabel("colorfulness, % of the truth's")
+    ax.set_title("Colour bought with MSE over the decoding strength (star: the run's own)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, path)
