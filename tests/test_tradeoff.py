@@ -64,7 +64,7 @@ def test_targets_and_their_errors(tmp_path, data):
         assert parse_target(str(odd)) == (str(odd), odd, None)
     with pytest.raises(CaeError, match="'foo' is not a decoding strength; give RUN:boost"):
         parse_target("runs/a:foo")
-    with pytest.raises(CaeError, match="a classifier colorizer has no chroma_gain; give RUN:boost or RUN:temperature"):
+    with pytest.raises(CaeError, match="^shipped colorizer: a classifier colorizer has no chroma_gain; give RUN:boost or RUN:temperature"):
         run_tradeoff(["shipped:chroma_gain"], tmp_path / "o", data=data, device="cpu")
     with pytest.raises(CaeError, match="is not a colorizer with a decoding strength"):
         run_tradeoff([str(runs.shipped_run("reference"))], tmp_path / "o", data=data, device="cpu")

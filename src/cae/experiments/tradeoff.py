@@ -43,16 +43,17 @@ def parse_target(text: str) -> tuple[str, Path, str | None]:
 
 
 def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 | None = None,
-                   device: str = "auto", part: str = "test") -> list[dict]:
+                   device: str = "auto", part: str = "test", name: str | None = None) -> list[dict]:
     """The run's MSE and colorfulness (% of the truth's) on a part of its split at each strength of
     `param`'s grid and at the one the run decodes with (`chosen` True: its calibrated strength, or
-    the default), in the grid's order; `param` defaults to the one the run calibrated."""
+    the default), in the grid's order; `param` defaults to the one the run calibrated. `name`: the
+    run in error messages (its folder by default)."""
     from cae.core.train import load_run, run_images
 
     run_dir = Path(run_dir)
     model, cfg, task = load_run(run_dir, device)
     param = param or decoding_param(task, cfg.color)[0]  # the one its calibration sets
-    _check_decodable(model, task, param, run_dir)
+    _check_decodable(model, task, param, name or str(run_dir))
     chosen = round(getattr(model, param).item(), 6)
     grid = tuple(sorted({*GRIDS[param], chosen}, reverse=param == "temperature"))
     images = run_images(run_dir, cfg, data, part).to(next(model.parameters()).device)
@@ -62,16 +63,16 @@ def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 
             for r in curve]
 
 
-def _check_decodable(model, task, param: str, run_dir: Path) -> None:  # noqa: ANN001
+def _check_decodable(model, task, param: str, run: str) -> None:  # noqa: ANN001
     if not hasattr(model, "raw"):
-        raise CaeError(f"{run_dir} is not a colorizer with a decoding strength (its net is {type(model).__name__}); "
+        raise CaeError(f"{run} is not a colorizer with a decoding strength (its net is {type(model).__name__}); "
                        "give a U-Net colorizer run, such as one trained with --config colorize-best")
     valid = ("boost", "temperature") if task.bins else ("chroma_gain",)
     if param not in valid:
-        raise CaeError(f"{run_dir}: a {'classifier' if task.bins else 'regression'} colorizer has no {param}; "
+        raise CaeError(f"{run}: a {'classifier' if task.bins else 'regression'} colorizer has no {param}; "
                        f"give RUN:{' or RUN:'.join(valid)}")
     if param == "boost" and not model.log_weights.any():
-        raise CaeError(f"{run_dir}: boost changes nothing in a run trained without decoding-time rebalancing "
+        raise CaeError(f"{run}: boost changes nothing in a run trained without decoding-time rebalancing "
                        "(color.decode_rebalance = 0); give RUN:temperature")
 
 
@@ -83,7 +84,7 @@ def run_tradeoff(targets: list[str], out: str | Path, data: Cifar10 | None = Non
     rows = []
     for text in targets:
         label, run_dir, param = parse_target(text)
-        curve = tradeoff_curve(run_dir, param, data, device, part)
+        curve = tradeoff_curve(run_dir, param, data, device, part, name=label)
         rows += [{"run": label, **r} for r in curve]
         star = next(r for r in curve if r["chosen"])
         log(f"{label}: {star['param']} {star['value']:g} (its own): {part} mse {star['mse']:.5f}, "
