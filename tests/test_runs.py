@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from cae.core import runs
+from cae.core.model import build_model
 from cae.errors import CaeError
 
 
@@ -256,3 +259,32 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_without_fcntl_the_package_works_and_only_training_is_refused(tmp_path: Path) -> None:
+    """On a system without fcntl and resource (Windows) `import cae`, models, colorizing and the
+    bench's module work; taking a run folder's lock is one line saying why not, and where cae trains."""
+    script = f"""
+import sys
+sys.modules["fcntl"] = sys.modules["resource"] = None  # `import fcntl` raises ImportError, as on Windows
+import math, torch, cae
+from cae.experiments.bench import peak_rss_mb
+assert math.isnan(peak_rss_mb())  # `cae bench` imports and runs without its memory figure
+from cae.core import runs
+from cae.errors import CaeError
+assert runs.fcntl is None
+print(sum(p.numel() for p in cae.build_model("reference").parameters()))
+print(tuple(cae.Colorizer.load()(torch.rand(3, 40, 56)).shape))
+try:
+    runs.RunLock({str(tmp_path)!r}).acquire()
+except CaeError as e:
+    print(e)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    params, shape, refusal = done.stdout.strip().splitlines()
+    assert int(params) == sum(p.numel() for p in build_model("reference").parameters())
+    assert shape == "(3, 40, 56)"
+    assert refusal == ("training locks its run folder with fcntl, which this system lacks (Windows); "
+                       "run cae train, sweep and reproduce under WSL, Linux or macOS")
+    assert not (tmp_path / runs.LOCK).exists()

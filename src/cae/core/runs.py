@@ -14,7 +14,6 @@ A run folder holds:
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
@@ -27,6 +26,11 @@ import numpy as np
 import torch
 
 from cae.errors import CaeError
+
+try:
+    import fcntl
+except ImportError:  # Windows: everything but locking a run folder works (`RunLock.acquire` says so)
+    fcntl = None
 
 CONFIG = "config.toml"
 SPLIT = "split.npz"
@@ -167,6 +171,9 @@ class RunLock:
     def acquire(self) -> "RunLock":
         if self.held:
             return self
+        if fcntl is None:
+            raise CaeError("training locks its run folder with fcntl, which this system lacks (Windows); "
+                           "run cae train, sweep and reproduce under WSL, Linux or macOS")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

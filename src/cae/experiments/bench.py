@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -41,6 +40,11 @@ from cae.core.text import Log
 from cae.core.train import Prepared, epoch_order, evaluate, lr_at, make_model, make_optimizer, prepare, train_step
 from cae.errors import CaeError
 
+try:
+    import resource
+except ImportError:  # Windows: no peak-memory figure
+    resource = None
+
 NAIVE_BATCH = 32
 MAX_EVAL_IMAGES = 10_000
 PEAK_MATMUL_N = 2048  # 17 GFLOP per product: long enough to time, large enough to reach the peak
@@ -58,7 +62,10 @@ def _sync(device: torch.device) -> None:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (ru_maxrss: KB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far, in MB (ru_maxrss: KB on Linux, bytes on macOS);
+    NaN where `resource` is missing (Windows)."""
+    if resource is None:
+        return float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
