@@ -117,13 +117,17 @@ def load_torch(path: Path, map_location: str | torch.device = "cpu") -> Any:
                        "rerun with --force to start over") from None
 
 
-def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """`rows` as CSV with a header of `columns` (other keys left out), written atomically."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in METRIC_FIELDS})
+    w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    write_csv(path, rows, METRIC_FIELDS)
 
 
 def read_metrics_csv(path: Path) -> list[dict]:

@@ -15,8 +15,6 @@ split's mean chrominance.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 from typing import Callable
@@ -209,11 +207,7 @@ def _fmt(v: object) -> str:
 
 
 def _write_tables(out: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    runs.atomic_write_text(out / "results.csv", buf.getvalue())
+    runs.write_csv(out / "results.csv", rows, FIELDS)
     head = ["name", "target", "arch", "params", "latent", "MSE", "PSNR dB", "SSIM", "chroma MSE", "colorfulness",
             "truth", "ratio", "beats (a)", "beats (b)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

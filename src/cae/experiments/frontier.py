@@ -15,8 +15,6 @@ Everything here reads plain rows and dicts: it trains nothing and knows no study
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from pathlib import Path
@@ -106,12 +104,8 @@ def write_frontier(rows: list[dict], pca: dict[int, dict], out: Path, log: Log =
     models = group_models(rows)
     front = frontier(models, pca)
     text = answer(models, front)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in front:
-        w.writerow({c: f"{r[c]:.6g}" if isinstance(r[c], float) else r[c] for c in CSV_COLUMNS})
-    runs.atomic_write_text(out / FRONTIER_CSV, buf.getvalue())
+    runs.write_csv(out / FRONTIER_CSV, [{c: f"{r[c]:.6g}" if isinstance(r[c], float) else r[c] for c in CSV_COLUMNS}
+                                        for r in front], CSV_COLUMNS)
     result = {"models": models, "frontier": front, "winner": best_model(models, pca), "answer": text,
               "caveat": JPEG_CAVEAT}
     runs.write_json(out / FRONTIER_JSON, result)

@@ -61,7 +61,7 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     photos.csv, photos.json (per photo and summary) and photos.png (original / gray / colorized
     for the `panel` photos with the lowest and highest gain), decoded as `cae colorize` decodes
     photos (`boost` overrides the run's `color.photo_boost`). Returns the JSON's content."""
-    from cae.core.runs import atomic_write_text, write_json
+    from cae.core.runs import write_csv, write_json
 
     paths, panel_path = photo_paths(photos), Path(out) / "photos.png"
     if Path(out).resolve() == Path(photos).resolve():  # photos.png would overwrite, or join, the photos
@@ -77,7 +77,7 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
     result = {"folder": str(photos), "working_size": size, "boost": _boost(colorizer.model), "summary": summarize_photos(rows), "photos": rows}
     out = Path(out)
     write_json(out / "photos.json", result)
-    atomic_write_text(out / "photos.csv", _photos_csv(rows))
+    write_csv(out / "photos.csv", rows, list(rows[0]))
     order = sorted(rows, key=lambda r: r["gain_db"])
     picks = order[:(panel + 1) // 2] + order[len(order) - panel // 2:] if len(order) > panel else order
     _save_panel([(r["name"], r["gain_db"], *shown[r["name"]]) for r in picks], panel_path)
@@ -89,17 +89,6 @@ def evaluate_photos(photos: str | Path, out: str | Path, model_dir: str | Path,
 
 def _boost(model: torch.nn.Module) -> float | None:
     return model.boost.item() if hasattr(model, "boost") else None
-
-
-def _photos_csv(rows: list[dict]) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def _thumb(rgb: torch.Tensor) -> torch.Tensor:

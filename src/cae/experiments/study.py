@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import io
 import math
 import re
 import time
@@ -256,12 +255,7 @@ def write_results(study: Study, out: Path, data: Any, force: bool = False, log: 
     pca = pca_results(study, out, data, force, log)
     conv = [variant_row(v, out / v.name, pca) for v in study.variants]
     rows = conv + pca_rows(study, pca)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: _cell(r.get(c)) for c in COLUMNS})
-    runs.atomic_write_text(out / RESULTS_CSV, buf.getvalue())
+    runs.write_csv(out / RESULTS_CSV, [{c: _cell(r.get(c)) for c in COLUMNS} for r in rows], COLUMNS)
     if study.analysis == "frontier":
         write_frontier(rows, pca, out, log)
         return rows

@@ -10,13 +10,11 @@ the curves to tradeoff.csv and plots them into tradeoff.png, each run's own stre
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 from cae.core.data import Cifar10
 from cae.core.decoding import BOOST_GRID, GAIN_GRID, TEMPERATURE_GRID, decoding_curve, decoding_param
-from cae.core.runs import atomic_write_text, shipped_run
+from cae.core.runs import shipped_run, write_csv
 from cae.core.text import Log
 from cae.errors import CaeError
 
@@ -90,18 +88,11 @@ def run_tradeoff(targets: list[str], out: str | Path, data: Cifar10 | None = Non
         log(f"{label}: {star['param']} {star['value']:g} (its own): {part} mse {star['mse']:.5f}, "
             f"colorfulness {star['colorfulness_pct']:.0f}% of the truth's")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / TRADEOFF_CSV, _csv(rows))
+    write_csv(out / TRADEOFF_CSV, [{**r, "mse": f"{r['mse']:.6g}", "colorfulness_pct": f"{r['colorfulness_pct']:.2f}"}
+                                   for r in rows], FIELDS)
     write_tradeoff_plot(rows, out / TRADEOFF_PNG, part)
     log(f"-> {out / TRADEOFF_CSV}, {out / TRADEOFF_PNG}")
     return rows
-
-
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-    w.writeheader()
-    w.writerows({**r, "mse": f"{r['mse']:.6g}", "colorfulness_pct": f"{r['colorfulness_pct']:.2f}"} for r in rows)
-    return buf.getvalue()
 
 
 def write_tradeoff_plot(rows: list[dict], path: Path, part: str = "test") -> None:
