@@ -556,6 +556,8 @@ def eval_run(run_dir: str | Path, data: Cifar10 | None = None, device: str = "au
     model, cfg, task = load_run(run_dir, device)
     model = accelerate(model) if accelerate else model
     dev = next(model.parameters()).device
+    if dev.type == "cpu":
+        keep_freed_memory()  # the batches' multi-MB temporaries, reused instead of page-faulted in again
     amp = resolve_precision(precision or recorded_precision(run_dir), dev)
     return evaluate(model, run_images(run_dir, cfg, data, "test").to(dev), task, cfg.train.eval_batch_size, amp)
 

@@ -46,10 +46,13 @@ def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 
     `param`'s grid and at the one the run decodes with (`chosen` True: its calibrated strength, or
     the default), in the grid's order; `param` defaults to the one the run calibrated. `name`: the
     run in error messages (its folder by default)."""
+    from cae.core.device import keep_freed_memory
     from cae.core.train import load_run, run_images
 
     run_dir = Path(run_dir)
     model, cfg, task = load_run(run_dir, device)
+    if next(model.parameters()).device.type == "cpu":
+        keep_freed_memory()  # a batch's logits, decoded at each strength, are tens of MB: reused, not page-faulted
     param = param or decoding_param(task, cfg.color)[0]  # the one its calibration sets
     _check_decodable(model, task, param, name or str(run_dir))
     chosen = round(getattr(model, param).item(), 6)
