@@ -120,6 +120,7 @@ def shipped_best(dest: Path, test_u8: torch.Tensor, log: Log = print) -> dict:
     """The shipped colorizer as the study's `best` run: its files copied into `dest`, its test
     metrics measured again on `test_u8` (the study's test images) at its calibrated decoding and
     at the default one, as a trained run records them, and its samples figure. Done once."""
+    from cae.core.device import keep_freed_memory
     from cae.core.plots import save_samples
     from cae.core.train import load_run
 
@@ -129,6 +130,7 @@ def shipped_best(dest: Path, test_u8: torch.Tensor, log: Log = print) -> dict:
     # test_metrics.json is written last, from this evaluation: it marks the run finished
     runs.copy_files(src, dest, [f for f in runs.SHIPPED_FILES if f != runs.TEST_METRICS])
     model, _, task = load_run(dest, "cpu")
+    keep_freed_memory()  # the decoded batches' temporaries, reused instead of page-faulted in again
     param = runs.read_json(dest / DECODING_FILE, ("param",))["param"]
     values = (getattr(model, param).item(), DEFAULT_DECODING[param])
     chosen, default = decoded_metrics(model.eval(), test_u8, task, param, values)
