@@ -121,7 +121,7 @@ def cmd_tradeoff(a: argparse.Namespace) -> int:
     from cae.experiments.tradeoff import run_tradeoff
 
     run_tradeoff(a.runs or ["shipped"], a.out, data=load_cifar10(a.data) if a.data else None, device=a.device,
-                 part=a.split)
+                 split=a.split)
     return 0
 
 

@@ -41,8 +41,8 @@ def parse_target(text: str) -> tuple[str, Path, str | None]:
 
 
 def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 | None = None,
-                   device: str = "auto", part: str = "test", name: str | None = None) -> list[dict]:
-    """The run's MSE and colorfulness (% of the truth's) on a part of its split at each strength of
+                   device: str = "auto", split: str = "test", name: str | None = None) -> list[dict]:
+    """The run's MSE and colorfulness (% of the truth's) on one part of its split (`split`: "test" or "val") at each strength of
     `param`'s grid and at the one the run decodes with (`chosen` True: its calibrated strength, or
     the default), in the grid's order; `param` defaults to the one the run calibrated. `name`: the
     run in error messages (its folder by default)."""
@@ -57,7 +57,7 @@ def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 
     _check_decodable(model, task, param, name or str(run_dir))
     chosen = round(getattr(model, param).item(), 6)
     grid = tuple(sorted({*GRIDS[param], chosen}, reverse=param == "temperature"))
-    images = run_images(run_dir, cfg, data, part).to(next(model.parameters()).device)
+    images = run_images(run_dir, cfg, data, split).to(next(model.parameters()).device)
     curve = decoding_curve(model, images, task, param, grid)
     return [{"param": param, "value": r[param], "chosen": r[param] == chosen,
              "mse": r["mse"], "colorfulness_pct": 100 * r["colorfulness"] / r["colorfulness_truth"]}
@@ -78,27 +78,27 @@ def _check_decodable(model, task, param: str, run: str) -> None:  # noqa: ANN001
 
 
 def run_tradeoff(targets: list[str], out: str | Path, data: Cifar10 | None = None, device: str = "auto",
-                 part: str = "test", log: Log = print) -> list[dict]:
+                 split: str = "test", log: Log = print) -> list[dict]:
     """`tradeoff_curve` of each 'RUN[:PARAM]' target (`parse_target`), written to out/tradeoff.csv
     and plotted into out/tradeoff.png; the rows."""
     out = Path(out)
     rows = []
     for text in targets:
         label, run_dir, param = parse_target(text)
-        curve = tradeoff_curve(run_dir, param, data, device, part, name=label)
+        curve = tradeoff_curve(run_dir, param, data, device, split, name=label)
         rows += [{"run": label, **r} for r in curve]
         star = next(r for r in curve if r["chosen"])
-        log(f"{label}: {star['param']} {star['value']:g} (its own): {part} mse {star['mse']:.5f}, "
+        log(f"{label}: {star['param']} {star['value']:g} (its own): {split} mse {star['mse']:.5f}, "
             f"colorfulness {star['colorfulness_pct']:.0f}% of the truth's")
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / TRADEOFF_CSV, [{**r, "mse": f"{r['mse']:.6g}", "colorfulness_pct": f"{r['colorfulness_pct']:.2f}"}
                                    for r in rows], FIELDS)
-    write_tradeoff_plot(rows, out / TRADEOFF_PNG, part)
+    write_tradeoff_plot(rows, out / TRADEOFF_PNG, split)
     log(f"-> {out / TRADEOFF_CSV}, {out / TRADEOFF_PNG}")
     return rows
 
 
-def write_tradeoff_plot(rows: list[dict], path: Path, part: str = "test") -> None:
+def write_tradeoff_plot(rows: list[dict], path: Path, split: str = "test") -> None:
     """Colorfulness against MSE, one line per (run, param), the strengths labelled (every other one
     on a long curve), the one the run decodes with starred."""
     from cae.core.plots import plt, save_figure
@@ -114,7 +114,7 @@ def write_tradeoff_plot(rows: list[dict], path: Path, part: str = "test") -> Non
                             textcoords="offset points", xytext=(4, -3))
         star = next(r for r in curve if r["chosen"])
         ax.plot(star["mse"], star["colorfulness_pct"], "*", ms=13, color=line.get_color(), markeredgecolor="k")
-    ax.set_xlabel(f"{part} MSE (RGB, [0, 1])")
+    ax.set_xlabel(f"{split} MSE (RGB, [0, 1])")
     ax.set_ylabel("colorfulness, % of the truth's")
     ax.set_title("Colour bought with MSE over the decoding strength (star: the run's own)")
     ax.grid(alpha=0.3)
