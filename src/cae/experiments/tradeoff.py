@@ -42,10 +42,10 @@ def parse_target(text: str) -> tuple[str, Path, str | None]:
 
 def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 | None = None,
                    device: str = "auto", split: str = "test", name: str | None = None) -> list[dict]:
-    """The run's MSE and colorfulness (% of the truth's) on one part of its split (`split`: "test" or "val") at each strength of
-    `param`'s grid and at the one the run decodes with (`chosen` True: its calibrated strength, or
-    the default), in the grid's order; `param` defaults to the one the run calibrated. `name`: the
-    run in error messages (its folder by default)."""
+    """The run's MSE and colorfulness (% of the truth's) on one part of its split ("test" or "val")
+    at each strength of `param`'s grid and at the one the run decodes with (`chosen` True: its
+    calibrated strength, or the default), in the grid's order; `param` defaults to the one the
+    run calibrated. `name`: the run in error messages (its folder by default)."""
     from cae.core.device import keep_freed_memory
     from cae.core.train import load_run, run_images
 
