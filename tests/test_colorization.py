@@ -1,5 +1,6 @@
 """Baselines on synthetic images, the U-Net, the chroma gain, and the study on tiny synthetic data."""
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,13 @@ def test_study_on_tiny_synthetic_data(tmp_path):
     assert (out / "best" / runs.BEST).read_bytes() == (runs.shipped_run("colorizer") / runs.BEST).read_bytes()
     assert not (out / "best" / runs.METRICS).exists()  # no training happened
     assert (out / "best" / "samples.png").is_file() and "--config colorize-best" in text
+    # its trade-off curve: on the same images, the calibrated point is the one the metrics give
+    with open(out / "best" / "tradeoff.csv", newline="") as f:
+        curve = list(csv.DictReader(f))
+    chosen = [r for r in curve if r["chosen"] == "True"]
+    assert len(chosen) == 1 and float(chosen[0]["value"]) == pytest.approx(best["boost"])
+    assert float(chosen[0]["mse"]) == pytest.approx(best["mse"], rel=1e-5)
+    assert (out / "best" / "tradeoff.png").is_file() and "best/tradeoff.png" in text
     # a second call skips the finished runs and rewrites the same tables
     before = (out / "results.csv").read_text()
     run_colorization_study(out, epochs=1, data=data, log=logs.append)

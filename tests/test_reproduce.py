@@ -100,7 +100,8 @@ def test_report_holds_every_section_and_the_results_numbers(quick_reproduce: Qui
     repro = json.loads((out / "reproducibility.json").read_text())
     assert repro["command"] in md and repro["versions"]["torch"] in md
     # Markdown references the figures by relative path; HTML embeds them
-    for rel in ("reference/loss.png", "reference/samples.png", "study/mse_vs_latent.png", "colorize/samples.png"):
+    for rel in ("reference/loss.png", "reference/samples.png", "study/mse_vs_latent.png", "colorize/samples.png",
+                "colorize/best/tradeoff.png"):
         assert f"]({rel})" in md
         assert f'src="{rel}"' not in page
     assert not re.search(r'(src|href)="(?!data:|#)', page), "the HTML report must not load anything from outside"

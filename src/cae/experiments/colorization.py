@@ -119,10 +119,12 @@ def run_colorization_study(out: Path, *, epochs: int | None = None, limit: int =
 def shipped_best(dest: Path, test_u8: torch.Tensor, log: Log = print) -> dict:
     """The shipped colorizer as the study's `best` run: its files copied into `dest`, its test
     metrics measured again on `test_u8` (the study's test images) at its calibrated decoding and
-    at the default one, as a trained run records them, and its samples figure. Done once."""
+    at the default one, as a trained run records them, its samples figure and its trade-off
+    curve over the decoding strength (tradeoff.csv, tradeoff.png). Done once."""
     from cae.core.device import keep_freed_memory
     from cae.core.plots import save_samples
     from cae.core.train import load_run
+    from cae.experiments.tradeoff import model_curve, write_tradeoff
 
     if runs.is_finished(dest):
         return runs.read_json(dest / runs.TEST_METRICS, ("mse",))
@@ -135,6 +137,7 @@ def shipped_best(dest: Path, test_u8: torch.Tensor, log: Log = print) -> dict:
     values = (getattr(model, param).item(), DEFAULT_DECODING[param])
     chosen, default = decoded_metrics(model.eval(), test_u8, task, param, values)
     save_samples(model, test_u8[:10], task, dest / "samples.png")
+    write_tradeoff([{"run": "shipped colorizer", **r} for r in model_curve(model, task, test_u8, param)], dest)
     metrics = {**runs.read_json(src / runs.TEST_METRICS), **chosen, "shipped": True,
                **{f"default_{k}": default[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
     runs.write_json(dest / runs.TEST_METRICS, metrics)
@@ -355,7 +358,8 @@ def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | Non
                  f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
                  f"{before['mse']:.5f} -> {best['mse']:.5f}. ")
     return text + ("Near the MSE optimum any move away from the conditional mean costs MSE quadratically, so "
-                   "vividness is always bought with some MSE; the trade-off curves are in docs/colorization.md.\n")
+                   "vividness is always bought with some MSE: the best run's trade-off curve over its decoding "
+                   "strength is best/tradeoff.png (`cae tradeoff RUN` draws it for any colorizer run).\n")
 
 
 def _photos_text(photos: dict | None) -> str:

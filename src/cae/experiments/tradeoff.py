@@ -5,12 +5,15 @@ regression head's chroma gain) buys colour with MSE. `run_tradeoff` measures tha
 one or more trained colorizers on their own test split: the network runs once per batch and only
 the decoding repeats, over the strength's grid plus the strength the run decodes with. It writes
 the curves to tradeoff.csv and plots them into tradeoff.png, each run's own strength starred
-(`cae tradeoff`; docs/colorization.md's trade-off plot is made this way).
+(`cae tradeoff`; docs/colorization.md's trade-off plot is made this way). The colorization study
+draws the best run's curve on its test images with `model_curve` and `write_tradeoff`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
 
 from cae.core.data import Cifar10
 from cae.core.decoding import BOOST_GRID, GAIN_GRID, TEMPERATURE_GRID, decoding_curve, decoding_param
@@ -42,10 +45,9 @@ def parse_target(text: str) -> tuple[str, Path, str | None]:
 
 def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 | None = None,
                    device: str = "auto", split: str = "test", name: str | None = None) -> list[dict]:
-    """The run's MSE and colorfulness (% of the truth's) on one part of its split ("test" or "val")
-    at each strength of `param`'s grid and at the one the run decodes with (`chosen` True: its
-    calibrated strength, or the default), in the grid's order; `param` defaults to the one the
-    run calibrated. `name`: the run in error messages (its folder by default)."""
+    """`model_curve` of a run folder's model on one part of its split ("test" or "val"); `param`
+    defaults to the one the run calibrates. `name`: the run in error messages (its folder by
+    default)."""
     from cae.core.device import keep_freed_memory
     from cae.core.train import load_run, run_images
 
@@ -55,10 +57,17 @@ def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 
         keep_freed_memory()  # a batch's logits, decoded at each strength, are tens of MB: reused, not page-faulted
     param = param or decoding_param(task, cfg.color)[0]  # the one its calibration sets
     _check_decodable(model, task, param, name or str(run_dir))
+    images = run_images(run_dir, cfg, data, split).to(next(model.parameters()).device)
+    return model_curve(model, task, images, param)
+
+
+def model_curve(model, task, images_u8: torch.Tensor, param: str) -> list[dict]:  # noqa: ANN001
+    """A colorizer's MSE and colorfulness (% of the truth's) on `images_u8` at each strength of
+    `param`'s grid and at the one the model decodes with (`chosen` True: its calibrated strength,
+    or the default), in the grid's order."""
     chosen = round(getattr(model, param).item(), 6)
     grid = tuple(sorted({*GRIDS[param], chosen}, reverse=param == "temperature"))
-    images = run_images(run_dir, cfg, data, split).to(next(model.parameters()).device)
-    curve = decoding_curve(model, images, task, param, grid)
+    curve = decoding_curve(model, images_u8, task, param, grid)
     return [{"param": param, "value": r[param], "chosen": r[param] == chosen,
              "mse": r["mse"], "colorfulness_pct": 100 * r["colorfulness"] / r["colorfulness_truth"]}
             for r in curve]
@@ -90,12 +99,17 @@ def run_tradeoff(targets: list[str], out: str | Path, data: Cifar10 | None = Non
         star = next(r for r in curve if r["chosen"])
         log(f"{label}: {star['param']} {star['value']:g} (its own): {split} mse {star['mse']:.5f}, "
             f"colorfulness {star['colorfulness_pct']:.0f}% of the truth's")
+    write_tradeoff(rows, out, split)
+    log(f"-> {out / TRADEOFF_CSV}, {out / TRADEOFF_PNG}")
+    return rows
+
+
+def write_tradeoff(rows: list[dict], out: Path, split: str = "test") -> None:
+    """Curves (rows with a `run` label) into out/tradeoff.csv and out/tradeoff.png."""
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / TRADEOFF_CSV, [{**r, "mse": f"{r['mse']:.6g}", "colorfulness_pct": f"{r['colorfulness_pct']:.2f}"}
                                    for r in rows], FIELDS)
     write_tradeoff_plot(rows, out / TRADEOFF_PNG, split)
-    log(f"-> {out / TRADEOFF_CSV}, {out / TRADEOFF_PNG}")
-    return rows
 
 
 def write_tradeoff_plot(rows: list[dict], path: Path, split: str = "test") -> None:

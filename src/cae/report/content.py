@@ -356,6 +356,9 @@ def _colorize(b: _Builder) -> None:
         if text:
             b.add(Fragment(text, "colorize/results.md"))
     b.figure("colorize/samples.png", "Colorization samples: gray input, the runs' predictions and the truth.")
+    if (root / "best" / "tradeoff.png").is_file():  # a study from before the curve was drawn has none
+        b.figure("colorize/best/tradeoff.png", "The best colorizer's colorfulness against its test MSE over its "
+                 "decoding strength; the star is the strength calibrated on the validation split, which it uses.")
     for run in run_dirs:
         if (run / "samples.png").is_file():
             b.figure(f"colorize/{run.name}/samples.png", f"Run `{run.name}`: gray input, prediction, ground truth.")
