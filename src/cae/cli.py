@@ -263,9 +263,10 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 def _add_tradeoff(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("tradeoff", help="a colorizer's MSE against its colorfulness over its decoding strength")
-    t.add_argument("runs", nargs="*", metavar="RUN[:PARAM]",
+    t.add_argument("runs", nargs="*", metavar="[LABEL=]RUN[:PARAM]",
                    help="colorizer run folders ('shipped': the shipped colorizer, the default); PARAM "
-                   "boost, temperature or chroma_gain (default: the one the run calibrated)")
+                   "boost, temperature or chroma_gain (default: the one the run calibrated); LABEL names "
+                   "its line in the plot")
     t.add_argument("--out", required=True, help="folder for tradeoff.csv and tradeoff.png")
     t.add_argument("--split", choices=("test", "val"), default="test", help="the part of each run's split to score")
     t.add_argument("--data", help="folder holding cifar-10-batches-bin/ (or that folder)")
