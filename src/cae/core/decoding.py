@@ -18,6 +18,7 @@ from cae.core.metrics import MetricSums, colorfulness
 GAIN_GRID = tuple(round(1.0 + 0.05 * i, 2) for i in range(21))  # 1.00 ... 2.00
 BOOST_GRID = tuple(round(0.25 * i, 2) for i in range(9))  # 0 ... 2
 TEMPERATURE_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
+DECODING_GRIDS = {"boost": BOOST_GRID, "temperature": TEMPERATURE_GRID, "chroma_gain": GAIN_GRID}  # by strength
 DECODING_FILE = "decoding.json"  # the validation curve behind a run's calibrated decoding
 DECODING_LABELS = {"chroma_gain": "gain", "temperature": "T", "boost": "boost"}  # names in the tables
 DEFAULT_DECODING = {"chroma_gain": 1.0, "temperature": 1.0, "boost": 0.0}  # each strength before calibration

@@ -137,7 +137,7 @@ def shipped_best(dest: Path, test_u8: torch.Tensor, log: Log = print) -> dict:
     values = (getattr(model, param).item(), DEFAULT_DECODING[param])
     chosen, default = decoded_metrics(model.eval(), test_u8, task, param, values)
     save_samples(model, test_u8[:10], task, dest / "samples.png")
-    write_tradeoff([{"run": "shipped colorizer", **r} for r in model_curve(model, task, test_u8, param)], dest)
+    write_tradeoff([{"run": "shipped colorizer", **r} for r in model_curve(model, test_u8, task, param)], dest)
     metrics = {**runs.read_json(src / runs.TEST_METRICS), **chosen, "shipped": True,
                **{f"default_{k}": default[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
     runs.write_json(dest / runs.TEST_METRICS, metrics)

@@ -16,27 +16,27 @@ from pathlib import Path
 import torch
 
 from cae.core.data import Cifar10
-from cae.core.decoding import BOOST_GRID, GAIN_GRID, TEMPERATURE_GRID, decoding_curve, decoding_param
+from cae.core.decoding import DECODING_GRIDS, decoding_curve, decoding_param
 from cae.core.runs import shipped_run, write_csv
 from cae.core.text import Log
 from cae.errors import CaeError
 
-GRIDS = {"boost": BOOST_GRID, "temperature": TEMPERATURE_GRID, "chroma_gain": GAIN_GRID}
 TRADEOFF_CSV, TRADEOFF_PNG = "tradeoff.csv", "tradeoff.png"
 FIELDS = ("run", "param", "value", "chosen", "mse", "colorfulness_pct")
 SHIPPED = "colorizer"
 
 
 def parse_target(text: str) -> tuple[str, Path, str | None]:
-    """'[LABEL=]RUN[:PARAM]' (PARAM one of GRIDS) as (label, run folder, param or None); the label
-    defaults to RUN, and the run 'shipped' is the shipped colorizer."""
+    """'[LABEL=]RUN[:PARAM]' (PARAM a key of DECODING_GRIDS) as (label, run folder, param or None);
+    the label defaults to RUN, and the run 'shipped' is the shipped colorizer."""
     label, sep, rest = text.partition("=")
     if not sep or Path(text).exists():  # no label (a folder may have '=' or ':' in its name)
         label, rest = "", text
     run, sep, param = rest.rpartition(":")
-    if sep and param not in GRIDS and not Path(rest).exists():
-        raise CaeError(f"{text}: {param!r} is not a decoding strength; give RUN:{' or RUN:'.join(GRIDS)}, or RUN alone")
-    if not sep or param not in GRIDS:
+    if sep and param not in DECODING_GRIDS and not Path(rest).exists():
+        raise CaeError(f"{text}: {param!r} is not a decoding strength; "
+                       f"give RUN:{' or RUN:'.join(DECODING_GRIDS)}, or RUN alone")
+    if not sep or param not in DECODING_GRIDS:
         run, param = rest, None
     if run == "shipped":
         return label or "shipped colorizer", shipped_run(SHIPPED), param
@@ -53,20 +53,20 @@ def tradeoff_curve(run_dir: str | Path, param: str | None = None, data: Cifar10 
 
     run_dir = Path(run_dir)
     model, cfg, task = load_run(run_dir, device)
-    if next(model.parameters()).device.type == "cpu":
+    dev = next(model.parameters()).device
+    if dev.type == "cpu":
         keep_freed_memory()  # a batch's logits, decoded at each strength, are tens of MB: reused, not page-faulted
     param = param or decoding_param(task, cfg.color)[0]  # the one its calibration sets
     _check_decodable(model, task, param, name or str(run_dir))
-    images = run_images(run_dir, cfg, data, split).to(next(model.parameters()).device)
-    return model_curve(model, task, images, param)
+    return model_curve(model, run_images(run_dir, cfg, data, split).to(dev), task, param)
 
 
-def model_curve(model, task, images_u8: torch.Tensor, param: str) -> list[dict]:  # noqa: ANN001
+def model_curve(model, images_u8: torch.Tensor, task, param: str) -> list[dict]:  # noqa: ANN001
     """A colorizer's MSE and colorfulness (% of the truth's) on `images_u8` at each strength of
     `param`'s grid and at the one the model decodes with (`chosen` True: its calibrated strength,
     or the default), in the grid's order."""
     chosen = round(getattr(model, param).item(), 6)
-    grid = tuple(sorted({*GRIDS[param], chosen}, reverse=param == "temperature"))
+    grid = tuple(sorted({*DECODING_GRIDS[param], chosen}, reverse=param == "temperature"))
     curve = decoding_curve(model, images_u8, task, param, grid)
     return [{"param": param, "value": r[param], "chosen": r[param] == chosen,
              "mse": r["mse"], "colorfulness_pct": 100 * r["colorfulness"] / r["colorfulness_truth"]}
