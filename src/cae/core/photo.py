@@ -132,6 +132,14 @@ def to_pil(t: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr))
 
 
+def png_bytes(t: torch.Tensor, compress_level: int) -> bytes:
+    """A (1, H, W), (3, H, W) or (4, H, W) tensor in [0, 1] as the bytes of an 8-bit PNG file
+    (`to_pil`), at zlib level `compress_level` (0-9: faster, or smaller)."""
+    buf = io.BytesIO()
+    to_pil(t).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
 def alpha_of(img: Image.Image) -> torch.Tensor | None:
     """The opacity (1,H,W) in [0, 1] of a decoded image (`open_image`: already oriented) with
     transparency (RGBA, LA, PA, or a palette or gray image with a transparent colour); None for an

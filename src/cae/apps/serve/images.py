@@ -7,12 +7,11 @@ the same modes, pixel limit and one-line messages, which name no server path.
 from __future__ import annotations
 
 import base64
-import io
 
 import torch
 from PIL import Image, ImageOps
 
-from cae.core.photo import SIXTEEN_BIT_MODES, rgb_of, to_pil
+from cae.core.photo import SIXTEEN_BIT_MODES, png_bytes, rgb_of, to_pil
 
 PNG_COMPRESS_LEVEL = 3  # zlib level: faster than Pillow's default 6 for slightly larger files
 
@@ -24,13 +23,6 @@ def cifar_sized(img: Image.Image, side: int = 32) -> torch.Tensor:
     return rgb_of(small)
 
 
-def png_bytes(t: torch.Tensor) -> bytes:
-    """A (4,H,W), (3,H,W) or (1,H,W) tensor in [0, 1] as PNG file bytes."""
-    buf = io.BytesIO()
-    to_pil(t).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    return buf.getvalue()
-
-
 def png_data_url(t: torch.Tensor) -> str:
     """A PNG `data:` URL, so one JSON answer carries every image of a result."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(t)).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(png_bytes(t, PNG_COMPRESS_LEVEL)).decode("ascii")
