@@ -86,6 +86,20 @@ def test_sixteen_bit_gray_keeps_its_range(tmp_path):
     assert img.max().item() == pytest.approx(1.0) and img[:, :4].max().item() == pytest.approx(1000 / 65535, rel=1e-3)
 
 
+@pytest.mark.parametrize(("mode", "values", "white"), [
+    ("I", [0, 128, 255], 255.0),  # 8-bit values in 32-bit integers, as Pillow's convert("I") writes
+    ("I", [0, 1000, 65535], 65535.0),  # 16-bit values in 32-bit integers
+    ("F", [0.0, 0.25, 1.0], 1.0),  # floats in [0, 1]
+    ("F", [0.0, 64.0, 255.0], 255.0),  # floats on the 8-bit scale
+])
+def test_deep_one_channel_images_keep_their_scale(tmp_path, mode, values, white):
+    a = np.repeat(np.array(values, dtype=np.float32), 4).reshape(3, 4)
+    Image.fromarray(a.astype(np.int32) if mode == "I" else a, mode).save(tmp_path / "d.tif")
+    img = read_image(tmp_path / "d.tif")
+    assert loaded_image(tmp_path / "d.tif").mode == mode
+    assert torch.allclose(img, torch.from_numpy(a / white).expand(3, -1, -1), atol=1e-6)
+
+
 def test_tiles_match_a_single_pass(unet_run):
     from cae.core.train import load_run
 
@@ -248,3 +262,27 @@ def test_python_api_colorizes_a_photo_as_the_command_does(tmp_path):
         colorizer.colorize(tmp_path / "missing.png")
     with pytest.raises(CaeError, match="not a colorizer"):
         cae.Colorizer.load(Path(cae.__file__).parent / "weights" / "reference", device="cpu")
+
+
+def test_python_api_colorizes_image_arrays(tmp_path):
+    """An array as imaging libraries hold a photo gives the pixels its Pillow image gives: uint8
+    RGB(A) or gray, floats in [0, 1], 16-bit gray at its own scale; other arrays get one line."""
+    import cae
+
+    require(SHIPPED.is_file(), f"no shipped weights at {SHIPPED}")
+    colorizer = cae.Colorizer.load(device="cpu")
+    yy, xx = np.mgrid[0:40, 0:60]
+    photo = np.stack([xx * 4, yy * 6, 255 - xx * 4], -1).astype(np.uint8)
+    want = np.asarray(colorizer.colorize(Image.fromarray(photo)))
+    assert np.array_equal(np.asarray(colorizer.colorize(photo)), want)
+    assert np.array_equal(np.asarray(colorizer.colorize(photo / 255.0)), want)
+    gray = photo[..., 1]
+    want_gray = np.asarray(colorizer.colorize(Image.fromarray(gray)))
+    assert np.array_equal(np.asarray(colorizer.colorize(gray.astype(np.uint16) * 257)), want_gray)
+    assert np.array_equal(np.asarray(colorizer.colorize(gray / np.float32(255))), want_gray)
+    rgba = np.dstack([photo, np.full(gray.shape, 7, np.uint8)])
+    assert np.asarray(colorizer.colorize(rgba))[..., 3].tolist() == rgba[..., 3].tolist()
+    for wrong, message in ((photo[None], "got shape"), (photo[..., :2], "got shape"),
+                           (photo.astype(np.int64), "got int64")):
+        with pytest.raises(CaeError, match=message):
+            colorizer.colorize(wrong)

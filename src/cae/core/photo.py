@@ -50,7 +50,7 @@ class ImageTooLarge(CaeError):
     """An image with more pixels than the limit (`cae serve` answers 413 to it, not 400)."""
 
 
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
 def open_image(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -99,15 +99,48 @@ def photo_paths(folder: str | Path) -> list[Path]:
     return paths
 
 
+def white_level(img: Image.Image) -> float | None:
+    """The value of white in a one-channel image of more than 8 bits, None for other modes.
+
+    16-bit gray is white at 65535; convert('L') would clip everything above 255. 32-bit integers
+    (mode I) and floats (mode F) carry no white level: tools write 8-bit values into them
+    (Pillow's own convert('I') does), 16-bit ones, or floats in [0, 1]; the largest value tells
+    which scale a photo's pixels use."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        return 65535.0
+    if img.mode not in ("I", "F"):
+        return None
+    top = img.getextrema()[1]
+    if img.mode == "F" and top <= 1.0:
+        return 1.0
+    return 65535.0 if top > 255 else 255.0
+
+
 def rgb_of(img: Image.Image) -> torch.Tensor:
     """RGB (3,H,W) float in [0, 1] of a decoded image of any mode (L, LA, RGBA, P, CMYK, ...);
-    16-bit gray keeps its precision (convert('L') would clip values above 255)."""
-    if img.mode in SIXTEEN_BIT_MODES:
-        a = np.clip(np.asarray(img, dtype=np.float32) / 65535.0, 0, 1)
+    one-channel images deeper than 8 bits keep their precision (`white_level`)."""
+    white = white_level(img)
+    if white is not None:
+        a = np.clip(np.asarray(img, dtype=np.float32) / white, 0, 1)
         return torch.from_numpy(a).unsqueeze(0).expand(3, -1, -1).contiguous()
     a = np.array(img.convert("RGB"))  # uint8, a writable copy
     # uint8 to float in one pass by torch (threaded), not numpy's cast then divide then a copy
     return torch.from_numpy(a).permute(2, 0, 1).float().div_(255.0).contiguous()
+
+
+def image_of_array(a: np.ndarray) -> Image.Image:
+    """A Pillow image of a photo as array libraries hold one (imageio, OpenCV after its BGR to RGB,
+    scikit-image, matplotlib): (H, W) gray or (H, W, 3 or 4) RGB(A), of uint8, uint16, or floats
+    in [0, 1]; else a one-line CaeError."""
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
+        raise CaeError(f"an image array is (H, W) gray or (H, W, 3 or 4) RGB(A), got shape {a.shape}")
+    if a.dtype.kind == "f":  # floats in [0, 1]: gray keeps its precision (mode F), colour is 8-bit
+        a = a.astype(np.float32) if a.ndim == 2 else (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    elif a.dtype == np.uint16:
+        a = a if a.ndim == 2 else (a >> 8).astype(np.uint8)  # 16-bit gray is read as such (`white_level`)
+    elif a.dtype != np.uint8:
+        raise CaeError(f"an image array holds uint8, uint16 or floats in [0, 1], got {a.dtype}")
+    return Image.fromarray(np.ascontiguousarray(a))
 
 
 def open_file(path: Path) -> Image.Image:
@@ -212,10 +245,14 @@ class Colorizer:
         rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
         return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size)
 
-    def colorize(self, image: Image.Image | str | Path) -> Image.Image:
-        """The colorized 8-bit image of a Pillow image or an image file (its camera rotation
-        applied), with the image's transparency if it has any."""
-        return to_pil(self.colorize_image(image if isinstance(image, Image.Image) else open_file(Path(image)))[1])
+    def colorize(self, image: Image.Image | np.ndarray | str | Path) -> Image.Image:
+        """The colorized 8-bit image of a Pillow image, an image array (`image_of_array`) or an
+        image file (its camera rotation applied), with the image's transparency if it has any."""
+        if isinstance(image, np.ndarray):
+            image = image_of_array(image)
+        elif not isinstance(image, Image.Image):
+            image = open_file(Path(image))
+        return to_pil(self.colorize_image(image)[1])
 
     def colorize_image(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
         """(the RGB (3,H,W) of a decoded image, its colorization: (3,H,W), or (4,H,W) with the

@@ -11,14 +11,14 @@ import base64
 import torch
 from PIL import Image, ImageOps
 
-from cae.core.photo import SIXTEEN_BIT_MODES, png_bytes, rgb_of, to_pil
+from cae.core.photo import png_bytes, rgb_of, to_pil, white_level
 
 PNG_COMPRESS_LEVEL = 3  # zlib level: faster than Pillow's default 6 for slightly larger files
 
 
 def cifar_sized(img: Image.Image, side: int = 32) -> torch.Tensor:
     """The centre square of a photo scaled to `side` x `side` (what a CIFAR-10 model was trained on)."""
-    rgb = img.convert("RGB") if img.mode not in SIXTEEN_BIT_MODES else to_pil(rgb_of(img))
+    rgb = img.convert("RGB") if white_level(img) is None else to_pil(rgb_of(img))
     small = ImageOps.fit(rgb, (side, side), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
     return rgb_of(small)
 
