@@ -160,7 +160,7 @@ def read_image(path: Path) -> torch.Tensor:
 
 def to_pil(t: torch.Tensor) -> Image.Image:
     """An 8-bit Pillow image (L, RGB or RGBA) of a (1, H, W), (3, H, W) or (4, H, W) tensor in [0, 1]."""
-    a = t.detach().float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
+    a = t.detach().cpu().float().clamp(0, 1).mul_(255).round_().to(torch.uint8)
     arr = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
     return Image.fromarray(np.ascontiguousarray(arr))
 
