@@ -289,7 +289,7 @@ def _merge_upsampled(y: torch.Tensor, c: torch.Tensor, space: str, rows: int = S
     photo never holds its full-size chroma and merge temporaries at once."""
     h, w = y.shape[-2:]
     c = F.interpolate(c, size=(c.shape[-2], w), mode="bilinear", align_corners=False)  # widths first: cheap
-    src = ((torch.arange(h, dtype=torch.float64) + 0.5) * (c.shape[-2] / h) - 0.5).clamp(min=0)
+    src = ((torch.arange(h, dtype=torch.float64, device=c.device) + 0.5) * (c.shape[-2] / h) - 0.5).clamp(min=0)
     lo = src.floor().long().clamp(max=c.shape[-2] - 1)
     hi, frac = (lo + 1).clamp(max=c.shape[-2] - 1), (src - lo).float().view(1, 1, -1, 1)
     out = torch.empty(1, 3, h, w, device=y.device)

@@ -272,7 +272,7 @@ def bin_prior(images_u8: torch.Tensor, bins: int, step: int = 4) -> torch.Tensor
     resolution (chroma averaged over 2x2, as its training targets are)."""
     from cae.core.color import bin_frequencies, chroma
 
-    freq, sample = torch.zeros(bins ** 2), images_u8[::step]
+    freq, sample = torch.zeros(bins ** 2, device=images_u8.device), images_u8[::step]
     for i in range(0, len(sample), 2000):
         part = sample[i:i + 2000]
         c = nn.functional.avg_pool2d(chroma(part.float().div(255)), 2)
