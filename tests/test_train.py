@@ -319,3 +319,30 @@ def test_the_python_api_example_in_the_docs_runs_as_written(tmp_path: Path, data
     assert float(((names["y"] - x) ** 2).mean()) == pytest.approx(recorded, rel=2e-2)
     with Image.open("photo-color.png") as colored:
         assert colored.size == (70, 40) and colored.mode == "RGB"
+
+
+# ----------------------------------------------------------------------------- golden figures
+# Two small fixed-seed runs on the real data (3,000 images, 2 epochs, float32), their figures as
+# recorded when these lines last changed. Thread count, CPU kernels (AVX2 or AVX-512) and the
+# fast path on or off moved them by at most 3e-5 relative, so a change to the split, the
+# initialisation, the schedule, the loop, the decoding or the metrics cannot move them silently.
+# A change meant to move them records the new figures here, in the same commit, and says why.
+GOLDEN = {
+    "reference": {"train_mse": [0.0458512, 0.0248187], "val_mse": [0.0280346, 0.0228860],
+                  "mse": 0.0239606, "ssim": 0.347793},
+    "colorize-unet8": {"train_mse": [4.269152, 2.946668], "val_mse": [0.00569276, 0.00551034],
+                       "mse": 0.00552582, "ssim": 0.955837, "colorfulness": 1.62173, "boost": 0.75},
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_a_fixed_seed_run_keeps_its_figures(name: str, data_dir: Path, one_thread: None, tmp_path: Path) -> None:
+    import cae
+
+    cfg = load_config(name) if name != "reference" else RunConfig(arch="reference")
+    cfg.data.limit, cfg.data.dir, cfg.train.epochs, cfg.train.precision = 3000, str(data_dir), 2, "fp32"
+    metrics = cae.train_run(cfg, tmp_path / name, log=lambda line: None)
+    rows = runs.read_metrics_csv(tmp_path / name / runs.METRICS)
+    got = {**metrics, "train_mse": [r["train_mse"] for r in rows], "val_mse": [r["val_mse"] for r in rows]}
+    for key, want in GOLDEN[name].items():
+        assert got[key] == pytest.approx(want, rel=2e-4), key
