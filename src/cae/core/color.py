@@ -96,7 +96,8 @@ def soft_bins(cbcr: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def bin_frequencies(cbcr: torch.Tensor, k: int) -> torch.Tensor:
     """The share (k*k,) of the soft bins of chroma (N,2,H,W) falling in each bin."""
     idx, w = soft_bins(cbcr, k)
-    counts = torch.zeros(k * k, dtype=torch.float64, device=idx.device).index_add_(0, idx.reshape(-1), w.reshape(-1).double())
+    counts = torch.zeros(k * k, dtype=torch.float64, device=idx.device)
+    counts.index_add_(0, idx.reshape(-1), w.reshape(-1).double())
     return (counts / counts.sum()).float()
 
 
