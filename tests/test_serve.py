@@ -156,6 +156,21 @@ def test_reconstruct_an_upload_through_the_reference(client) -> None:  # noqa: A
     assert answer["psnr"] > 5
 
 
+def test_an_upload_of_deep_gray_keeps_its_brightness(client) -> None:  # noqa: ANN001
+    """A 32-bit integer TIFF of 8-bit values is read on its own scale (`white_level`), as its
+    8-bit twin is, not as 16-bit (black)."""
+    gray = np.arange(48 * 48, dtype=np.int32).reshape(48, 48) % 256
+    answers = []
+    for name, img in (("deep.tif", Image.fromarray(gray, "I")), ("flat.png", Image.fromarray(gray.astype(np.uint8)))):
+        buf = io.BytesIO()
+        img.save(buf, format="TIFF" if name.endswith(".tif") else "PNG")
+        r = client.post("/api/reconstruct", data={"model": "shipped/reference"},
+                        files={"file": (name, buf.getvalue(), "application/octet-stream")})
+        assert r.status_code == 200, r.text
+        answers.append(np.asarray(image_of(r.json()["input"]), dtype=np.float32))
+    assert answers[1].mean() > 50 and np.abs(answers[0] - answers[1]).max() <= 1
+
+
 def test_reconstruct_a_cifar_test_image(client) -> None:  # noqa: ANN001
     require((CIFAR / "test_batch.bin").is_file(), f"no CIFAR-10 data at {CIFAR} (set CAE_DATA_DIR)")
     samples = client.get("/api/samples").json()
