@@ -280,6 +280,9 @@ def test_python_api_colorizes_image_arrays(tmp_path):
     want_gray = np.asarray(colorizer.colorize(Image.fromarray(gray)))
     assert np.array_equal(np.asarray(colorizer.colorize(gray.astype(np.uint16) * 257)), want_gray)
     assert np.array_equal(np.asarray(colorizer.colorize(gray / np.float32(255))), want_gray)
+    # floats a little beyond 1 are clipped, as a colour array's are, not read on the 8-bit scale
+    over = (gray / np.float32(255)) * np.float32(1.2)
+    assert np.array_equal(np.asarray(colorizer.colorize(over)), np.asarray(colorizer.colorize(np.minimum(over, 1))))
     rgba = np.dstack([photo, np.full(gray.shape, 7, np.uint8)])
     assert np.asarray(colorizer.colorize(rgba))[..., 3].tolist() == rgba[..., 3].tolist()
     for wrong, message in ((photo[None], "got shape"), (photo[..., :2], "got shape"),

@@ -134,8 +134,8 @@ def image_of_array(a: np.ndarray) -> Image.Image:
     in [0, 1]; else a one-line CaeError."""
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or 0 in a.shape:
         raise CaeError(f"an image array is (H, W) gray or (H, W, 3 or 4) RGB(A), got shape {a.shape}")
-    if a.dtype.kind == "f":  # floats in [0, 1]: gray keeps its precision (mode F), colour is 8-bit
-        a = a.astype(np.float32) if a.ndim == 2 else (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    if a.dtype.kind == "f":  # floats in [0, 1], clipped: gray keeps its precision (mode F), colour is 8-bit
+        a = np.clip(a, 0, 1).astype(np.float32) if a.ndim == 2 else (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
     elif a.dtype == np.uint16:
         a = a if a.ndim == 2 else (a >> 8).astype(np.uint8)  # 16-bit gray is read as such (`white_level`)
     elif a.dtype != np.uint8:
