@@ -21,7 +21,7 @@ from cae.core import runs
 from cae.cli import main
 from cae.core.config import RunConfig, load_config, save_config
 from cae.core.data import TEST_FILE, _as_batches_folder, load_cifar10, split_indices
-from cae.core.train import BLOWUP, blowup, gather_split
+from cae.core.train import gather_split
 from conftest import require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -277,18 +277,6 @@ def test_val_subset_picks_the_best_epoch_on_it_and_reports_the_whole_split(data_
     assert evaluate(model, p.val[:20], task, amp=p.amp)["mse"] == pytest.approx(best["val_mse"], rel=1e-6)
     assert evaluate(model, p.val, task, amp=p.amp)["mse"] == pytest.approx(reported["val_mse"], rel=1e-6)
     assert reported["val_mse"] != pytest.approx(best["val_mse"], rel=1e-3)
-
-
-def test_blowup_finds_the_first_epoch_the_training_error_jumps_above_its_lowest() -> None:
-    def epochs(*train: float) -> list[dict]:
-        return [{"epoch": e, "train_mse": t} for e, t in enumerate(train, 1)]
-
-    assert blowup(epochs(0.03, 0.02, 0.01)) is None
-    assert blowup(epochs(0.05)) is None and blowup([]) is None
-    # a rise of less than BLOWUP times the lowest so far is a bump, however many epochs it lasts
-    assert blowup(epochs(0.02, 0.01, 0.019, 0.0199, 0.012)) is None
-    jump = blowup(epochs(0.02, 0.01, 0.015, BLOWUP * 0.01 * 1.01, 0.06, 0.06))
-    assert jump == {"epoch": 4, "lowest": 0.01, "train_mse": BLOWUP * 0.01 * 1.01}
 
 
 @pytest.mark.slow

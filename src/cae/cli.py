@@ -24,7 +24,7 @@ def _config_from_args(a: argparse.Namespace):  # noqa: ANN202 - RunConfig
     for key, value in overrides.items():
         if value is not None:
             setattr(cfg, key, value)
-    for key in ("epochs", "batch_size", "lr", "schedule", "seed", "precision", "device", "flip", "shift", "val_subset"):
+    for key in ("epochs", "batch_size", "lr", "schedule", "clip", "warmup", "seed", "precision", "device", "flip", "shift", "val_subset"):
         value = getattr(a, key)
         if value is not None:
             setattr(cfg.train, key, value)
@@ -200,6 +200,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float, help="peak learning rate")
     t.add_argument("--schedule", choices=("onecycle", "cosine", "constant"))
+    t.add_argument("--warmup", type=float, metavar="F", help="onecycle: the fraction of steps spent warming up")
+    t.add_argument("--clip", type=float, metavar="NORM",
+                   help="largest global gradient norm of a step (0: no clipping)")
     t.add_argument("--seed", type=int, help="model initialisation and shuffling seed")
     t.add_argument("--split-seed", type=int, help="seed of the 80/10/10 split")
     t.add_argument("--precision", choices=("auto", "fp32", "bf16"))

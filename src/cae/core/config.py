@@ -53,6 +53,9 @@ class TrainConfig:
     schedule: str = "onecycle"
     warmup: float = 0.15  # fraction of steps spent warming up (onecycle)
     weight_decay: float = 0.0
+    # largest global gradient norm per step (0: off); the gradient of a step above it is scaled
+    # down to it, so one rounding-driven spike cannot throw Adam out of its basin
+    clip: float = 0.0
     seed: int = 0  # model initialisation and shuffling
     precision: str = "auto"  # 'auto': bf16 autocast where the CPU/GPU runs it natively
     device: str = "auto"

@@ -39,7 +39,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 TEST_METRICS = "test_metrics.json"
 LOCK = ".lock"
-METRIC_FIELDS = ("epoch", "train_mse", "val_mse", "lr", "seconds")
+METRIC_FIELDS = ("epoch", "train_mse", "val_mse", "lr", "seconds", "unstable")
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # cae/weights: shipped run folders
 SHIPPED_FILES = ("best.pt", "config.toml", "test_metrics.json", "normalization.json", "decoding.json")
 
@@ -132,7 +132,9 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
 
 def read_metrics_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
+        # a blank cell: a column the run's first epochs were written without (resumed across versions)
+        return [{k: (int(v) if k in ("epoch", "unstable") else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)]
 
 
 def save_split(path: Path, split: dict[str, np.ndarray]) -> None:

@@ -34,13 +34,13 @@ from cae.core.distributed import Dist, all_reduce, barrier, init_distributed, on
 from cae.core.metrics import MetricSums
 from cae.core.model import build_model
 from cae.core.spec import trace
+from cae.core.stability import find_instability, mean_image_mse
 from cae.core.tasks import Task
 from cae.core.text import Log, first_line
 from cae.errors import CaeError
 
 Accelerate = Callable[[nn.Module], nn.Module]
 NORMALIZATION = "normalization.json"
-BLOWUP = 2.0  # an epoch's training error this many times the lowest before it: the run became unstable
 PRECISION_NAMES = {None: "float32", torch.bfloat16: "bfloat16"}
 
 
@@ -207,6 +207,7 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
     if global_bs % d.world:
         raise CaeError(f"batch size {global_bs} is not divisible by the {d.world} processes; choose a multiple")
     bs, steps = global_bs // d.world, n // global_bs
+    mean_mse = mean_image_mse(p.train, _epoch_val(p)) if p.task.pred_channels == 3 else None
     for epoch in range(start, t.epochs):
         t0 = time.perf_counter()
         order = epoch_order(n, global_bs, t.seed, epoch, d)
@@ -227,10 +228,15 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
         val = evaluate(model, shard(_epoch_val(p), d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
         rows.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val, "lr": lr,
                      "seconds": time.perf_counter() - t0})
+        jump = find_instability(rows, mean_mse)
+        rows[-1]["unstable"] = int(jump is not None)  # from this epoch on, metrics.csv says so
         if d.main:
             log(f"epoch {epoch + 1:>3}/{t.epochs}  train_mse {train_mse:.5f}  val_mse {val:.5f}  "
-                f"lr {lr:.2e}  {rows[-1]['seconds']:.1f}s")
-            _warn_blowup(rows, t.lr, log)
+                f"lr {lr:.2e}  {rows[-1]['seconds']:.1f}s{'  UNSTABLE' if jump else ''}")
+            if jump and jump.epoch == epoch + 1:  # said once, in the epoch it happens
+                log(f"warning: training became unstable at {jump.text()}; the test will use the best validation "
+                    f"epoch. A lower peak learning rate than {t.lr:g} (--lr) or gradient clipping (--clip) "
+                    "usually avoids it")
             _checkpoint(out, model, opt, rows, best_val)
         best_val = min(best_val, val)
         barrier(d)
@@ -256,6 +262,8 @@ def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8
         loss = mse(pred, rgb)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if p.cfg.train.clip:  # after backward: under DDP the gradients are all-reduced, so every rank clips alike
+        nn.utils.clip_grad_norm_(net.parameters(), p.cfg.train.clip, foreach=True)
     opt.step()
     return loss.detach()
 
@@ -370,26 +378,6 @@ def to_device(batch_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch_u8.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
 
 
-def blowup(rows: list[dict]) -> dict | None:
-    """The first epoch whose training error rose above BLOWUP times the lowest of the epochs before
-    it (`rows` as in metrics.csv), as {"epoch", "lowest", "train_mse"}; None for a stable run.
-    Such a run has usually left its minimum for good (a wide model at too high a learning rate can
-    end at the constant image), and its test figures come from an epoch before the rise."""
-    for i in range(1, len(rows)):
-        lowest = min(r["train_mse"] for r in rows[:i])
-        if rows[i]["train_mse"] > BLOWUP * lowest:
-            return {"epoch": int(rows[i]["epoch"]), "lowest": lowest, "train_mse": rows[i]["train_mse"]}
-    return None
-
-
-def _warn_blowup(rows: list[dict], peak_lr: float, log: Log) -> None:
-    jump = blowup(rows)
-    if jump and jump["epoch"] == rows[-1]["epoch"]:  # said once, in the epoch it happens
-        log(f"warning: the training error rose from {jump['lowest']:.5f} to {jump['train_mse']:.5f} in epoch "
-            f"{jump['epoch']}: the run became unstable; the test will use the best validation epoch. "
-            f"A lower peak learning rate than {peak_lr:g} (--lr) usually avoids it")
-
-
 def _check_finite(loss: torch.Tensor, d: Dist, epoch: int, step: int, lr: float) -> None:
     # distributed: the mean over ranks, so every rank stops at the same step
     value = all_reduce(loss.double().reshape(1), d).item() / d.world if d.world > 1 else loss.item()
@@ -433,7 +421,8 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
               "train_seconds": sum(r["seconds"] for r in rows), "params": params, "latent_size": latent_size,
               "task": p.cfg.task, "target": p.cfg.target, "arch": p.cfg.arch, "world_size": d.world,
               "device": p.device.type, "precision": PRECISION_NAMES[p.amp],
-              "torch": torch.__version__, "python": platform.python_version(), **calibration}
+              "torch": torch.__version__, "python": platform.python_version(), **calibration,
+              **_instability_record(p, rows)}
     if d.main:
         from cae.core.plots import plot_loss, save_samples
 
@@ -445,6 +434,14 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
         log(f"test  mse {test['mse']:.5f}  psnr {test['psnr']:.2f} dB  ssim {test['ssim']:.4f}  -> {out}")
     barrier(d)
     return result
+
+
+def _instability_record(p: Prepared, rows: list[dict]) -> dict:
+    """test_metrics.json's account of instability: the epoch it began (None for a stable run) and
+    what happened, so a finished run says so in its files as well as in its log."""
+    mean_mse = mean_image_mse(p.train, _epoch_val(p)) if p.task.pred_channels == 3 else None
+    jump = find_instability(rows, mean_mse)
+    return {"unstable_epoch": jump and jump.epoch, "unstable": jump and jump.text()}
 
 
 def _epoch_val(p: Prepared) -> torch.Tensor:

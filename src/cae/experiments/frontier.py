@@ -42,7 +42,7 @@ def group_models(rows: list[dict]) -> list[dict]:
     Each model has the first run's name, axis, arch, latent size, parameters and epochs, the
     number of `seeds`, `mse`/`ssim` as means and `mse_std`/`ssim_std` (0 for one seed), and the
     mean training time; `unstable` names its runs whose training blew up (their rows'
-    `unstable_epoch`, from `cae.core.train.blowup`)."""
+    `unstable_epoch`, from `cae.core.stability.find_instability`)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["kind"] == "conv":
@@ -126,13 +126,13 @@ def answer(models: list[dict], front: list[dict]) -> str:
 
 
 def _unstable(models: list[dict]) -> str:
-    """The runs whose training blew up (`cae.core.train.blowup`): their points understate their models."""
+    """The runs whose training became unstable (`cae.core.stability`): their points understate their models."""
     names = [name for m in models for name in m.get("unstable", [])]
     if not names:
         return ""
     runs_ = sum(m["seeds"] for m in models)
-    return (f"{len(names)} of {runs_} runs became unstable (their training error jumped to over twice its "
-            f"lowest, and each was tested at its best epoch before that): {', '.join(names)}. Their figures understate "
+    return (f"{len(names)} of {runs_} runs became unstable (their error jumped well above its lowest, and "
+            f"each was tested at its best epoch): {', '.join(names)}. Their figures understate "
             "what those models reach when they train stably; a lower peak learning rate usually avoids it.")
 
 

@@ -39,7 +39,7 @@ from cae.core import runs
 from cae.core.spec import ArchInfo, expand, trace
 from cae.core.config import DataConfig, RunConfig, TrainConfig, dataclass_from_dict, file_or_shipped
 from cae.core.text import Log
-from cae.core.train import blowup
+from cae.core.stability import find_instability
 from cae.experiments.frontier import write_frontier
 from cae.errors import CaeError
 
@@ -224,11 +224,10 @@ def variant_row(v: Variant, run_dir: Path, pca: dict[int, dict]) -> dict[str, An
     m = runs.read_json(run_dir / runs.TEST_METRICS, ("mse", "psnr", "ssim", "val_mse"))
     k = min(v.info.latent_size, IMAGE_SIZE)
     pca_mse = pca[k]["mse"]
-    jump = blowup(runs.read_metrics_csv(run_dir / runs.METRICS)) if (run_dir / runs.METRICS).is_file() else None
-    unstable = (f"unstable: the training error rose from {jump['lowest']:.5f} to {jump['train_mse']:.5f} in epoch "
-                f"{jump['epoch']}; tested at epoch {m.get('best_epoch', '?')}") if jump else ""
+    jump = find_instability(runs.read_metrics_csv(run_dir / runs.METRICS)) if (run_dir / runs.METRICS).is_file() else None
+    unstable = f"unstable at {jump.text()}; tested at epoch {m.get('best_epoch', '?')}" if jump else ""
     return {"name": v.name, "axis": v.axis, "arch": expand(v.arch), "kind": "conv",
-            "note": "; ".join(n for n in (v.note, unstable) if n), "unstable_epoch": jump and jump["epoch"],
+            "note": "; ".join(n for n in (v.note, unstable) if n), "unstable_epoch": jump and jump.epoch,
             "latent_shape": "x".join(map(str, v.info.latent_shape)), "latent_size": v.info.latent_size,
             "compression": IMAGE_SIZE / v.info.latent_size, "params": v.info.params, "macs": v.info.macs,
             "epochs": int(m.get("epochs", v.cfg.train.epochs)), "train_seconds": m.get("train_seconds"),
