@@ -289,6 +289,18 @@ def test_two_processes_filling_an_empty_cache_make_one_copy(tmp_path: Path) -> N
     assert not [p.name for p in dest.iterdir() if p.name.startswith(data.EXTRACTING)]
 
 
+def test_requires_python_admits_no_version_without_the_extraction_filter() -> None:
+    """`extract_archive` passes filter="data" to tarfile, which Python 3.11 has from 3.11.4 on."""
+    import re
+    import tomllib
+
+    spec = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    m = re.fullmatch(r">=\s*(\d+)\.(\d+)(?:\.(\d+))?", spec.strip())
+    assert m, f"requires-python {spec!r}: expected a lower bound '>=X.Y.Z'"
+    assert (int(m[1]), int(m[2]), int(m[3] or 0)) >= (3, 11, 4), spec
+    assert hasattr(tarfile, "data_filter")  # and the interpreter running the tests has it
+
+
 def test_a_failed_download_is_one_short_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pooch
 

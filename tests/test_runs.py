@@ -47,7 +47,7 @@ def test_sweep_removes_only_atomic_write_leftovers(tmp_path: Path) -> None:
 
 def test_atomic_write_interrupted_mid_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.csv"
-    runs.write_metrics_csv(path, [{"epoch": 1, "train_mse": 0.5, "val_mse": 0.4, "lr": 0.1, "seconds": 1.0}])
+    runs.write_metrics_csv(path, [{"epoch": 1, "train_loss": 0.5, "val_mse": 0.4, "lr": 0.1, "seconds": 1.0}])
     before = path.read_bytes()
 
     def interrupted_fsync(fd: int) -> None:
@@ -62,9 +62,9 @@ def test_atomic_write_interrupted_mid_write(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_metrics_csv_round_trip(tmp_path: Path) -> None:
-    rows = [{"epoch": e, "train_mse": 0.1 / e, "val_mse": 0.2 / e, "lr": 1e-3, "seconds": 1.5} for e in (1, 2)]
+    rows = [{"epoch": e, "train_loss": 0.1 / e, "val_mse": 0.2 / e, "lr": 1e-3, "seconds": 1.5} for e in (1, 2)]
     runs.write_metrics_csv(tmp_path / "m.csv", rows)
-    assert (tmp_path / "m.csv").read_text().splitlines()[0] == "epoch,train_mse,val_mse,lr,seconds"
+    assert (tmp_path / "m.csv").read_text().splitlines()[0] == "epoch,train_loss,val_mse,lr,seconds"
     assert runs.read_metrics_csv(tmp_path / "m.csv") == rows
 
 

@@ -430,7 +430,7 @@ def test_conclusion_says_whether_the_runs_were_still_learning(tmp_path):
     def metrics(vals: list[float]) -> None:
         for r in study_rows():
             runs.write_metrics_csv(tmp_path / r["name"] / runs.METRICS, [
-                {"epoch": e, "train_mse": v, "val_mse": v, "lr": 1e-3, "seconds": 1.0} for e, v in enumerate(vals, 1)])
+                {"epoch": e, "train_loss": v, "val_mse": v, "lr": 1e-3, "seconds": 1.0} for e, v in enumerate(vals, 1)])
 
     metrics([0.03, 0.02, 0.01])
     assert "4 of 4 runs (all) had their best validation MSE at the last epoch" in conclusion(study_rows(), CORR, tmp_path)
@@ -524,7 +524,7 @@ def test_a_run_whose_training_blew_up_is_noted_in_its_results_row(tmp_path):
 
     def row_after(train: list[float]) -> dict:
         runs.write_metrics_csv(tmp_path / runs.METRICS, [
-            {"epoch": e, "train_mse": t, "val_mse": t, "lr": 1e-2, "seconds": 1.0} for e, t in enumerate(train, 1)])
+            {"epoch": e, "train_loss": t, "val_mse": t, "lr": 1e-2, "seconds": 1.0} for e, t in enumerate(train, 1)])
         return variant_row(v, tmp_path, pca)
 
     stable = row_after([0.03, 0.02, 0.025, 0.018])  # a bump under 2x its lowest is noise, not a blow-up

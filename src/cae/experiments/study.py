@@ -225,7 +225,7 @@ def variant_row(v: Variant, run_dir: Path, pca: dict[int, dict]) -> dict[str, An
     k = min(v.info.latent_size, IMAGE_SIZE)
     pca_mse = pca[k]["mse"]
     jump = blowup(runs.read_metrics_csv(run_dir / runs.METRICS)) if (run_dir / runs.METRICS).is_file() else None
-    unstable = (f"unstable: the training error rose from {jump['lowest']:.5f} to {jump['train_mse']:.5f} in epoch "
+    unstable = (f"unstable: the training error rose from {jump['lowest']:.5f} to {jump['train_loss']:.5f} in epoch "
                 f"{jump['epoch']}; tested at epoch {m.get('best_epoch', '?')}") if jump else ""
     return {"name": v.name, "axis": v.axis, "arch": expand(v.arch), "kind": "conv",
             "note": "; ".join(n for n in (v.note, unstable) if n), "unstable_epoch": jump and jump["epoch"],
