@@ -378,11 +378,14 @@ def test_checkpoint_records_its_precision_and_an_older_one_must_be_told(small_ru
                                                                         capsys: pytest.CaptureFixture) -> None:
     state = runs.load_torch(small_run / runs.LAST)
     assert (state["precision"], state["device"]) == ("float32", "cpu")  # small_run: --precision fp32
-    out, _, _ = run_from_elsewhere(small_run, tmp_path, precision=None, device=None)  # as an older version wrote it
+    # as an older version wrote it: no precision, no device, the training loss called train_mse
+    old_rows = [{("train_mse" if k == "train_loss" else k): v for k, v in r.items()} for r in state["rows"]]
+    out, _, _ = run_from_elsewhere(small_run, tmp_path, precision=None, device=None, rows=old_rows)
     err = error_of(capsys, train_args(syn, out, "auto", epochs=2, limit=600, batch_size=32))
     assert "does not record the precision its 2 epoch(s) ran in" in err and "--precision fp32 or bf16" in err, err
     assert main(train_args(syn, out, "fp32", epochs=2, limit=600, batch_size=32)) == 0  # told: it continues
     assert runs.is_finished(out)
+    assert runs.read_metrics_csv(out / runs.METRICS) == runs.read_metrics_csv(small_run / runs.METRICS)
 
 
 # ----------------------------------------------------------------------------- divergence

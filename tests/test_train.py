@@ -421,3 +421,4 @@ def test_a_fixed_seed_run_keeps_its_figures(name: str, data_dir: Path, one_threa
     got = {**metrics, "train_loss": [r["train_loss"] for r in rows], "val_mse": [r["val_mse"] for r in rows]}
     for key, want in GOLDEN[name].items():
         assert got[key] == pytest.approx(want, rel=2e-4), key
+    assert metrics["loss"] == ("mse" if name == "reference" else "cross_entropy")  # what train_loss holds
