@@ -189,6 +189,17 @@ def test_bad_flag_values_one_line(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "train.val_subset" in one_error_line(capsys)
 
 
+def test_calibrating_a_model_without_a_decoding_is_refused_before_training(tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture) -> None:
+    """It used to train every epoch, then fail with an AttributeError (and again on each resume)."""
+    cfg = RunConfig()
+    cfg.color.calibrate = True  # a reconstruction autoencoder has no decoding to calibrate
+    save_config(cfg, tmp_path / "c.toml")
+    assert main(["train", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r")]) == 2
+    assert "color.calibrate = true needs a U-Net colorizer" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_folder_that_is_no_finished_run_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """`cae eval` and `cae colorize --model` name what the folder lacks, not a config-file problem."""
     assert main(["eval", str(tmp_path / "nowhere")]) == 2
