@@ -124,7 +124,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     with runs.RunLock(root / "L"):  # held by this (live) test process while torchrun tries it
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             str(root / "script.py"), json.dumps(jobs)],
-                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
         locked_files = {p.name for p in (root / "L").iterdir()}
     assert r.returncode == 0, r.stdout + r.stderr
     return {"root": root, "data": data, "A": a, "B": b, "B_rows_single": b_rows, "log": r.stdout + r.stderr,
