@@ -225,6 +225,82 @@ def test_extract_good_archive(tmp_path: Path) -> None:
     assert load_cifar10(dest).images.shape[0] == 60
 
 
+def test_extraction_never_shows_a_partial_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the members are written, the cache has no cifar-10-batches-bin/ a reader could take for
+    the data; it appears whole, by one rename, and nothing else is left behind."""
+    src = write_cifar(tmp_path / "src" / FOLDER, per_file=10)
+    archive = _tar_gz(tmp_path / "good.tar.gz", {f"{FOLDER}/{f.name}": f.read_bytes() for f in src.iterdir()})
+    dest = tmp_path / "cache"
+    dest.mkdir()
+    seen = []
+    extractall = tarfile.TarFile.extractall
+
+    def watched(self, path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        extractall(self, path, *args, **kwargs)
+        seen.append((dest / FOLDER).exists())  # every member written: is it visible yet?
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", watched)
+    extract_archive(archive, dest)
+    assert seen == [False]
+    assert load_cifar10(dest).images.shape[0] == 60 and sorted(p.name for p in dest.iterdir()) == [FOLDER]
+
+
+FAKE_DOWNLOAD = """
+import shutil
+import sys
+from pathlib import Path
+
+import pooch
+
+from cae.core.data import download_cifar10
+
+archive, dest, log = map(Path, sys.argv[1:])
+
+
+def retrieve(url, known_hash, path, fname, progressbar):  # the network, replaced by a local copy
+    with open(log, "a") as f:
+        f.write("download\\n")
+    shutil.copyfile(archive, Path(path) / fname)
+    return str(Path(path) / fname)
+
+
+pooch.retrieve = retrieve
+print(download_cifar10(dest))
+"""
+
+
+def test_two_processes_filling_an_empty_cache_make_one_copy(tmp_path: Path) -> None:
+    """Two commands (or torchrun's ranks) start on an empty cache at once: one downloads and
+    extracts, the other waits for it and finds the finished copy."""
+    import subprocess
+    import sys
+
+    src = write_cifar(tmp_path / "src" / FOLDER, per_file=200)
+    archive = _tar_gz(tmp_path / "archive.tar.gz", {f"{FOLDER}/{f.name}": f.read_bytes() for f in src.iterdir()})
+    (tmp_path / "fake.py").write_text(FAKE_DOWNLOAD)
+    dest, log = tmp_path / "cache", tmp_path / "downloads.log"
+    procs = [subprocess.Popen([sys.executable, str(tmp_path / "fake.py"), str(archive), str(dest), str(log)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [o.strip() for o, _ in outs] == [str(dest / FOLDER)] * 2
+    assert log.read_text() == "download\n"  # the second found the first's copy
+    assert load_cifar10(dest).images.shape[0] == 1200
+    assert not [p.name for p in dest.iterdir() if p.name.startswith(data.EXTRACTING)]
+
+
+def test_requires_python_admits_no_version_without_the_extraction_filter() -> None:
+    """`extract_archive` passes filter="data" to tarfile, which Python 3.11 has from 3.11.4 on."""
+    import re
+    import tomllib
+
+    spec = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    m = re.fullmatch(r">=\s*(\d+)\.(\d+)(?:\.(\d+))?", spec.strip())
+    assert m, f"requires-python {spec!r}: expected a lower bound '>=X.Y.Z'"
+    assert (int(m[1]), int(m[2]), int(m[3] or 0)) >= (3, 11, 4), spec
+    assert hasattr(tarfile, "data_filter")  # and the interpreter running the tests has it
+
+
 def test_a_failed_download_is_one_short_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pooch
 

@@ -5,7 +5,9 @@ One `torchrun --standalone --nproc_per_node=2` launch runs a small script that
      rank{r}.pt beside (not inside) the run folder, then
   2. resumes run B, trained for 1 epoch by a single process here, to 2 epochs,
   3. trains a run that diverges (every rank must stop at the same step), and
-  4. tries a run folder locked by this test process (every rank must refuse).
+  4. tries a run folder locked by this test process (every rank must refuse), and
+  5. trains two runs where rank 0 cannot write a file mid-run: a checkpoint, then the result
+     (every rank must stop with rank 0's one-line error, none left waiting in a collective).
 The tests then check rank agreement, the exactness of the all-reduced test metrics against a
 single-process `cae eval`, the run folder's contents, that a 2-process epoch matches a
 1-process epoch (same global batch, same seed), and the resume from 2 processes to 1.
@@ -36,10 +38,12 @@ RUN_FILES = {"config.toml", "split.npz", "metrics.csv", "loss.png", "best.pt", "
              "samples.png", "normalization.json"}
 
 SCRIPT = r'''
-"""Run by torchrun: train each job's run; a job with a dump folder saves every rank's parameters."""
+"""Run by torchrun: train each job's run; a job with a dump folder saves every rank's parameters;
+a job with a blocked file name makes it unwritable once the first epoch is trained."""
 import gc
 import json
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -59,10 +63,22 @@ def spy(p, model, *args, **kwargs):  # the trained model, before best.pt is load
 
 
 tr._finish = spy
-for dump, argv in json.loads(sys.argv[1]):  # one launch, several runs: starting torch is the slow part
+
+
+def logger(out, blocked):
+    def log(line):
+        print(line, flush=True)
+        if blocked and line.startswith("epoch"):  # rank 0, epoch 1 trained, its files not yet written
+            # a folder where rank 0 is about to write the file: its rename fails, as root too (a
+            # read-only folder does not stop root)
+            (Path(out) / blocked).mkdir(exist_ok=True)
+    return log
+
+
+for dump, argv, blocked in json.loads(sys.argv[1]):  # one launch, several runs: starting torch is the slow part
     a = build_parser().parse_args(argv)
     try:
-        tr.train_run(_config_from_args(a), a.out, force=a.force, progress=False)
+        tr.train_run(_config_from_args(a), a.out, force=a.force, progress=False, log=logger(a.out, blocked))
     except CaeError as e:  # every rank must stop with the same message, none left waiting
         print(f"rank {dist.get_rank()}: cae: error: {e}", flush=True)
         # the stopped run's DDP wrapper can sit in a reference cycle holding the process group;
@@ -102,12 +118,13 @@ def world(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> dict:
     # its halves must train alike (with BatchNorm each process would normalize by its own half)
     unet = ["--task", "colorize", "--target", "ycbcr", "--arch", "unet4"]
     assert main([*args(data, root / "U1", 1), *unet]) == 0
-    jobs = [(str(root), args(data, a, 1)), ("", args(data, b, 2)), ("", diverge), ("", args(data, root / "L", 1)),
-            ("", [*args(data, root / "U2", 1), *unet])]
+    jobs = [(str(root), args(data, a, 1), ""), ("", args(data, b, 2), ""), ("", diverge, ""),
+            ("", args(data, root / "L", 1), ""), ("", [*args(data, root / "U2", 1), *unet], ""),
+            ("", args(data, root / "W", 2), runs.BEST), ("", args(data, root / "R", 1), runs.TEST_METRICS)]
     with runs.RunLock(root / "L"):  # held by this (live) test process while torchrun tries it
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                             str(root / "script.py"), json.dumps(jobs)],
-                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
         locked_files = {p.name for p in (root / "L").iterdir()}
     assert r.returncode == 0, r.stdout + r.stderr
     return {"root": root, "data": data, "A": a, "B": b, "B_rows_single": b_rows, "log": r.stdout + r.stderr,
@@ -144,7 +161,7 @@ def test_two_processes_match_one(world: dict) -> None:
     two = runs.read_metrics_csv(world["A"] / runs.METRICS)[0]
     one = world["B_rows_single"][0]
     assert two["lr"] == one["lr"]  # same number of steps, same schedule
-    for k in ("train_mse", "val_mse"):
+    for k in ("train_loss", "val_mse"):
         assert two[k] == pytest.approx(one[k], rel=1e-3), k  # only the summation order differs
 
 
@@ -187,7 +204,18 @@ def test_locked_folder_refused_on_every_rank(world: dict) -> None:
 
 def test_two_processes_train_the_unet_like_one(world: dict) -> None:
     one, two = (runs.read_metrics_csv(world["root"] / name / runs.METRICS)[0] for name in ("U1", "U2"))
-    for k in ("train_mse", "val_mse"):
+    for k in ("train_loss", "val_mse"):
         assert two[k] == pytest.approx(one[k], rel=1e-3), k  # only the summation order differs
     m1, m2 = (runs.read_json(world["root"] / name / runs.TEST_METRICS) for name in ("U1", "U2"))
     assert m2["world_size"] == 2 and m2["mse"] == pytest.approx(m1["mse"], rel=1e-3)
+
+
+@pytest.mark.parametrize("run,name", [("W", runs.BEST), ("R", runs.TEST_METRICS)])
+def test_a_file_rank0_cannot_write_stops_every_rank_with_its_line(world: dict, run: str, name: str) -> None:
+    """W: best.pt of epoch 1 (a checkpoint); R: test_metrics.json (the result, after training)."""
+    out = world["root"] / run
+    found = sorted(re.findall(r"rank (\d): cae: error: (\S+: Is a directory; check the path, its permissions and the "
+                              r"free disk space)", world["log"]))
+    found = [(rank, line) for rank, line in found if line.startswith(str(out / name))]
+    assert [rank for rank, _ in found] == ["0", "1"] and found[0][1] == found[1][1], world["log"]
+    assert not runs.is_finished(out) and not (out / runs.LOCK).exists()

@@ -47,7 +47,7 @@ def test_sweep_removes_only_atomic_write_leftovers(tmp_path: Path) -> None:
 
 def test_atomic_write_interrupted_mid_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "m.csv"
-    runs.write_metrics_csv(path, [{"epoch": 1, "train_mse": 0.5, "val_mse": 0.4, "lr": 0.1, "seconds": 1.0}])
+    runs.write_metrics_csv(path, [{"epoch": 1, "train_loss": 0.5, "val_mse": 0.4, "lr": 0.1, "seconds": 1.0}])
     before = path.read_bytes()
 
     def interrupted_fsync(fd: int) -> None:
@@ -62,10 +62,35 @@ def test_atomic_write_interrupted_mid_write(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_metrics_csv_round_trip(tmp_path: Path) -> None:
-    rows = [{"epoch": e, "train_mse": 0.1 / e, "val_mse": 0.2 / e, "lr": 1e-3, "seconds": 1.5} for e in (1, 2)]
+    rows = [{"epoch": e, "train_loss": 0.1 / e, "val_mse": 0.2 / e, "lr": 1e-3, "seconds": 1.5, "unstable": e - 1}
+            for e in (1, 2)]
     runs.write_metrics_csv(tmp_path / "m.csv", rows)
-    assert (tmp_path / "m.csv").read_text().splitlines()[0] == "epoch,train_mse,val_mse,lr,seconds"
+    assert (tmp_path / "m.csv").read_text().splitlines()[0] == "epoch,train_loss,val_mse,lr,seconds,unstable"
     assert runs.read_metrics_csv(tmp_path / "m.csv") == rows
+
+
+def test_metrics_csv_of_an_older_run_folder_reads_under_the_current_names(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("epoch,train_mse,val_mse,lr,seconds\n1,4.2,0.0057,0.01,3.5\n")
+    assert runs.read_metrics_csv(tmp_path / "m.csv") == [
+        {"epoch": 1, "train_loss": 4.2, "val_mse": 0.0057, "lr": 0.01, "seconds": 3.5}]
+
+
+@pytest.mark.parametrize("loss,train_axis", [("mse", "MSE (pixels in [0, 1])"),
+                                             ("cross_entropy", "training cross-entropy over the chroma bins (nats)")])
+def test_loss_plot_names_the_training_loss(loss: str, train_axis: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A classifier's training loss is a cross-entropy: it is not drawn on the MSE axis."""
+    from cae.core import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+    rows = [{"epoch": e, "train_loss": 4.0 / e, "val_mse": 0.006 / e, "lr": 1e-3, "seconds": 1.0} for e in (1, 2)]
+    plots.plot_loss(rows, tmp_path / "loss.png", loss=loss)
+    axes = figures[0].axes
+    lines = {line.get_label(): ax.get_ylabel() for ax in axes for line in ax.get_lines()}
+    train = next(label for label in lines if label.startswith("training"))
+    assert lines[train] == train_axis and ("cross-entropy" in train) == (loss == "cross_entropy")
+    assert lines["validation MSE"] == "MSE (pixels in [0, 1])"
 
 
 def test_split_round_trip_and_corrupt(tmp_path: Path) -> None:

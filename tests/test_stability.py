@@ -20,7 +20,7 @@ from test_train import data_dir  # noqa: F401 - the real-data fixture
 
 
 def rows(*pairs: tuple[float, float]) -> list[dict]:
-    return [{"epoch": e, "train_mse": t, "val_mse": v} for e, (t, v) in enumerate(pairs, 1)]
+    return [{"epoch": e, "train_loss": t, "val_mse": v} for e, (t, v) in enumerate(pairs, 1)]
 
 
 def test_a_falling_run_is_stable() -> None:

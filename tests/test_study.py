@@ -67,7 +67,7 @@ note = "own lr"
     ('[[variant]]\nname = "a"\narch = "reference"\n[[variant]]\nname = "a"\narch = "reference"', "used twice"),
     ('[[variant]]\nname = "a/b"\narch = "reference"', "folder-safe"),
     ('[[variant]]\nname = "a"', "needs an arch"),
-    ('[[variant]]\nname = "a"\narch = "reference"\nlr = -1.0', "lr must be positive"),
+    ('[[variant]]\nname = "a"\narch = "reference"\nlr = -1.0', "lr must be a positive number"),
     ('epochs = 2', "no [[variant]]"),
     ('epochs = ', "not valid TOML"),
     ('[[variant]]\nname = "pca-64"\narch = "reference"', "reserved"),
@@ -430,7 +430,7 @@ def test_conclusion_says_whether_the_runs_were_still_learning(tmp_path):
     def metrics(vals: list[float]) -> None:
         for r in study_rows():
             runs.write_metrics_csv(tmp_path / r["name"] / runs.METRICS, [
-                {"epoch": e, "train_mse": v, "val_mse": v, "lr": 1e-3, "seconds": 1.0} for e, v in enumerate(vals, 1)])
+                {"epoch": e, "train_loss": v, "val_mse": v, "lr": 1e-3, "seconds": 1.0} for e, v in enumerate(vals, 1)])
 
     metrics([0.03, 0.02, 0.01])
     assert "4 of 4 runs (all) had their best validation MSE at the last epoch" in conclusion(study_rows(), CORR, tmp_path)
@@ -524,13 +524,13 @@ def test_a_run_whose_training_blew_up_is_noted_in_its_results_row(tmp_path):
 
     def row_after(train: list[float]) -> dict:
         runs.write_metrics_csv(tmp_path / runs.METRICS, [
-            {"epoch": e, "train_mse": t, "val_mse": t, "lr": 1e-2, "seconds": 1.0} for e, t in enumerate(train, 1)])
+            {"epoch": e, "train_loss": t, "val_mse": t, "lr": 1e-2, "seconds": 1.0} for e, t in enumerate(train, 1)])
         return variant_row(v, tmp_path, pca)
 
-    stable = row_after([0.03, 0.02, 0.025, 0.018])  # a bump under 2x its lowest is noise, not a blow-up
+    stable = row_after([0.03, 0.02, 0.019, 0.018])  # falling epoch after epoch
     assert stable["unstable_epoch"] is None and "unstable" not in stable["note"]
-    row = row_after([0.02, 0.01, 0.03, 0.06])
+    row = row_after([0.02, 0.01, 0.03, 0.06])  # the rule of cae.core.stability, which the trainer applies too
     assert row["unstable_epoch"] == 3
-    assert row["note"].endswith("unstable: the training error rose from 0.01000 to 0.03000 in epoch 3; "
-                                "tested at epoch 2")
+    assert row["note"].endswith("unstable at epoch 3: the training loss rose to 0.03000, 3.00x its lowest before "
+                                "(0.01000); tested at epoch 2")
     assert row["note"].startswith(v.note + "; ")  # the study file's own note is kept

@@ -11,7 +11,7 @@ import signal
 import sys
 from typing import Sequence
 
-from cae.core.text import first_line
+from cae.core.text import os_error_line
 from cae.errors import CaeError
 
 
@@ -357,9 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except OSError as e:  # a path that cannot be written, a full disk: the user's to fix, not a bug
-        where = f"{e.filename}: " if e.filename else ""
-        print(f"cae: error: {where}{e.strerror or first_line(e)}; check the path, its permissions and the free "
-              "disk space", file=sys.stderr)
+        print(f"cae: error: {os_error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -70,6 +72,19 @@ class TrainConfig:
     # epoch, the uncovered border filled by reflection (0: off; 4 is the usual CIFAR-10 choice)
     shift: int = 0
 
+    def validate(self) -> None:
+        """Refuse optimisation settings that cannot work (before any data is read)."""
+        if not 0 < self.lr < math.inf:
+            raise CaeError(f"train.lr must be a positive number, got {self.lr}")
+        if not 0 <= self.warmup < 1:
+            raise CaeError(f"train.warmup is the fraction of steps spent warming up: in [0, 1), got {self.warmup}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise CaeError(f"train.weight_decay must be 0 or positive, got {self.weight_decay}")
+        if self.seed < 0:
+            raise CaeError(f"train.seed must be 0 or positive, got {self.seed}")
+        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
+            raise CaeError(f"train.device = {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+
 
 @dataclass
 class ColorConfig:
@@ -105,7 +120,7 @@ class ColorConfig:
         _choice("color.decoder", self.decoder, DECODERS)
         if self.decoder == "classes" and (run.task, run.target) != ("colorize", "ycbcr"):
             raise CaeError("color.decoder = 'classes' needs task 'colorize' with target 'ycbcr'")
-        if self.decoder == "classes" and not run.arch.strip().startswith("unet"):
+        if self.decoder == "classes" and not _is_unet(run.arch):
             raise CaeError(f"color.decoder = 'classes' needs a U-Net (arch unetW), got {run.arch!r}")
         if self.bins < 3:
             raise CaeError(f"color.bins must be at least 3, got {self.bins}")
@@ -118,6 +133,20 @@ class ColorConfig:
             raise CaeError("color.mse_tolerance must be >= 0 and color.colorfulness_target in [0, 2]")
         if self.working_size < 0:
             raise CaeError(f"color.working_size must be 0 (native size) or positive, got {self.working_size}")
+        self._validate_fit(run)
+
+    def _validate_fit(self, run: "RunConfig") -> None:
+        """Settings a run would otherwise ignore, or fail on after its last epoch: refused at start."""
+        classes = self.decoder == "classes"
+        for name, value, off in (("rebalance", self.rebalance, 0.0), ("decode_rebalance", self.decode_rebalance, 0.0),
+                                 ("photo_boost", self.photo_boost, -1.0)):
+            if value != off and not classes:
+                raise CaeError(f"color.{name} = {value:g} acts on a chroma classifier's bins only; set "
+                               f"color.decoder = 'classes' or leave color.{name} at {off:g}")
+        if self.calibrate and (run.task != "colorize" or run.target == "rgb" or not _is_unet(run.arch)):
+            raise CaeError(f"color.calibrate = true needs a U-Net colorizer of chroma (task 'colorize', target "
+                           f"'ycbcr' or 'lab', arch unetW), got task {run.task!r}, target {run.target!r}, arch "
+                           f"{run.arch!r}; set color.calibrate = false")
 
 
 @dataclass
@@ -150,8 +179,9 @@ class RunConfig:
             raise CaeError(f"train.val_subset must be 0 (the whole split) or a number of images, got {self.train.val_subset}")
         if not 0 <= self.train.shift < 16:
             raise CaeError(f"train.shift must be 0 (off) to 15 pixels, got {self.train.shift}")
-        if not self.train.lr > 0:
-            raise CaeError(f"train.lr must be positive, got {self.train.lr}")
+        self.train.validate()
+        if self.data.seed < 0:
+            raise CaeError(f"data.seed must be 0 or positive, got {self.data.seed}")
         if self.data.limit < 0 or 0 < self.data.limit < 30:
             raise CaeError(f"data.limit must be 0 (all images) or at least 30, got {self.data.limit}")
         return self
@@ -162,6 +192,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "RunConfig":
         return dataclass_from_dict(cls, d, source)
+
+
+def _is_unet(arch: str) -> bool:
+    """Whether an arch is the U-Net (`unetW`): the only model with a colorizer's decoding buffers."""
+    return arch.strip().startswith("unet")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -7,8 +7,13 @@ into the cache, its MD5 verified before extraction."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +23,11 @@ import torch
 from cae.core.text import first_line
 from cae.errors import CaeError
 
+try:
+    import fcntl
+except ImportError:  # Windows: the cache is filled without a lock (see `_cache_lock`)
+    fcntl = None
+
 RECORD_BYTES = 3073  # 1 label byte + 3 x 32 x 32 pixel bytes
 FOLDER = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -25,6 +35,8 @@ TEST_FILE = "test_batch.bin"
 META_FILE = "batches.meta.txt"
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 ARCHIVE_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
+CACHE_LOCK = ".download.lock"
+EXTRACTING = ".extracting-"  # prefix of the temporary folder an archive is extracted into
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 DEFAULT_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -72,23 +84,52 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None, download: bool =
 
 
 def download_cifar10(dest: Path) -> Path:
-    """Download the official binary archive into `dest`, verify its MD5, extract it safely."""
+    """Download the official binary archive into `dest`, verify its MD5, extract it safely.
+
+    Processes that fill an empty cache at once (torchrun's ranks, two commands) take turns under
+    a lock on the cache: the first downloads and extracts, the others find the finished copy."""
     import pooch  # imported here: no network code runs at import time
 
     dest.mkdir(parents=True, exist_ok=True)
-    try:
-        archive = pooch.retrieve(ARCHIVE_URL, known_hash=f"md5:{ARCHIVE_MD5}", path=dest,
-                                 fname="cifar-10-binary.tar.gz", progressbar=True)
-    except Exception as e:  # network errors, checksum mismatch
-        reason = f"{type(e).__name__}: {first_line(e, 100)}"  # cut: requests' own run to 400 characters
-        raise CaeError(f"could not download CIFAR-10 from {ARCHIVE_URL} ({reason}); download cifar-10-binary.tar.gz "
-                       "by hand, extract it and pass its folder with --data or CAE_DATA_DIR") from None
-    extract_archive(Path(archive), dest)
+    with _cache_lock(dest):
+        if (dest / FOLDER).is_dir():  # made by another process while this one waited
+            return dest / FOLDER
+        for left in dest.glob(f"{EXTRACTING}*"):  # by a process killed mid-extraction; we hold the lock
+            shutil.rmtree(left, ignore_errors=True)
+        try:
+            archive = pooch.retrieve(ARCHIVE_URL, known_hash=f"md5:{ARCHIVE_MD5}", path=dest,
+                                     fname="cifar-10-binary.tar.gz", progressbar=True)
+        except Exception as e:  # network errors, checksum mismatch
+            reason = f"{type(e).__name__}: {first_line(e, 100)}"  # cut: requests' own run to 400 characters
+            raise CaeError(f"could not download CIFAR-10 from {ARCHIVE_URL} ({reason}); download "
+                           "cifar-10-binary.tar.gz by hand, extract it and pass its folder with --data or "
+                           "CAE_DATA_DIR") from None
+        extract_archive(Path(archive), dest)
     return dest / FOLDER
 
 
+@contextlib.contextmanager
+def _cache_lock(dest: Path) -> Iterator[None]:
+    """An exclusive lock on the cache folder `dest`, waited for (an `flock`, dropped by the kernel
+    if its holder dies). Without fcntl (Windows) there is none; the extraction's rename still
+    keeps every copy whole, and a second process only repeats the work."""
+    if fcntl is None:
+        yield
+        return
+    with open(dest / CACHE_LOCK, "a") as f:  # never unlinked: a process waiting on it must lock the same file
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def extract_archive(archive: Path, dest: Path) -> None:
-    """Extract a tar.gz, refusing members that would land outside `dest` (path traversal)."""
+    """Extract a tar.gz into `dest`, refusing members that would land outside it (path traversal).
+
+    The members are extracted into a temporary folder beside, then each top-level entry is renamed
+    into `dest` (atomic on one file system): a reader finds a complete `cifar-10-batches-bin/` or
+    none, never one being written. If another process renamed its copy first, that one stays."""
     root = dest.resolve()
     with tarfile.open(archive, "r:gz") as tar:
         for m in tar.getmembers():
@@ -96,7 +137,17 @@ def extract_archive(archive: Path, dest: Path) -> None:
             if not target.is_relative_to(root) or m.issym() or m.islnk() or m.isdev():
                 raise CaeError(f"archive {archive} holds an unsafe member {m.name!r}; "
                                "delete it and download the official archive again")
-        tar.extractall(root, filter="data")
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=EXTRACTING))
+        try:
+            tar.extractall(tmp, filter="data")
+            for entry in tmp.iterdir():
+                try:
+                    os.rename(entry, root / entry.name)
+                except OSError as e:
+                    if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):  # not "another copy is in place"
+                        raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_batch_file(path: Path) -> tuple[np.ndarray, np.ndarray]:

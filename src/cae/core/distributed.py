@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from cae.core.text import os_error_line
 from cae.errors import CaeError
 
 
@@ -53,17 +54,19 @@ def all_reduce(t: torch.Tensor, d: Dist) -> torch.Tensor:
     return t
 
 
-
-
-def on_main(d: Dist, fn: Callable[[], str]) -> str:
-    """Run `fn` on rank 0 and give its result, or its CaeError, to every rank (so a refusal
-    stops all ranks at once instead of leaving some waiting in a collective)."""
-    outcome: list = [("ok", "")]
+def on_main(d: Dist, fn: Callable[[], str | None]) -> str | None:
+    """Run `fn` on rank 0 and give its result, or its error, to every rank, so a refusal or a file
+    rank 0 cannot write (a full disk, a read-only folder) stops every rank at once with the same
+    line instead of leaving the others waiting in a collective until its timeout. Every rank
+    calls it at the same point; it returns when rank 0 is done (a barrier)."""
+    outcome: list = [("ok", None)]
     if d.main:
         try:
             outcome = [("ok", fn())]
         except CaeError as e:
             outcome = [("error", str(e))]
+        except OSError as e:
+            outcome = [("error", os_error_line(e))]
     if d.world > 1:
         dist.broadcast_object_list(outcome, src=0)
     kind, value = outcome[0]

@@ -26,17 +26,27 @@ def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def plot_loss(rows: Sequence[dict], path: Path, title: str = "", val_label: str = "validation") -> None:
-    """Training and validation MSE per epoch (log scale)."""
+LOSS_LABELS = {"mse": "MSE (pixels in [0, 1])", "cross_entropy": "cross-entropy over the chroma bins (nats)"}
+
+
+def plot_loss(rows: Sequence[dict], path: Path, title: str = "", val_label: str = "validation",
+              loss: str = "mse") -> None:
+    """The training loss (`loss`: 'mse' or 'cross_entropy', as metrics.csv's train_loss holds it)
+    and the validation MSE per epoch, log scale; a cross-entropy gets an axis of its own."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_mse"] for r in rows], "o-", label="training (running mean over the epoch)")
-    ax.plot(epochs, [r["val_mse"] for r in rows], "s-", label=val_label)
+    train_ax = ax if loss == "mse" else ax.twinx()
+    lines = train_ax.plot(epochs, [r["train_loss"] for r in rows], "o-", color="C0",
+                          label=f"training {'MSE' if loss == 'mse' else 'cross-entropy'} (running mean over the epoch)")
+    lines += ax.plot(epochs, [r["val_mse"] for r in rows], "s-", color="C1", label=f"{val_label} MSE")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE (pixels in [0, 1])")
+    ax.set_ylabel(LOSS_LABELS["mse"])
+    if train_ax is not ax:
+        train_ax.set_ylabel(f"training {LOSS_LABELS[loss]}")
+        train_ax.set_yscale("log")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(lines, [line.get_label() for line in lines])
     if title:
         ax.set_title(title)
     save_figure(fig, path)

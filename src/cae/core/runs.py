@@ -3,9 +3,12 @@
 A run folder holds:
   config.toml         the exact RunConfig used
   split.npz           train/val/test indices into the pooled 60,000 images
-  metrics.csv         epoch, train_mse, val_mse, lr, seconds (one row per finished epoch; val_mse
-                      on the first train.val_subset validation images when that is set)
-  last.pt             resume state of the last finished epoch (model, optimizer, scheduler, RNG)
+  metrics.csv         epoch, train_loss, val_mse, lr, seconds (one row per finished epoch;
+                      train_loss is the loss training minimises, named by test_metrics.json's
+                      `loss`: 'mse', or 'cross_entropy' for a chroma classifier; val_mse on the
+                      first train.val_subset validation images when that is set)
+  last.pt             resume state of the last finished epoch (model, optimizer, epoch, rows,
+                      and the precision and device its epochs ran in)
   best.pt             state_dict of the best-validation epoch
   test_metrics.json   test-split metrics of best.pt; its presence marks the run as finished
   loss.png, samples.png
@@ -39,7 +42,10 @@ LAST = "last.pt"
 BEST = "best.pt"
 TEST_METRICS = "test_metrics.json"
 LOCK = ".lock"
-METRIC_FIELDS = ("epoch", "train_mse", "val_mse", "lr", "seconds", "unstable")
+METRIC_FIELDS = ("epoch", "train_loss", "val_mse", "lr", "seconds", "unstable")
+# columns of older run folders, read under their current names (their training loss was named
+# train_mse even where it was a classifier's cross-entropy)
+RENAMED_FIELDS = {"train_mse": "train_loss"}
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # cae/weights: shipped run folders
 SHIPPED_FILES = ("best.pt", "config.toml", "test_metrics.json", "normalization.json", "decoding.json")
 
@@ -61,8 +67,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno is not None:  # named by the file written, not its temporary one
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
@@ -133,8 +141,13 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
 def read_metrics_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         # a blank cell: a column the run's first epochs were written without (resumed across versions)
-        return [{k: (int(v) if k in ("epoch", "unstable") else float(v)) for k, v in row.items() if v != ""}
+        return [current_row({k: (int(v) if k in ("epoch", "unstable") else float(v)) for k, v in row.items() if v != ""})
                 for row in csv.DictReader(f)]
+
+
+def current_row(row: dict) -> dict:
+    """A metrics row with the current column names (an older run folder's, renamed)."""
+    return {RENAMED_FIELDS.get(k, k): v for k, v in row.items()}
 
 
 def save_split(path: Path, split: dict[str, np.ndarray]) -> None:

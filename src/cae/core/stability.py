@@ -39,22 +39,18 @@ class Instability:
                 f"its lowest before ({self.reference:.5f})")
 
 
-def train_loss(row: dict) -> float:
-    """The training loss of a metrics row (MSE, or cross-entropy for a chroma classifier)."""
-    return row["train_loss"] if "train_loss" in row else row["train_mse"]
-
-
 def find_instability(rows: list[dict], mean_image_mse: float | None = None) -> Instability | None:
-    """The first epoch at which the run became unstable (`rows` as in metrics.csv), or None.
+    """The first epoch at which the run became unstable (`rows` as `runs.read_metrics_csv` gives
+    them: `train_loss` is MSE, or cross-entropy for a chroma classifier), or None.
 
     `mean_image_mse`: the validation error of the constant mean image, for models that predict the
     image itself; a later epoch that scores near it has collapsed (the first may still be learning)."""
     for i, row in enumerate(rows[1:], 1):
         if mean_image_mse and row["val_mse"] >= NEAR_MEAN_IMAGE * mean_image_mse:
             return Instability(int(row["epoch"]), "collapse", mean_image_mse, row["val_mse"])
-        lowest_train = min(train_loss(r) for r in rows[:i])
-        if train_loss(row) > TRAIN_RISE * lowest_train:
-            return Instability(int(row["epoch"]), "training loss", lowest_train, train_loss(row))
+        lowest_train = min(r["train_loss"] for r in rows[:i])
+        if row["train_loss"] > TRAIN_RISE * lowest_train:
+            return Instability(int(row["epoch"]), "training loss", lowest_train, row["train_loss"])
         lowest_val = min(r["val_mse"] for r in rows[:i])
         if row["val_mse"] > VAL_RISE * lowest_val:
             return Instability(int(row["epoch"]), "validation error", lowest_val, row["val_mse"])

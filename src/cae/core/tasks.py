@@ -64,6 +64,12 @@ class Task:
         return 3 if self.target == "rgb" else 2
 
     @property
+    def loss_name(self) -> str:
+        """What training minimises, as metrics.csv's train_loss and test_metrics.json's `loss` name
+        it: 'cross_entropy' for a chroma classifier, else 'mse' (on RGB in [0, 1])."""
+        return "cross_entropy" if self.bins else "mse"
+
+    @property
     def colour(self) -> bool:
         return self.kind == "colorize"
 

@@ -24,6 +24,13 @@ def first_line(error: BaseException, limit: int = 0) -> str:
     return text if not limit or len(text) <= limit else text[:limit - 3] + "..."
 
 
+def os_error_line(error: OSError) -> str:
+    """A file that could not be written or read (a full disk, a read-only folder, a path that is
+    a folder) as one line naming the path and the fix: the user's to fix, not a bug."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or first_line(error)}; check the path, its permissions and the free disk space"
+
+
 def number(value: Any, kind: str = "") -> str:
     """A number written by what it measures; `kind` is a column or key name such as
     'test_mse', 'psnr', 'ssim', 'pearson_p', 'train_seconds', 'ratio_to_pca'.

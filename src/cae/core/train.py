@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cae.core import runs
-from cae.core.config import RunConfig, differences, load_config, save_config
+from cae.core.config import RUN_LOCAL, RunConfig, differences, load_config, save_config
 from cae.core.data import Cifar10, channel_stats, load_cifar10, luma, split_indices
 from cae.core.decoding import (DECODING_FILE, between_steps, choose_decoding, decoding_curve, decoding_param,
                                reset_decoding)
@@ -169,12 +169,14 @@ def train_run(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
         if on_main(d, lambda: _start(out, cfg, force, lock, log)) == "finished":
             return runs.read_json(out / runs.TEST_METRICS, ("mse",))
         state = _load_resume(out, cfg) if not force and (out / runs.LAST).exists() else None
-        if force and d.main:
-            _clear_run(out)
+        if force:
+            on_main(d, lambda: _clear_run(out))
         barrier(d)
         p = prepare(cfg, data, runs.load_split(out / runs.SPLIT) if state else None, d)
-        if d.main:
-            _write_run_files(out, p, fresh=state is None)
+        on_main(d, lambda: _write_run_files(out, p, fresh=state is None))
+        if state and d.main and state.get("device", p.device.type) != p.device.type:
+            log(f"{out}: epochs 1-{state['epoch']} ran on {state['device']}, the rest run on {p.device.type} "
+                f"in the same precision ({PRECISION_NAMES[p.amp]})")
         model = make_model(cfg, p.task, p.device, accelerate)
         rows = fit(p, model, out, state, d, progress, log)
         return _finish(p, model, out, rows, info.params, info.latent_size, d, log)
@@ -224,22 +226,21 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
             loss_sum += loss
             if p.device.type == "cpu" or i % 50 == 0 or i == steps - 1:  # a GPU check syncs: not every step
                 _check_finite(loss, d, epoch, i, lr)
-        train_mse = all_reduce(loss_sum.cpu(), d).item() / (steps * d.world)
+        train_loss = all_reduce(loss_sum.cpu(), d).item() / (steps * d.world)
         val = evaluate(model, shard(_epoch_val(p), d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
-        rows.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val, "lr": lr,
+        rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_mse": val, "lr": lr,
                      "seconds": time.perf_counter() - t0})
         jump = find_instability(rows, mean_mse)
         rows[-1]["unstable"] = int(jump is not None)  # from this epoch on, metrics.csv says so
         if d.main:
-            log(f"epoch {epoch + 1:>3}/{t.epochs}  train_mse {train_mse:.5f}  val_mse {val:.5f}  "
+            log(f"epoch {epoch + 1:>3}/{t.epochs}  train_{p.task.loss_name} {train_loss:.5f}  val_mse {val:.5f}  "
                 f"lr {lr:.2e}  {rows[-1]['seconds']:.1f}s{'  UNSTABLE' if jump else ''}")
             if jump and jump.epoch == epoch + 1:  # said once, in the epoch it happens
                 log(f"warning: training became unstable at {jump.text()}; the test will use the best validation "
                     f"epoch. A lower peak learning rate than {t.lr:g} (--lr) or gradient clipping (--clip) "
                     "usually avoids it")
-            _checkpoint(out, model, opt, rows, best_val)
+        on_main(d, lambda: _checkpoint(p, out, model, opt, rows, best_val))  # rank 0's failure stops every rank
         best_val = min(best_val, val)
-        barrier(d)
     return rows
 
 
@@ -306,13 +307,15 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
     chosen = choose_decoding(curve, param, c.mse_tolerance, c.colorfulness_target)
     base = evaluate(model, shard(p.test, d), p.task, p.cfg.train.eval_batch_size, p.amp, full=True, d=d)
     getattr(model, param).fill_(chosen)
-    if d.main:
+
+    def save() -> None:
         runs.write_json(out / DECODING_FILE, {"param": param, "chosen": chosen, "split": "val",
                                               "tolerance": c.mse_tolerance, "target": c.colorfulness_target,
                                               "curve": curve})
         runs.save_torch(out / runs.BEST, model.state_dict())
         log(f"{out}: {param} {chosen:g} (validation); default test mse {base['mse']:.5f}, colorfulness "
             f"{base['colorfulness']:.1f} (truth {base['colorfulness_truth']:.1f})")
+    on_main(d, save)
     return {param: chosen, **{f"default_{k}": base[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
 
 
@@ -394,15 +397,18 @@ def _progress(steps: range, desc: str, enabled: bool):  # noqa: ANN202 - an iter
     return tqdm(steps, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
-def _checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, rows: list[dict], best_val: float) -> None:
+def _checkpoint(p: Prepared, out: Path, model: nn.Module, opt: torch.optim.Optimizer, rows: list[dict],
+                best_val: float) -> None:
     """best.pt when validation improved, metrics.csv, then last.pt: if last.pt says epoch k,
-    the other two are at k too."""
+    the other two are at k too. last.pt records the precision and device its epochs ran in, so a
+    resume elsewhere can tell whether it would continue exactly (`check_resume_precision`)."""
     if rows[-1]["val_mse"] < best_val:
         runs.save_torch(out / runs.BEST, model.state_dict())
     runs.write_metrics_csv(out / runs.METRICS, rows)
     runs.save_torch(out / runs.LAST, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "epoch": rows[-1]["epoch"], "rows": rows,
-                                      "best_val": min(best_val, rows[-1]["val_mse"])})
+                                      "best_val": min(best_val, rows[-1]["val_mse"]),
+                                      "precision": PRECISION_NAMES[p.amp], "device": p.device.type})
 
 
 def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: int, latent_size: int,
@@ -420,20 +426,23 @@ def _finish(p: Prepared, model: nn.Module, out: Path, rows: list[dict], params: 
     result = {**test, "best_epoch": best["epoch"], "val_mse": val_mse, "epochs": len(rows),
               "train_seconds": sum(r["seconds"] for r in rows), "params": params, "latent_size": latent_size,
               "task": p.cfg.task, "target": p.cfg.target, "arch": p.cfg.arch, "world_size": d.world,
-              "device": p.device.type, "precision": PRECISION_NAMES[p.amp],
+              "device": p.device.type, "precision": PRECISION_NAMES[p.amp], "loss": p.task.loss_name,
               "torch": torch.__version__, "python": platform.python_version(), **calibration,
               **_instability_record(p, rows)}
-    if d.main:
-        from cae.core.plots import plot_loss, save_samples
-
-        n_val = len(_epoch_val(p))
-        plot_loss(rows, out / "loss.png", title=f"{p.cfg.arch} ({p.cfg.task})",
-                  val_label="validation" if n_val == len(p.val) else f"validation (first {n_val:,} images)")
-        save_samples(model, p.test[:10], p.task, out / "samples.png")
-        runs.write_json(out / runs.TEST_METRICS, result)
-        log(f"test  mse {test['mse']:.5f}  psnr {test['psnr']:.2f} dB  ssim {test['ssim']:.4f}  -> {out}")
-    barrier(d)
+    on_main(d, lambda: _write_results(p, model, out, rows, result, log))
     return result
+
+
+def _write_results(p: Prepared, model: nn.Module, out: Path, rows: list[dict], result: dict, log: Log) -> None:
+    """Rank 0's files of a finished run: the plots, then test_metrics.json (it marks the run finished)."""
+    from cae.core.plots import plot_loss, save_samples
+
+    n_val = len(_epoch_val(p))
+    plot_loss(rows, out / "loss.png", title=f"{p.cfg.arch} ({p.cfg.task})", loss=p.task.loss_name,
+              val_label="validation" if n_val == len(p.val) else f"validation (first {n_val:,} images)")
+    save_samples(model, p.test[:10], p.task, out / "samples.png")
+    runs.write_json(out / runs.TEST_METRICS, result)
+    log(f"test  mse {result['mse']:.5f}  psnr {result['psnr']:.2f} dB  ssim {result['ssim']:.4f}  -> {out}")
 
 
 def _instability_record(p: Prepared, rows: list[dict]) -> dict:
@@ -476,14 +485,14 @@ def _clear_run(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def check_same_config(out: Path, cfg: RunConfig) -> RunConfig:
+def check_same_config(out: Path, cfg: RunConfig, ignore: tuple[str, ...] = ()) -> RunConfig:
     """Refuse settings that differ from the run's saved config; return the saved config.
 
-    Not compared: where the run ran (`cae.core.config.RUN_LOCAL`). Epochs are: the one-cycle
-    schedule is laid out over them when a run starts.
+    Not compared: where the run ran (`cae.core.config.RUN_LOCAL`) and the settings in `ignore`.
+    Epochs are: the one-cycle schedule is laid out over them when a run starts.
     """
     saved = load_config(out / runs.CONFIG)
-    diff = differences(saved, cfg)
+    diff = differences(saved, cfg, RUN_LOCAL + ignore)
     if list(diff) == ["train.epochs"]:
         raise CaeError(f"{out} was started for {saved.train.epochs} epochs and {cfg.train.epochs} were asked for: "
                        "a run is not extended or cut (its learning-rate schedule is laid out over its epochs); "
@@ -496,12 +505,36 @@ def check_same_config(out: Path, cfg: RunConfig) -> RunConfig:
 
 
 def _load_resume(out: Path, cfg: RunConfig) -> dict:
-    """The resume state; a config that differs from the saved one is refused (not retrained over)."""
-    check_same_config(out, cfg)
+    """The resume state; a config that differs from the saved one is refused (not retrained over),
+    and so is a precision other than the one its epochs ran in (`check_resume_precision`)."""
+    saved = check_same_config(out, cfg, ignore=("train.precision",))  # compared as resolved, below
     state = runs.load_torch(out / runs.LAST)
     if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "rows"} <= set(state):
         raise CaeError(f"checkpoint {out / runs.LAST} is not a cae resume checkpoint; rerun with --force")
+    check_resume_precision(out, saved, cfg, state)
     return state
+
+
+SHORT_PRECISION = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+def check_resume_precision(out: Path, saved: RunConfig, cfg: RunConfig, state: dict) -> None:
+    """Refuse to resume `out` in another precision than the one its epochs ran in: 'auto' means
+    bf16 on one machine and fp32 on another, and the rest of the run would silently change.
+    Another device in the same precision may continue. Checkpoints of older versions record no
+    precision: theirs is the saved config's when that is explicit, else the user must say it."""
+    device = resolve_device(cfg.train.device)
+    here = PRECISION_NAMES[resolve_precision(cfg.train.precision, device)]
+    ran = state.get("precision") or {"fp32": "float32", "bf16": "bfloat16"}.get(saved.train.precision)
+    if ran is None and cfg.train.precision == "auto":
+        raise CaeError(f"{out / runs.LAST} does not record the precision its {state['epoch']} epoch(s) ran in "
+                       "(train.precision 'auto'); pass --precision fp32 or bf16, the one it was started in, "
+                       "or --force to start over")
+    if ran is not None and ran != here:
+        where = f" on {state['device']}" if "device" in state else ""
+        raise CaeError(f"{out} ran its {state['epoch']} epoch(s) in {ran}{where}, and train.precision "
+                       f"{cfg.train.precision!r} is {here} on this {device.type}: a run continues in one precision; "
+                       f"pass --precision {SHORT_PRECISION[ran]} where the device runs it, or --force to start over")
 
 
 def resume_into(model: nn.Module, opt: torch.optim.Optimizer, state: dict, out: Path) -> tuple[list, float, int]:
@@ -512,7 +545,7 @@ def resume_into(model: nn.Module, opt: torch.optim.Optimizer, state: dict, out: 
     except (RuntimeError, ValueError, KeyError) as e:
         raise CaeError(f"checkpoint {out / runs.LAST} does not fit the model of {out / runs.CONFIG} "
                        f"({first_line(e)}); rerun with --force") from None
-    return list(state["rows"]), float(state["best_val"]), int(state["epoch"])
+    return [runs.current_row(r) for r in state["rows"]], float(state["best_val"]), int(state["epoch"])
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunConfig, Task]:
