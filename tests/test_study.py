@@ -530,7 +530,7 @@ def test_a_run_whose_training_blew_up_is_noted_in_its_results_row(tmp_path):
     stable = row_after([0.03, 0.02, 0.019, 0.018])  # falling epoch after epoch
     assert stable["unstable_epoch"] is None and "unstable" not in stable["note"]
     row = row_after([0.02, 0.01, 0.03, 0.06])  # the rule of cae.core.stability, which the trainer applies too
-    assert row["unstable_epoch"] == 3
+    assert row["unstable_epoch"] == 4
     assert row["note"].endswith("unstable at epoch 3: the training loss rose to 0.03000, 3.00x its lowest before "
-                                "(0.01000); tested at epoch 2")
+                                "(0.01000), and stayed up in epoch 4; tested at epoch 2")
     assert row["note"].startswith(v.note + "; ")  # the study file's own note is kept

@@ -230,7 +230,7 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
         val = evaluate(model, shard(_epoch_val(p), d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_mse": val, "lr": lr,
                      "seconds": time.perf_counter() - t0})
-        jump = find_instability(rows, mean_mse)
+        jump = find_instability(rows, mean_mse, finished=epoch + 1 == t.epochs)
         rows[-1]["unstable"] = int(jump is not None)  # from this epoch on, metrics.csv says so
         if d.main:
             log(f"epoch {epoch + 1:>3}/{t.epochs}  train_{p.task.loss_name} {train_loss:.5f}  val_mse {val:.5f}  "
