@@ -200,3 +200,42 @@ def test_photos_are_decoded_at_the_photo_boost(tmp_path):
         assert res["boost"] == float(b)
         col[b] = res["summary"]["colorfulness_ratio"]
     assert col["3"] > col["0"]
+
+
+def _photos_of_every_kind() -> list[Image.Image]:
+    """An RGB photo taller than two merge strips (STRIP 32), its RGBA, 16-bit gray, 32-bit integer gray of
+    8-bit values, and a palette image with a transparent colour."""
+    rng = np.random.default_rng(3)
+    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (12, 8, 3), dtype=np.uint8)).resize((45, 70)))
+    rgb = Image.fromarray(smooth)
+    rgba = rgb.copy()
+    rgba.putalpha(Image.linear_gradient("L").resize(rgb.size))
+    gray16 = Image.fromarray((smooth[..., 1].astype(np.uint16) * 257)).convert("I;16")
+    gray32 = Image.fromarray(smooth[..., 0].astype(np.int32), "I")
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 3
+    return [rgb, rgba, gray16, gray32, palette]
+
+
+@pytest.mark.parametrize("target", ["ycbcr", "lab"])
+def test_colorize_8bit_equals_colorize_bit_for_bit(tmp_path, monkeypatch, one_thread, target):
+    """The strip-wise path `cae serve` uses for big photos gives the very pixels of `colorize`,
+    for every kind of image, at the working scale and at native size."""
+    from cae.core import photo
+    from cae.core.photo import Colorizer, load_for_photos
+
+    monkeypatch.setattr(photo, "STRIP", 32)  # strips of 32 rows: the 70-row images take three
+    if target == "ycbcr":
+        colorizer = Colorizer.load(device="cpu")  # the shipped colorizer
+    else:
+        run = _run(tmp_path / "r")
+        cfg = load_config(run / runs.CONFIG)
+        cfg.target = "lab"
+        save_config(cfg, run / runs.CONFIG)
+        colorizer = Colorizer(*load_for_photos(run, "cpu"))
+    for working_size in (colorizer.working_size, 0):
+        colorizer.working_size = working_size
+        for img in _photos_of_every_kind():
+            lean, plain = colorizer.colorize_8bit(img), colorizer.colorize(img)
+            assert lean.mode == plain.mode and lean.size == plain.size, img.mode
+            assert np.array_equal(np.asarray(lean), np.asarray(plain)), (img.mode, working_size)

@@ -144,16 +144,42 @@ def test_a_model_id_not_in_the_list_is_refused(client, runs_dir: Path) -> None: 
     assert r.status_code == 400 and "unknown reconstruct model" in r.json()["error"]
 
 
+def smooth_png(h: int, w: int, seed: int = 0) -> bytes:
+    """A photo-like image (a coarse random colour field, smoothly upscaled), unlike noise something
+    an autoencoder reconstructs."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    coarse.resize((w, h), Image.Resampling.BICUBIC).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def constant_output_psnr(img: Image.Image) -> float:
+    """The PSNR of the best constant image (each channel's mean) against `img`: what a network
+    answering flat gray or one colour scores at most."""
+    a = np.asarray(img.convert("RGB"), dtype=np.float64) / 255
+    return float(10 * np.log10(1 / a.var(axis=(0, 1)).mean()))
+
+
+def assert_clearly_better_than_constant(answer: dict, margin_db: float) -> None:
+    """The answer's PSNR is that of its input and output images, and `margin_db` above the best
+    constant output's."""
+    x, y = (np.asarray(image_of(answer[k]).convert("RGB"), dtype=np.float64) / 255 for k in ("input", "output"))
+    assert abs(10 * np.log10(1 / np.mean((x - y) ** 2)) - answer["psnr"]) < 0.2  # PNGs are 8-bit
+    baseline = constant_output_psnr(image_of(answer["input"]))
+    assert answer["psnr"] > baseline + margin_db, (answer["psnr"], baseline)
+
+
 def test_reconstruct_an_upload_through_the_reference(client) -> None:  # noqa: ANN001
     r = client.post("/api/reconstruct", data={"model": "shipped/reference"},
-                    files={"file": ("wide.png", png(40, 90), "image/png")})
+                    files={"file": ("wide.png", smooth_png(40, 90), "image/png")})
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["latent"]["size"] == 1024 and answer["latent"]["shape"] == [16, 8, 8]
     assert answer["latent"]["formula"] == "16*((8-3+2*1)/1+1)^2 = 1,024"
     assert len(answer["channels"]) == 16 and image_of(answer["channels"][0]).size == (8, 8)
     assert image_of(answer["input"]).size == image_of(answer["output"]).size == (32, 32)
-    assert answer["psnr"] > 5
+    assert_clearly_better_than_constant(answer, margin_db=10)
 
 
 def test_an_upload_of_deep_gray_keeps_its_brightness(client) -> None:  # noqa: ANN001
@@ -177,7 +203,7 @@ def test_reconstruct_a_cifar_test_image(client) -> None:  # noqa: ANN001
     assert samples["available"] and len(samples["images"]) == 48
     answer = client.post("/api/reconstruct", data={"model": "runs/ref", "sample": "5"}).json()
     assert answer["latent"]["size"] == 1024 and answer["source"].startswith("CIFAR-10 test image #5")
-    assert answer["psnr"] > 18  # the shipped reference reaches ~24 dB on average
+    assert_clearly_better_than_constant(answer, margin_db=6)  # the reference reaches ~24 dB on average
     assert client.post("/api/reconstruct", data={"model": "runs/ref", "sample": "48"}).status_code == 400
 
 
@@ -192,6 +218,8 @@ def test_without_cifar_data_the_grid_says_so(tmp_path: Path) -> None:
         assert not samples["available"] and "Uploading a photo still works" in samples["message"]
         r = c.post("/api/reconstruct", data={"model": "shipped/reference", "sample": "0"})
         assert r.status_code == 400 and "No CIFAR-10 data" in r.json()["error"]
+        for shown in (samples["message"], r.json()["error"]):  # the server's folders stay on the server
+            assert str(tmp_path) not in shown and "<server path>" in shown, shown
 
 
 def test_an_unexpected_error_is_a_500_and_the_server_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,3 +251,285 @@ def test_cae_serve_without_the_extra_is_one_line(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # an import of it now fails as if not installed
     assert main(["serve"]) == 2
     assert capsys.readouterr().err.strip() == "cae: error: cae serve needs the serve extra: pip install 'cae[serve]'"
+
+
+def test_a_big_photo_is_answered_with_previews_and_a_full_resolution_download(client) -> None:  # noqa: ANN001
+    """The JSON carries display-sized previews; the full-resolution PNG, the very pixels of
+    `Colorizer.colorize`, comes from the download route; ids are unguessable and checked."""
+    from cae.apps.serve.images import PREVIEW_SIDE
+    from cae.core.photo import Colorizer
+
+    data = smooth_png(60, PREVIEW_SIDE + 476)
+    r = colorize(client, data, name="wide.png")
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["width"], answer["height"]) == (PREVIEW_SIDE + 476, 60)
+    for key in ("result", "gray", "original"):
+        assert image_of(answer[key]).size == (PREVIEW_SIDE, 41), key
+    download = client.get(answer["download"])
+    assert download.status_code == 200 and download.headers["content-type"] == "image/png"
+    assert 'filename="wide-colorized.png"' in download.headers["content-disposition"]
+    full = Image.open(io.BytesIO(download.content))
+    expected = Colorizer.load().colorize(Image.open(io.BytesIO(data)))
+    assert full.size == (PREVIEW_SIDE + 476, 60) and np.array_equal(np.asarray(full), np.asarray(expected))
+    key = answer["download"].rsplit("/", 1)[1]
+    assert len(key) == 32  # 24 random bytes
+    for wrong in (key[:-1] + ("A" if key[-1] != "A" else "B"), "..%2F..%2Fapp.py", "x" * 32):
+        assert client.get(f"/api/result/{wrong}").status_code == 404, wrong
+
+
+def test_the_result_store_is_bounded_in_count_bytes_and_age() -> None:
+    from cae.apps.serve.store import ResultStore
+
+    now = [0.0]
+    store = ResultStore(max_count=2, max_bytes=10**9, max_seconds=100, clock=lambda: now[0])
+    try:
+        img = Image.new("RGB", (4, 4))
+        a, b, c = (store.put(img, f"{n}.png") for n in "abc")
+        assert store.get(a) is None and store.get(b) and store.get(c)  # the oldest went first
+        assert sorted(p.name for p in store.folder.iterdir()) == sorted([f"{b}.png", f"{c}.png"])
+        now[0] = 101
+        assert store.get(b) is None and store.get(c) is None and not list(store.folder.iterdir())
+        small = ResultStore(max_bytes=1)
+        assert small.get(small.put(img, "x.png")) is None  # larger than the byte bound: not kept
+        small.close()
+    finally:
+        store.close()
+    assert not store.folder.exists()
+
+
+def test_the_memory_budget_lets_a_job_wait_for_its_share() -> None:
+    import threading
+
+    from cae.apps.serve.store import MemoryBudget
+
+    budget = MemoryBudget(100)
+    entered = threading.Event()
+
+    def second() -> None:
+        with budget.reserve(60):
+            entered.set()
+
+    with budget.reserve(60):
+        t = threading.Thread(target=second)
+        t.start()
+        assert not entered.wait(0.3)  # 60 + 60 > 100: the second job waits
+    t.join(timeout=10)
+    assert entered.is_set()
+
+
+def test_a_photo_beyond_the_memory_budget_is_refused_with_413(runs_dir: Path) -> None:
+    require(has_serve_extra(), "the serve extra is not installed")
+    from starlette.testclient import TestClient
+
+    from cae.apps.serve import jobs
+    from cae.apps.serve.app import create_app
+
+    budget = 50 * 50 * jobs.CHROMA_BYTES_PER_PIXEL
+    with TestClient(create_app(runs_dir, memory_budget=budget), base_url=BASE_URL) as c:
+        r = colorize(c, png(60, 60))
+        assert r.status_code == 413 and "at most 2,500 pixels" in r.json()["error"], r.text
+        assert colorize(c, png(50, 50)).status_code == 200
+
+
+def test_posts_beyond_the_queue_are_answered_503_busy(runs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the job slots taken and no queue, a third POST is refused at once with 503 and
+    Retry-After; the running ones finish, and then a POST is served again."""
+    import threading
+
+    require(has_serve_extra(), "the serve extra is not installed")
+    from starlette.testclient import TestClient
+
+    from cae.apps.serve import app as serve_app
+    from cae.apps.serve import jobs
+
+    release, started = threading.Event(), threading.Semaphore(0)
+    real = jobs.colorize_answer
+
+    def held(*args: object) -> dict:
+        started.release()
+        release.wait(60)
+        return real(*args)
+
+    with TestClient(serve_app.create_app(runs_dir, queue_length=0), base_url=BASE_URL) as c:
+        monkeypatch.setattr(jobs, "colorize_answer", held)
+        answers: list[int] = []
+        runners = [threading.Thread(target=lambda: answers.append(colorize(c, png(8, 8)).status_code))
+                   for _ in range(serve_app.HEAVY_JOBS)]
+        for t in runners:
+            t.start()
+        for _ in runners:
+            assert started.acquire(timeout=60)
+        busy = colorize(c, png(8, 8))
+        assert busy.status_code == 503 and "busy" in busy.json()["error"] and busy.headers["retry-after"]
+        release.set()
+        for t in runners:
+            t.join(timeout=60)
+        assert answers == [200] * serve_app.HEAVY_JOBS
+        assert colorize(c, png(8, 8)).status_code == 200
+
+
+def test_a_post_from_another_origin_is_refused(client) -> None:  # noqa: ANN001
+    """A web page elsewhere cannot make the server work: its POST carries its own Origin (403);
+    the page's own origin and requests without Origin (curl, scripts) are served."""
+    for foreign in ("http://attacker.example", "null", "http://127.0.0.1:9999", "https://127.0.0.1",
+                    "http://127.0.0.1.attacker.example", "http://localhost"):
+        r = client.post("/api/colorize", data={"model": "shipped/colorizer"},
+                        files={"file": ("a.png", png(8, 8), "image/png")}, headers={"origin": foreign})
+        assert r.status_code == 403 and "another web site" in r.json()["error"], foreign
+        assert "\n" not in r.json()["error"]
+        r = client.post("/api/reconstruct", data={"model": "shipped/reference", "sample": "0"},
+                        headers={"origin": foreign})
+        assert r.status_code == 403, foreign
+    assert colorize(client, png(8, 8)).status_code == 200  # no Origin
+    same = client.post("/api/colorize", data={"model": "shipped/colorizer"},
+                       files={"file": ("a.png", png(8, 8), "image/png")}, headers={"origin": BASE_URL})
+    assert same.status_code == 200, same.text
+    # a GET changes nothing: another origin may read the page (the browser keeps the answer from it)
+    assert client.get("/api/models", headers={"origin": "http://attacker.example"}).status_code == 200
+
+
+def test_a_model_that_cannot_load_names_no_server_path(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    require(has_serve_extra(), "the serve extra is not installed")
+    from starlette.testclient import TestClient
+
+    from cae.apps.serve.app import create_app
+
+    shutil.copytree(shipped_model_dir("colorizer"), tmp_path / "bad")
+    (tmp_path / "bad" / "best.pt").write_bytes(b"not a checkpoint")
+    with TestClient(create_app(tmp_path), base_url=BASE_URL) as c, caplog.at_level("WARNING", "cae.serve"):
+        r = colorize(c, png(8, 8), model="runs/bad")
+        message = r.json()["error"]
+        assert r.status_code == 400 and "runs/bad cannot be loaded" in message, message
+        assert str(tmp_path) not in message and "best.pt" not in message
+        assert str(tmp_path) in caplog.text  # the full reason is in the server's log
+
+
+def test_public_text_replaces_server_paths() -> None:
+    from cae.apps.serve.jobs import public_text
+
+    shown = public_text("cannot read /home/u/runs/a/best.pt (x); ~/.cache/cae and C:\\data\\x too; 1/2 of runs/ok")
+    assert shown == "cannot read <server path> (x); <server path> and <server path> too; 1/2 of runs/ok"
+
+
+def test_the_runs_index_is_parsed_once_and_refreshed_when_runs_change(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests read the index; at most every `min_interval` s one looks for changes (a walk, no
+    parsing); only new or changed run folders are parsed again."""
+    import time as time_module
+
+    from cae.apps.serve import models
+
+    walks, parsed = [], []
+    real_walk, real_entry = models.finished_runs, models.model_entry
+    monkeypatch.setattr(models, "finished_runs", lambda root: walks.append(root) or real_walk(root))
+    monkeypatch.setattr(models, "model_entry", lambda d, *a: parsed.append(d.name) or real_entry(d, *a))
+    shutil.copytree(shipped_model_dir("reference"), tmp_path / "a")
+    now = [0.0]
+    index = models.RunsIndex(tmp_path, min_interval=10, clock=lambda: now[0])
+    parsed.clear()  # the shipped ones, parsed once at start
+    ids = lambda: [e.id for e in index.models() if e.id.startswith("runs/")]  # noqa: E731
+    assert ids() == ["runs/a"] and ids() == ["runs/a"] and index.find("runs/a", "reconstruct")
+    assert (len(walks), parsed) == (1, ["a"])
+    shutil.copytree(shipped_model_dir("reference"), tmp_path / "b")
+    now[0] = 5
+    assert ids() == ["runs/a"] and len(walks) == 1  # within the interval: the index as it was
+    now[0] = 11
+    assert ids() == ["runs/a", "runs/b"] and (len(walks), parsed) == (2, ["a", "b"])  # only b parsed
+    config = tmp_path / "a" / "config.toml"
+    config.write_text(config.read_text())
+    os.utime(config, ns=(time_module.time_ns() + 10**9,) * 2)
+    shutil.rmtree(tmp_path / "b")
+    now[0] = 22
+    assert ids() == ["runs/a"] and parsed == ["a", "b", "a"]  # the changed one parsed again
+
+
+@pytest.fixture(scope="module")
+def live_server(runs_dir: Path):  # noqa: ANN201 - a generator fixture
+    """The app under uvicorn in a thread on a free loopback port: (host, port)."""
+    require(has_serve_extra(), "the serve extra is not installed")
+    import threading
+    import time
+
+    import uvicorn
+
+    from cae.apps.serve.app import bind, create_app
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(create_app(runs_dir), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield "127.0.0.1", sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(timeout=15)
+    sock.close()
+
+
+def raw_get(host: str, port: int, path: str) -> tuple[int, bytes]:
+    """GET `path` exactly as written: http.client sends it without normalizing dot segments."""
+    import http.client
+
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"Host": f"{host}:{port}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_raw_traversal_paths_reach_the_server_and_are_refused(live_server) -> None:  # noqa: ANN001
+    """Dot segments and their encodings, sent raw, are answered by the server's own guards; a
+    broken guard would hand out app.py (the server's code, one folder above static/)."""
+    host, port = live_server
+    status, body = raw_get(host, port, "/static/app.js")
+    assert status == 200 and b"use strict" in body  # the control: the route serves its own files
+    for path in ("/static/../app.py", "/static/../../serve/app.py", "/static/..%2fapp.py", "/static/%2e%2e/app.py",
+                 "/static/%2e%2e%2fapp.py", "/static/%252e%252e/app.py", "/static/..%5capp.py",
+                 "/static/%2E%2E/%2E%2E/serve/app.py", "/static//etc/passwd", "/report/..%2Fquick",
+                 "/report/%2e%2e", "/api/result/..%2F..%2Fapp.py", "/static/../../x"):
+        status, body = raw_get(host, port, path)
+        assert status in (400, 404), (path, status)
+        assert b"def create_app" not in body and b"root:" not in body, path
+
+
+def test_cae_serve_on_ipv6_loopback() -> None:
+    """`cae serve --host ::1`: the printed URL answers, and the page's own POST (its Origin
+    http://[::1]:port) is served."""
+    import http.client
+    import subprocess
+    import uuid
+
+    require(has_serve_extra(), "the serve extra is not installed")
+    proc = subprocess.Popen([sys.executable, "-m", "cae", "serve", "--host", "::1", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()  # the first line says where: http://[::1]:PORT/
+        assert line.startswith("cae serve: open http://[::1]:"), line + proc.stderr.read()
+        port = int(line.split("]:", 1)[1].split("/", 1)[0])
+        conn = http.client.HTTPConnection("::1", port, timeout=120)
+        conn.request("GET", "/api/models")
+        models = conn.getresponse()
+        assert models.status == 200 and json.loads(models.read())["colorize"]
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nshipped/colorizer\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+                ).encode() + png(16, 16) + f"\r\n--{boundary}--\r\n".encode()
+        conn.request("POST", "/api/colorize", body=body, headers={
+            "Content-Type": f"multipart/form-data; boundary={boundary}", "Origin": f"http://[::1]:{port}"})
+        answer = conn.getresponse()
+        assert answer.status == 200, answer.read()
+        assert json.loads(answer.read())["width"] == 16
+        conn.close()
+    finally:
+        proc.terminate()  # a graceful stop; on a machine this busy it may take long: then kill
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)

@@ -12,6 +12,7 @@ kept exactly. This is also what makes a 12-megapixel photo fast.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -116,10 +117,11 @@ def white_level(img: Image.Image) -> float | None:
     return 65535.0 if top > 255 else 255.0
 
 
-def rgb_of(img: Image.Image) -> torch.Tensor:
+def rgb_of(img: Image.Image, white: float | None | str = "auto") -> torch.Tensor:
     """RGB (3,H,W) float in [0, 1] of a decoded image of any mode (L, LA, RGBA, P, CMYK, ...);
-    one-channel images deeper than 8 bits keep their precision (`white_level`)."""
-    white = white_level(img)
+    one-channel images deeper than 8 bits keep their precision (`white_level`). A strip of a
+    larger image passes the whole image's `white`, since its own extremes may differ."""
+    white = white_level(img) if white == "auto" else white
     if white is not None:
         a = np.clip(np.asarray(img, dtype=np.float32) / white, 0, 1)
         return torch.from_numpy(a).unsqueeze(0).expand(3, -1, -1).contiguous()
@@ -262,6 +264,26 @@ class Colorizer:
         out = self(rgb)
         return rgb, out if alpha is None else torch.cat([out, alpha])
 
+    def colorize_8bit(self, img: Image.Image) -> Image.Image:
+        """`colorize(img)` of a decoded image, bit for bit, holding far less memory: the luma is
+        read and the result merged and quantized in strips of rows, so besides the caller's image
+        only the float luma (4 bytes a pixel) and the 8-bit result are full-size. A network that
+        predicts RGB (not chroma) sees the whole RGB image: that case takes the plain path."""
+        chroma_net = self.task.target != "rgb"
+        if not chroma_net:
+            return to_pil(self.colorize_image(img)[1])
+        device = next(self.model.parameters()).device
+        y = luma_of(img).to(device)
+        small = downscale(y, self.working_size).expand(-1, 3, -1, -1)
+        out = _network_output(self.model, self.task, small, self.stride, TILE, OVERLAP)
+        del small
+        result = Image.new("RGB", img.size)
+        for i, rgb in _merged_strips(y, out, self.task.target):
+            result.paste(to_pil(rgb[0]), (0, i))  # to_pil quantizes a strip as it would the whole
+        if "A" in img.getbands() or "transparency" in img.info:  # as `alpha_of`, kept exactly in 8 bits
+            result.putalpha(img.convert("RGBA").getchannel("A"))
+        return result
+
 
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
             overlap: int = OVERLAP, working_size: int = 0) -> torch.Tensor:
@@ -283,21 +305,41 @@ def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: 
     return _merge_upsampled(y, chroma(out, space) if task.target == "rgb" else out, space)[0].cpu()
 
 
-def _merge_upsampled(y: torch.Tensor, c: torch.Tensor, space: str, rows: int = STRIP) -> torch.Tensor:
+def _merge_upsampled(y: torch.Tensor, c: torch.Tensor, space: str, rows: int | None = None) -> torch.Tensor:
     """RGB (1,3,H,W) in [0, 1] from full-size luma (1,1,H,W) and chroma (1,2,h,w) upsampled
     bilinearly (as F.interpolate, align_corners=False), in strips of `rows` rows: a 12-megapixel
     photo never holds its full-size chroma and merge temporaries at once."""
+    out = torch.empty(1, 3, *y.shape[-2:], device=y.device)
+    for i, rgb in _merged_strips(y, c, space, rows):
+        out[:, :, i:i + rgb.shape[-2]] = rgb
+    return out
+
+
+def _merged_strips(y: torch.Tensor, c: torch.Tensor, space: str,
+                   rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, RGB (1,3,rows,W) in [0, 1]) of `_merge_upsampled`, strip by strip."""
     h, w = y.shape[-2:]
+    rows = rows or STRIP
     c = F.interpolate(c, size=(c.shape[-2], w), mode="bilinear", align_corners=False)  # widths first: cheap
     src = ((torch.arange(h, dtype=torch.float64, device=c.device) + 0.5) * (c.shape[-2] / h) - 0.5).clamp(min=0)
     lo = src.floor().long().clamp(max=c.shape[-2] - 1)
     hi, frac = (lo + 1).clamp(max=c.shape[-2] - 1), (src - lo).float().view(1, 1, -1, 1)
-    out = torch.empty(1, 3, h, w, device=y.device)
     for i in range(0, h, rows):
         j = slice(i, i + rows)
         cs = torch.lerp(c[:, :, lo[j]], c[:, :, hi[j]], frac[:, :, j])
-        out[:, :, j] = merge_chroma(y[:, :, j], cs, space).clamp_(0, 1)
-    return out
+        yield i, merge_chroma(y[:, :, j], cs, space).clamp_(0, 1)
+
+
+def luma_of(img: Image.Image, rows: int | None = None) -> torch.Tensor:
+    """The BT.601 luma (1,1,H,W) of a decoded image, equal to `luma(rgb_of(img))` but read in
+    strips of rows, so the full-size float RGB (12 bytes a pixel) never exists."""
+    white, rows = white_level(img), rows or STRIP
+    w, h = img.size
+    y = torch.empty(1, 1, h, w)
+    for i in range(0, h, rows):
+        strip = img.crop((0, i, w, min(h, i + rows)))
+        y[:, :, i:i + strip.height] = luma(rgb_of(strip, white).unsqueeze(0))
+    return y
 
 
 def downscale(x: torch.Tensor, short_side: int) -> torch.Tensor:

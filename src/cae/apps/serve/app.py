@@ -2,8 +2,11 @@
 
 Starlette routes the requests and uvicorn serves them; every model call runs in a worker thread
 (at most HEAVY_JOBS at once) so the page stays responsive while several people use it.
-Uploads are bounded in bytes while they are read and in pixels before they are decoded; a model
-or a report is named by an id from the server's own listing, never by a path.
+Uploads are bounded in bytes while they are read and in pixels before they are decoded; at most
+QUEUE_LENGTH more wait for a job slot (beyond: 503), and the jobs in flight share one memory
+budget (`jobs`). A POST from another origin is refused (403). A model, a report or a result is
+named by an id from the server's own listing, never by a path; an error shown on the page
+names no server path (the log has the full message).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import ipaddress
 import logging
 import socket
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,7 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, MutableHeaders, UploadFile
+from starlette.datastructures import FormData, Headers, MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -31,18 +35,22 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cae.apps.serve import jobs
-from cae.core.photo import MAX_PIXELS, ImageTooLarge
-from cae.apps.serve.models import ModelCache
-from cae.apps.serve.results import find_reports
+from cae.apps.serve.models import ModelCache, RunsIndex
 from cae.apps.serve.samples import SampleGrid
+from cae.apps.serve.store import MemoryBudget, ResultStore
+from cae.core.photo import MAX_PIXELS, ImageTooLarge
 from cae.errors import CaeError
 
 STATIC = Path(__file__).parent / "static"
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 HEAVY_JOBS = 2  # model calls at once; each already spreads over the cores with torch's threads
+QUEUE_LENGTH = 8  # POSTs waiting for a job slot beyond the running ones; more are answered 503
+RETRY_SECONDS = 10  # the Retry-After of a 503
+MEMORY_BUDGET = MAX_PIXELS * jobs.CHROMA_BYTES_PER_PIXEL  # bytes the jobs in flight hold together
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # requests that change nothing and start no work
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # the latter: a grid pick, no file
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
-# the page loads nothing from elsewhere; result images are data:/blob: URLs
+# the page loads nothing from elsewhere; previews are data: URLs, the download is a route of its own
 PAGE_CSP = ("default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
             "form-action 'none'; frame-ancestors 'none'")
 # a report is self-contained: inline CSS and data: figures, nothing to run or fetch
@@ -53,39 +61,76 @@ log = logging.getLogger("cae.serve")
 class RequestError(Exception):
     """A refused request: its HTTP status and the message the page shows."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 def create_app(runs_dir: str | Path | None = None, data_dir: str | Path | None = None,
                max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-               allowed_hosts: list[str] | None = None) -> Starlette:
+               allowed_hosts: list[str] | None = None, queue_length: int = QUEUE_LENGTH,
+               memory_budget: int = MEMORY_BUDGET, index: RunsIndex | None = None) -> Starlette:
     """The web app. `allowed_hosts` guards against DNS rebinding (default: loopback names only)."""
-    cfg = jobs.ServeConfig(Path(runs_dir) if runs_dir else None, ModelCache(), SampleGrid(data_dir),
-                           max_bytes, max_pixels)
+    # an absolute --runs: a path in a message is then always recognisable, and redacted
+    index = index or RunsIndex(Path(runs_dir).resolve() if runs_dir else None)
+    cfg = jobs.ServeConfig(index, ModelCache(), SampleGrid(data_dir), max_bytes, max_pixels,
+                           ResultStore(), MemoryBudget(memory_budget))
     routes = [
-        Route("/", index), Route("/api/models", api_models), Route("/api/samples", api_samples),
+        Route("/", index_page), Route("/api/models", api_models), Route("/api/samples", api_samples),
         Route("/api/colorize", api_colorize, methods=["POST"]),
         Route("/api/reconstruct", api_reconstruct, methods=["POST"]),
+        Route("/api/result/{key}", api_result),
         Route("/report", report), Route("/report/{name}", report),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS),
-                  Middleware(SecurityHeaders)]
+                  Middleware(SecurityHeaders), Middleware(SameOriginPosts)]
     handlers: dict[Any, Callable] = {RequestError: on_request_error, CaeError: on_user_error,
                                      HTTPException: on_http_error, Exception: on_bug}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan)
     app.state.cfg = cfg
     app.state.limiter = None  # set at startup: an anyio limiter belongs to the running event loop
+    app.state.pending, app.state.max_pending = 0, HEAVY_JOBS + queue_length  # POSTs admitted, at most
     return app
 
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     app.state.limiter = anyio.CapacityLimiter(HEAVY_JOBS)
-    yield
+    try:
+        yield
+    finally:
+        app.state.cfg.store.close()  # the full-resolution results on disk
+
+
+@contextlib.asynccontextmanager
+async def admitted(request: Request) -> AsyncIterator[None]:
+    """A slot among the running and waiting jobs, or 503 when HEAVY_JOBS + queue_length are taken.
+
+    The counter lives on the event loop (one thread), so it needs no lock. A refused request's
+    body is read and dropped first: closing on a client still sending would reset its connection
+    and lose the 503."""
+    state = request.app.state
+    if state.pending >= state.max_pending:
+        await drain(request, state.cfg.max_bytes)
+        raise RequestError(503, f"the server is busy ({state.pending} jobs running or waiting); retry in "
+                                f"{RETRY_SECONDS} s", headers={"Retry-After": str(RETRY_SECONDS)})
+    state.pending += 1
+    try:
+        yield
+    finally:
+        state.pending -= 1
+
+
+async def drain(request: Request, max_bytes: int) -> None:
+    """Read and drop a request's body, up to `max_bytes` (past that the connection may be cut)."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > max_bytes:
+            break
 
 
 async def run_heavy(request: Request, fn: Callable[..., dict], *args: Any) -> dict:
@@ -93,7 +138,7 @@ async def run_heavy(request: Request, fn: Callable[..., dict], *args: Any) -> di
     return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=request.app.state.limiter)
 
 
-async def index(request: Request) -> Response:
+async def index_page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
@@ -108,37 +153,47 @@ async def api_samples(request: Request) -> Response:
 
 async def api_colorize(request: Request) -> Response:
     cfg: jobs.ServeConfig = request.app.state.cfg
-    form = await read_form(request, cfg.max_bytes)
-    try:
-        model_id = text_field(form, "model")
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise RequestError(400, "no photo in the request; choose or drop an image file")
-        data, name = await upload.read(), upload.filename or ""
-    finally:
-        await form.close()
-    return JSONResponse(await run_heavy(request, jobs.colorize_answer, cfg, model_id, data, name))
+    async with admitted(request):
+        form = await read_form(request, cfg.max_bytes)
+        try:  # the upload stays in the form's spool file until the job reads it
+            model_id = text_field(form, "model")
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise RequestError(400, "no photo in the request; choose or drop an image file")
+            answer = await run_heavy(request, jobs.colorize_answer, cfg, model_id, upload.file, upload.filename or "")
+        finally:
+            await form.close()
+    return JSONResponse(answer)
 
 
 async def api_reconstruct(request: Request) -> Response:
     cfg: jobs.ServeConfig = request.app.state.cfg
-    form = await read_form(request, cfg.max_bytes)
-    try:
-        model_id = text_field(form, "model")
-        position = form.get("sample")  # a grid position, or a photo in 'file'
-        upload = form.get("file")
-        data, name = (await upload.read(), upload.filename or "") if isinstance(upload, UploadFile) else (None, "")
-    finally:
-        await form.close()
-    answer = await run_heavy(request, jobs.reconstruct_answer, cfg, model_id,
-                             position if isinstance(position, str) else None, data, name)
+    async with admitted(request):
+        form = await read_form(request, cfg.max_bytes)
+        try:
+            model_id = text_field(form, "model")
+            position = form.get("sample")  # a grid position, or a photo in 'file'
+            upload = form.get("file")
+            file, name = (upload.file, upload.filename or "") if isinstance(upload, UploadFile) else (None, "")
+            answer = await run_heavy(request, jobs.reconstruct_answer, cfg, model_id,
+                                     position if isinstance(position, str) else None, file, name)
+        finally:
+            await form.close()
     return JSONResponse(answer)
+
+
+async def api_result(request: Request) -> Response:
+    """A full-resolution result, by the id its colorize answer gave; gone after the store's bounds."""
+    stored = request.app.state.cfg.store.get(request.path_params["key"])
+    if stored is None:
+        raise RequestError(404, "no such result (results are kept for an hour); colorize the photo again")
+    return FileResponse(stored.path, media_type="image/png", filename=stored.filename)
 
 
 async def report(request: Request) -> Response:
     """A listed report.html, read-only; the name is looked up in the listing, not joined to a path."""
     cfg: jobs.ServeConfig = request.app.state.cfg
-    reports = await run_in_threadpool(find_reports, cfg.runs_dir)
+    reports = await run_in_threadpool(cfg.index.reports)
     path = reports.get(request.path_params.get("name", ""))
     if path is None:
         raise RequestError(404, "no such report; finished `cae reproduce` reports are listed on the Results tab")
@@ -214,17 +269,50 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class SameOriginPosts:
+    """Refuses (403) a state-changing request (not GET/HEAD/OPTIONS) whose `Origin` is not the
+    server itself, so a web page the user visits cannot make the local server run jobs. A request
+    without `Origin` (curl, scripts, the CLI) passes: browsers always send it with such requests."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            if origin is not None and not same_origin(origin, scope["scheme"], headers.get("host", "")):
+                response = error_response(403, "refused: a request from another web site (Origin "
+                                               f"{origin[:100]}); use the page this server serves")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def same_origin(origin: str, scheme: str, host: str) -> bool:
+    """Whether `origin` (scheme://host[:port]) is the server as the request addressed it (`Host`)."""
+    default = {"http": 80, "https": 443}
+    try:
+        o, h = urlsplit(origin), urlsplit(f"{scheme}://{host}")
+        return (o.scheme == scheme and o.hostname is not None and o.hostname == h.hostname
+                and (o.port or default.get(o.scheme)) == (h.port or default.get(scheme))
+                and not o.path and not o.query and not o.username)
+    except ValueError:  # a malformed port or bracket
+        return False
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 async def on_request_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.headers)
 
 
 async def on_user_error(request: Request, exc: Exception) -> Response:
-    return error_response(413 if isinstance(exc, ImageTooLarge) else 400, str(exc))
+    # a model's or the data's message may name server files: the page gets it without them
+    return error_response(413 if isinstance(exc, ImageTooLarge) else 400, jobs.public_text(str(exc)))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

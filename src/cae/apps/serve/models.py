@@ -7,9 +7,12 @@ is that function.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from torch import nn
 
 from cae.core import runs
 from cae.apps.colorize import shipped_model_dir
+from cae.apps.serve.results import find_reports
 from cae.core.photo import Colorizer, decode_for_photos
 from cae.errors import CaeError
 
@@ -27,6 +31,8 @@ MAX_DEPTH = 4  # runs/<study>/<variant>/<seed>/ is as deep as cae's own layouts 
 MAX_FOLDERS = 5000  # stop scanning a huge --runs tree instead of stalling the page
 CACHE_SIZE = 4  # loaded models kept; each is small, but a --runs tree may hold hundreds
 IMAGE_SIDE = 32  # the reconstruction models' input: CIFAR-10 images
+REFRESH_SECONDS = 2.0  # how often a request may check --runs for new or changed runs
+log = logging.getLogger("cae.serve")
 
 
 @dataclass(frozen=True)
@@ -50,24 +56,69 @@ class LoadedModel:
     latent: dict | None = None  # reconstruction models: `latent_description`
 
 
-def list_models(runs_dir: Path | None) -> list[ModelEntry]:
-    """The shipped colorizer and reference, then every finished run under `runs_dir`."""
-    entries = [_entry(shipped_model_dir(name), f"shipped/{name}", f"shipped {name}")
-               for name in SHIPPED.values()]
-    if runs_dir is not None:
-        for d in finished_runs(runs_dir):
-            rel = d.relative_to(runs_dir).as_posix()
-            entries.append(_entry(d, f"runs/{rel}", rel))
-    return [e for e in entries if e is not None]
+class RunsIndex:
+    """The models and reports the page offers, scanned once and kept: a request reads the index.
+
+    At most every `min_interval` seconds a request checks whether --runs changed (a walk that
+    lists folders and stats two files per finished run, no parsing); only run folders whose
+    config or test metrics changed are parsed again. The shipped weights are parsed once.
+    """
+
+    def __init__(self, runs_dir: Path | None, min_interval: float = REFRESH_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.runs_dir = runs_dir
+        self._min_interval, self._clock = min_interval, clock
+        self._lock = threading.Lock()
+        self._shipped = [e for e in (model_entry(shipped_model_dir(name), f"shipped/{name}", f"shipped {name}")
+                                     for name in SHIPPED.values()) if e is not None]
+        self._parsed: dict[Path, tuple[tuple, ModelEntry | None]] = {}  # run folder -> (stamp, entry)
+        self._entries: list[ModelEntry] = list(self._shipped)
+        self._reports: dict[str, Path] = {}
+        self._checked: float | None = None
+
+    def models(self) -> list[ModelEntry]:
+        """The shipped models, then every usable finished run under --runs (sorted)."""
+        self._refresh()
+        return self._entries
+
+    def reports(self) -> dict[str, Path]:
+        """Folder name -> report.html (`find_reports`)."""
+        self._refresh()
+        return self._reports
+
+    def find(self, model_id: str, task: str) -> ModelEntry:
+        """The listed model `model_id` of `task`; anything else is refused with the valid ids."""
+        listed = [e for e in self.models() if e.task == task]
+        for e in listed:
+            if e.id == model_id:
+                return e
+        raise CaeError(f"unknown {task} model {model_id[:100]!r}; choose one of: {', '.join(e.id for e in listed)}")
+
+    def _refresh(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if self.runs_dir is None or (self._checked is not None and now - self._checked < self._min_interval):
+                return
+            self._checked = now
+            parsed = {}
+            for d in finished_runs(self.runs_dir):
+                try:
+                    stamp = _stamp(d)
+                except OSError:  # removed since the walk
+                    continue
+                old = self._parsed.get(d)
+                parsed[d] = old if old is not None and old[0] == stamp else \
+                    (stamp, model_entry(d, f"runs/{d.relative_to(self.runs_dir).as_posix()}",
+                                        d.relative_to(self.runs_dir).as_posix()))
+            self._parsed = parsed
+            self._entries = self._shipped + [e for _, e in parsed.values() if e is not None]
+            self._reports = find_reports(self.runs_dir)
 
 
-def find_model(runs_dir: Path | None, model_id: str, task: str) -> ModelEntry:
-    """The listed model `model_id` of `task`; anything else is refused with the valid ids."""
-    listed = [e for e in list_models(runs_dir) if e.task == task]
-    for e in listed:
-        if e.id == model_id:
-            return e
-    raise CaeError(f"unknown {task} model {model_id[:100]!r}; choose one of: {', '.join(e.id for e in listed)}")
+def _stamp(run_dir: Path) -> tuple:
+    """What changes when a run folder's listing would: its config's and test metrics' times and sizes."""
+    stats = [(run_dir / name).stat() for name in (runs.CONFIG, runs.TEST_METRICS)]
+    return tuple((st.st_mtime_ns, st.st_size) for st in stats)
 
 
 def finished_runs(root: Path) -> list[Path]:
@@ -85,7 +136,7 @@ def finished_runs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _entry(run_dir: Path, model_id: str, name: str) -> ModelEntry | None:
+def model_entry(run_dir: Path, model_id: str, name: str) -> ModelEntry | None:
     """The entry of a finished run, labelled with its architecture and test PSNR; None if unusable."""
     from cae.core.config import load_config
 
@@ -119,7 +170,12 @@ class ModelCache:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
-            model = _load(entry)
+            try:
+                model = _load(entry)
+            except (CaeError, OSError, RuntimeError) as e:  # the full reason, with its paths, stays in the log
+                log.warning("cannot load model %s from %s: %s", entry.id, entry.run_dir, e)
+                raise CaeError(f"the model {entry.id} cannot be loaded (the server log says why); "
+                               "choose another model") from None
             self._models[key] = model
             while len(self._models) > self._size:
                 self._models.popitem(last=False)
@@ -146,13 +202,15 @@ def _load(entry: ModelEntry) -> LoadedModel:
     return model
 
 
-def colorize_rgb(model: LoadedModel, rgb: torch.Tensor) -> torch.Tensor:
-    """The colorized RGB (3,H,W) in [0, 1] of an RGB image (3,H,W) in [0, 1], same size.
+def colorizer_of(model: LoadedModel) -> Colorizer:
+    """The only call into the colorization API: the chroma is predicted at the run's working
+    scale (`color.working_size`), as `cae colorize` does by default."""
+    return Colorizer(model.net, model.cfg, model.task)
 
-    The only call into the colorization API: the chroma is predicted at the run's working
-    scale (`color.working_size`), as `cae colorize` does by default.
-    """
-    return Colorizer(model.net, model.cfg, model.task)(rgb)
+
+def colorize_rgb(model: LoadedModel, rgb: torch.Tensor) -> torch.Tensor:
+    """The colorized RGB (3,H,W) in [0, 1] of an RGB image (3,H,W) in [0, 1], same size."""
+    return colorizer_of(model)(rgb)
 
 
 @dataclass

@@ -5,7 +5,6 @@ const $ = (id) => document.getElementById(id);
 let limits = { bytes: 50 * 1024 * 1024, pixels: 64000000 }; // replaced by the server's at start
 let lastColorizeFile = null;
 let lastReconstruct = null; // the FormData fields of the last reconstruction, re-run on a model change
-let resultUrl = null; // object URL of the downloadable result, revoked when replaced
 let samplesLoaded = false;
 
 // --- talking to the server ---------------------------------------------------------------------
@@ -78,24 +77,17 @@ async function colorize(file) {
 }
 
 function showColorized(answer) {
-  if (resultUrl) URL.revokeObjectURL(resultUrl);
-  // a blob: URL, not the data: URL, so downloading a large result works in every browser
-  resultUrl = URL.createObjectURL(blobOf(answer.result));
+  // the images are display-sized previews (data: URLs); the full-resolution PNG is fetched from
+  // its own route (answer.download) only when the link is clicked
   $("colorize-gray").src = answer.gray;
   $("colorize-original").src = answer.original;
-  $("colorize-result").src = resultUrl;
+  $("colorize-result").src = answer.result;
   const link = $("colorize-download");
-  link.href = resultUrl;
+  link.href = answer.download;
   link.download = answer.filename;
   link.textContent = `Download the result (PNG, ${answer.width}×${answer.height})`;
   link.hidden = false;
   $("colorize-results").hidden = false;
-}
-
-function blobOf(dataUrl) {
-  const [head, base64] = dataUrl.split(",", 2);
-  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-  return new Blob([bytes], { type: head.slice(5).split(";")[0] });
 }
 
 function setUpDrop() {
