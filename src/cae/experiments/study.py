@@ -280,33 +280,46 @@ def _cell(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- plots
+PLOTS = (("latent_size", "mse_vs_latent.png", "latent size (values per image)"),
+         ("params", "mse_vs_params.png", "parameters"))
+
+
 def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
     """mse_vs_latent.png (log-log, labelled points, the PCA line) and mse_vs_params.png."""
-    from cae.core.plots import save_figure  # first: it selects the Agg backend
+    from cae.core.plots import save_figure
+
+    for x_key, fname, xlabel in PLOTS:
+        save_figure(study_figure(rows, pca, x_key, xlabel), out / fname, dpi=120)
+
+
+def study_figure(rows: list[dict], pca: dict[int, dict], x_key: str, xlabel: str):  # noqa: ANN201 - a Figure
+    """Test MSE against `x_key` (log-log), one colour per axis of the study, every point named.
+
+    Many variants share a latent size (the reference's 1,024), so their names are spread apart
+    by `label_points` and the legend stands outside the axes, where no name can fall on it."""
+    from cae.core.plots import label_points  # first: it selects the Agg backend
 
     import matplotlib.pyplot as plt
 
     conv = [r for r in rows if r["kind"] == "conv"]
     axes_names = sorted({r["axis"] or "-" for r in conv})
     colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(axes_names)}
-    for x_key, fname, xlabel in (("latent_size", "mse_vs_latent.png", "latent size (values per image)"),
-                                 ("params", "mse_vs_params.png", "parameters")):
-        fig, ax = plt.subplots(figsize=(8, 5.5))
-        for a in axes_names:
-            pts = [r for r in conv if (r["axis"] or "-") == a]
-            ax.scatter([r[x_key] for r in pts], [r["test_mse"] for r in pts], color=colours[a], label=a, zorder=3)
-        for r in conv:
-            ax.annotate(r["name"], (r[x_key], r["test_mse"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        if x_key == "latent_size":
-            line = sorted((k, p["mse"]) for k, p in pca.items() if p["mse"] and p["mse"] > 0)
-            ax.plot([k for k, _ in line], [m for _, m in line], "k--", lw=1, label="PCA (same latent size)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test MSE (pixels in [0, 1])")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, title="axis", title_fontsize=7)
-        save_figure(fig, out / fname, dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for a in axes_names:
+        pts = [r for r in conv if (r["axis"] or "-") == a]
+        ax.scatter([r[x_key] for r in pts], [r["test_mse"] for r in pts], color=colours[a], label=a, zorder=3)
+    if x_key == "latent_size":
+        line = sorted((k, p["mse"]) for k, p in pca.items() if p["mse"] and p["mse"] > 0)
+        ax.plot([k for k, _ in line], [m for _, m in line], "k--", lw=1, label="PCA (same latent size)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test MSE (pixels in [0, 1])")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, title="axis", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.subplots_adjust(left=0.09, right=0.8, top=0.95, bottom=0.09)
+    label_points(ax, [r[x_key] for r in conv], [r["test_mse"] for r in conv], [r["name"] for r in conv])
+    return fig
 
 
 # ----------------------------------------------------------------------------- the conclusion's words
