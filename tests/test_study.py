@@ -397,7 +397,11 @@ def test_conclusion_words_follow_the_numbers(tmp_path):
     assert "is deep (latent 1024, 2,024 parameters) at test MSE 0.00500" in text
     assert "about half the reference's test MSE" in text
     assert "2 of 4 variants are better than PCA at their own latent size (deep, narrow)" in text
-    assert "Moonshot (a conv variant beating PCA at a latent size <= 256): yes" in text
+    assert "A conv variant beats PCA at a latent size of 256 or less; the best CAE/PCA ratio there is 0.90" in text
+    assert "moonshot" not in text.lower()
+    # one finding a statement: a Markdown list whose every item is short
+    items = re.split(r"^\s*- ", text, flags=re.M)[1:]
+    assert len(items) >= 7 and max(len(i.split()) for i in items) <= 80
 
     flipped = {**CORR, "pearson_r": 0.9, "spearman_r": 0.8}  # the sign of the correlation
     flipped["params"] = {**CORR["params"], "spearman_r": 0.05}
@@ -416,7 +420,7 @@ def test_conclusion_words_follow_the_numbers(tmp_path):
         r["ratio_to_pca"] = 2.0
     text = conclusion(rows, CORR, tmp_path)
     assert "no variant is better than PCA" in text and "has a test MSE about twice PCA's" in text
-    assert "latent size <= 256): no" in text
+    assert "No conv variant beats PCA at a latent size of 256 or less" in text
     for r in rows:
         r["ratio_to_pca"] = 0.5
     assert "all 4 variants are better than PCA" in conclusion(rows, CORR, tmp_path)

@@ -77,6 +77,7 @@ class Step:
     quick_cost: float
     trains: bool = False  # its cost is mostly training, so it scales with --epochs
     fixed: float = 0.0  # the share of the full cost that does not (each run's preparation and test, PCA)
+    option: str = ""  # an optional step's command-line flag: it runs only when asked for
 
 
 # Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
@@ -88,7 +89,7 @@ STEPS: tuple[Step, ...] = (
     # the study trains the reference among its variants (one thread in a worker, not two in turn)
     Step("study", "architecture study", 17.0, 2.5, trains=True, fixed=0.06),
     Step("reference", "reference CAE", 0.01, 0.01),
-    Step("frontier", "frontier study", 50.0, 1.5, trains=True),
+    Step("frontier", "frontier study", 50.0, 1.5, trains=True, option="--frontier"),
     # its runs are trained in the study step; the shipped colorizer is evaluated here
     Step("colorize", "colorization study", 0.3, 2.5),
     Step("report", "report", 0.01, 0.05),
@@ -217,8 +218,8 @@ class _Pipeline:
         runs.write_json(self.out / STEPS_FILE, self.state)
 
     def _asked(self, step: Step) -> bool:
-        """Every step but the frontier, which runs only when asked for."""
-        return step.key != "frontier" or self.frontier
+        """Every step but an optional one (the frontier), which runs only when asked for."""
+        return not step.option or self.frontier
 
     def _cost(self, step: Step) -> float:
         if not self._asked(step):
@@ -273,8 +274,8 @@ class _Pipeline:
                          f"{duration(rec.get('seconds', 0))}, skipped")
                 continue
             if not self._asked(step):
-                self.log(f"[step {i}/{len(STEPS)}] {step.title} — not asked for (--frontier), skipped")
-                rec.update(status="skipped")
+                self.log(f"[step {i}/{len(STEPS)}] {step.title} — not asked for ({step.option}), skipped")
+                rec.update(status="skipped", option=step.option)  # the report says how to ask for it
                 continue
             left = duration(self._eta(list(STEPS[i - 1:])))
             self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")
