@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cae.apps.serve import jobs
+from cae.apps.serve.cards import card_answer
 from cae.core.photo import MAX_PIXELS, ImageTooLarge
 from cae.apps.serve.models import ModelCache
 from cae.apps.serve.results import find_reports
@@ -70,6 +71,7 @@ def create_app(runs_dir: str | Path | None = None, data_dir: str | Path | None =
         Route("/api/colorize", api_colorize, methods=["POST"]),
         Route("/api/reconstruct", api_reconstruct, methods=["POST"]),
         Route("/report", report), Route("/report/{name}", report),
+        Route("/api/card", api_card),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS),
@@ -133,6 +135,11 @@ async def api_reconstruct(request: Request) -> Response:
     answer = await run_heavy(request, jobs.reconstruct_answer, cfg, model_id,
                              position if isinstance(position, str) else None, data, name)
     return JSONResponse(answer)
+
+
+async def api_card(request: Request) -> Response:
+    """The model card of ?model=ID (an id of the page's selects), rendered for the page's panel."""
+    return JSONResponse(await run_in_threadpool(card_answer, request.query_params.get("model", "")))
 
 
 async def report(request: Request) -> Response:
