@@ -181,19 +181,25 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _step_names(i: int, step: Step) -> dict[str, Any]:
+    """What the report reads of a step besides its status: its index, title and, for an optional
+    step, the option that asks for it."""
+    return {"index": i, "title": step.title, **({"option": step.option} if step.option else {})}
+
+
 def _load_state(out: Path, settings: Settings, force: bool) -> dict[str, Any]:
     """steps.json, or a fresh state; a folder made with other settings is refused."""
     path = out / STEPS_FILE
     fresh = {"settings": settings.as_dict(),
-             "steps": {s.key: {"status": "pending", "index": i, "title": s.title} for i, s in enumerate(STEPS, 1)}}
+             "steps": {s.key: {"status": "pending", **_step_names(i, s)} for i, s in enumerate(STEPS, 1)}}
     if force or not path.exists():
         return fresh
     state = runs.read_json(path, ("settings", "steps"))
     if state["settings"] != settings.as_dict():
         raise CaeError(f"{out} was made with settings {state['settings']}, not {settings.as_dict()}; "
                        "use the same flags to resume, another --out, or --force to start over")
-    for i, s in enumerate(STEPS, 1):  # the report lists the steps by index, under these titles
-        state["steps"].setdefault(s.key, {"status": "pending"}).update(index=i, title=s.title)
+    for i, s in enumerate(STEPS, 1):  # the report lists the steps by index, under these names
+        state["steps"].setdefault(s.key, {"status": "pending"}).update(_step_names(i, s))
     return state
 
 
@@ -275,7 +281,7 @@ class _Pipeline:
                 continue
             if not self._asked(step):
                 self.log(f"[step {i}/{len(STEPS)}] {step.title} — not asked for ({step.option}), skipped")
-                rec.update(status="skipped", option=step.option)  # the report says how to ask for it
+                rec.update(status="skipped")  # the report names it with its option
                 continue
             left = duration(self._eta(list(STEPS[i - 1:])))
             self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")

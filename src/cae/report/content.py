@@ -160,7 +160,8 @@ def _steps_sentence(steps: dict[str, dict], command: str | None) -> str:
         text += " The others have not run yet: the same command resumes the folder where it stopped."
     if optional:
         flags = " ".join(v.get("option", "") for v in optional).strip()
-        again = f"`{command} {flags}`" if command and flags else "the same command with its option"
+        again = (f"`{command} {flags}`" if command and flags else
+                 "the same command with the step's option (`cae reproduce --help` lists them)")
         names = ", ".join(f"the {v.get('title', '?')}" + (f" ({v['option']})" if v.get("option") else "")
                           for v in optional)
         text += (f" Optional and not asked for: {names}. To add {'it' if len(optional) == 1 else 'them'} "
