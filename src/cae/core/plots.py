@@ -99,14 +99,17 @@ def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: 
     right_edge = ax.get_window_extent(renderer).x1
     left_side = pts[:, 0] + LABEL_GAP * px + sizes[:, 0] > right_edge
     sign = np.where(left_side, -1.0, 1.0)
-    gap = np.full(len(names), LABEL_GAP)
-    for _ in range(2):  # a label that must move is set further out, so its leader line shows
+    fanned = np.zeros(len(names), dtype=bool)  # labels set further out, so their leader lines show
+    for _ in range(len(names) + 1):  # until no label moves that is not fanned out yet
+        gap = np.where(fanned, LABEL_FAN, LABEL_GAP)
         lo = np.where(left_side, pts[:, 0] - gap * px - sizes[:, 0], pts[:, 0] + gap * px)
         y = _spread(lo, lo + sizes[:, 0], pts[:, 1].copy(), sizes[:, 1] + LABEL_GAP * px)
         moved = np.abs(y - pts[:, 1]) > sizes[:, 1] / 2
-        gap = np.where(moved, LABEL_FAN, LABEL_GAP)
+        if not (moved & ~fanned).any():
+            break
+        fanned |= moved
     texts = []
-    for n, x, yd, s, g, y0, yy, m in zip(names, xs, ys, sign, gap, pts[:, 1], y, moved):
+    for n, x, yd, s, g, y0, yy, m in zip(names, xs, ys, sign, gap, pts[:, 1], y, fanned | moved):
         line = {"arrowstyle": "-", "lw": 0.5, "color": "0.35", "shrinkA": 0, "shrinkB": 3,
                 "relpos": (1.0, 0.5) if s < 0 else (0.0, 0.5)}
         texts.append(ax.annotate(n, (x, yd), xytext=(s * g, (yy - y0) / px),
@@ -117,9 +120,9 @@ def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: 
 
 
 def _spread(x0: np.ndarray, x1: np.ndarray, y: np.ndarray, h: np.ndarray, rounds: int = 2000) -> np.ndarray:
-    """Centres `y` moved apart as little as it takes so that no two boxes [x0, x1] x [y -+ h/2]
-    whose x-ranges meet overlap: every overlapping pair is pushed apart by half its overlap each,
-    round after round, until none is left (the boxes only move vertically)."""
+    """Centres `y` moved so that no two boxes [x0, x1] x [y -+ h/2] whose x-ranges meet overlap:
+    every overlapping pair is pushed apart by half its overlap each, round after round, until none
+    is left (the boxes only move vertically, each about as far as its crowd needs)."""
     for _ in range(rounds):
         moved = False
         order = np.argsort(y, kind="stable")
