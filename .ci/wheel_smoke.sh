@@ -80,6 +80,9 @@ run_shipped_config() {
   "$VENV/bin/cae" info --config colorize-best | grep -q "architecture: unet32" \
     || fail "cae info --config colorize-best did not load the shipped config"
   say "cae info --config colorize-best loaded the shipped config"
+  "$VENV/bin/cae" info --model colorizer | grep -q "^## Known failure modes" \
+    || fail "cae info --model colorizer did not print the shipped model card (MODEL_CARD.md not in the wheel?)"
+  say "cae info --model colorizer printed the shipped model card"
 }
 
 run_colorize() {

@@ -7,6 +7,7 @@ import io
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,51 @@ def test_screenshot_is_not_blank(rendered: tuple[str, Path]) -> None:
         assert colours is None or len(colours) > 20, "the screenshot is (nearly) one colour"
         lo, hi = zip(*rgb.getextrema())
         assert min(lo) < 60 and max(hi) > 200  # dark text on a light page
+
+
+MAX_WORDS = 120  # a paragraph a reader takes in at a glance; one finding per statement
+
+
+class _Paragraphs(HTMLParser):
+    """The text of every paragraph-like block (p, li, figcaption, caption), each without the
+    blocks nested in it (a list item's own words, not its sub-list's)."""
+
+    BLOCKS = {"p", "li", "figcaption", "caption"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[list[str]] = []
+        self.done: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:  # noqa: ARG002
+        if tag in self.BLOCKS:
+            self.open.append([])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.BLOCKS and self.open:
+            self.done.append(" ".join(self.open.pop()))
+
+    def handle_data(self, data: str) -> None:
+        if self.open:
+            self.open[-1].append(data)
+
+
+def paragraphs(html: str) -> list[str]:
+    parser = _Paragraphs()
+    parser.feed(html)
+    return [" ".join(p.split()) for p in parser.done if p.strip()]
+
+
+def test_paragraph_words_are_counted_per_block() -> None:
+    text = paragraphs("<p>one two</p><ul><li>three <b>four</b><ul><li>five six seven</li></ul></li></ul>")
+    assert text == ["one two", "five six seven", "three four"]
+
+
+def test_no_paragraph_of_the_report_is_over_the_limit(rendered: tuple[str, Path]) -> None:
+    """The report reads in five minutes: as Chromium loaded it, no paragraph is over MAX_WORDS."""
+    dom, _ = rendered
+    found = paragraphs(dom)
+    assert len(found) > 30  # the report's prose, tables' captions and figures' captions are all seen
+    longest = max(found, key=lambda p: len(p.split()))
+    print(f"\nlongest paragraph: {len(longest.split())} words")
+    assert len(longest.split()) <= MAX_WORDS, longest[:300]

@@ -270,6 +270,12 @@ def test_only_unfinished_steps_run(tmp_path: Path) -> None:
     assert sum("skipped" in line for line in lines) == 5
     assert json_load(tmp_path / "latent.json")["latent_size"] == trace("reference").latent_size
     assert (tmp_path / "report.html").is_file()
+    # the optional step not asked for reads as that, with the command that adds it, not as a failure
+    report = (tmp_path / "report.md").read_text()
+    assert "Pipeline steps finished: 6 of the 6 asked for." in report
+    assert "Optional and not asked for: the frontier study (--frontier)" in report
+    assert re.search(r"run `[^`]+ --frontier`; finished steps are not run again", report)
+    assert "not asked for (--frontier)" in report  # its row in the wall-time table
     repro = json_load(tmp_path / "reproducibility.json")
     assert repro["step_seconds"]["latent"] is not None and len(repro["invocations"]) == 1
 

@@ -533,3 +533,22 @@ def test_cae_serve_on_ipv6_loopback() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+# ----------------------------------------------------------------------------- the model card panel
+def test_the_card_of_a_shipped_model_is_its_model_card_md(client) -> None:  # noqa: ANN001
+    from cae.core.runs import WEIGHTS
+    from cae.report.card import CARD
+
+    for name in ("colorizer", "reference"):
+        answer = client.get("/api/card", params={"model": f"shipped/{name}"})
+        assert answer.status_code == 200
+        html = answer.json()["html"]
+        assert f"<h1>Model card: {name}</h1>" in html and "<h2>Known failure modes</h2>" in html
+        first_line = (WEIGHTS / name / CARD).read_text().splitlines()[6]  # the card's own words, rendered
+        assert first_line[:40] in html
+    run = client.get("/api/card", params={"model": "runs/ref"}).json()  # a run has no card, and says so
+    assert run["html"] is None and "shipped models" in run["message"]
+    for bad in ("shipped/../../etc", "", "shipped/nope"):
+        answer = client.get("/api/card", params={"model": bad})
+        assert answer.status_code == 400 and "pick one of the page's models" in answer.json()["error"]

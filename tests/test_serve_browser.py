@@ -138,3 +138,15 @@ def test_a_garbage_upload_shows_an_error_then_a_valid_one_works(page) -> None:  
     expect(page.locator("#colorize-status")).to_contain_text("small.png: 80×48", timeout=SLOW)
     expect(page.locator("#colorize-error")).to_be_hidden()
     assert page.eval_on_selector("#colorize-result", "e => [e.naturalWidth, e.naturalHeight]") == [80, 48]
+
+
+def test_the_model_card_opens_beside_the_picker(page) -> None:  # noqa: ANN001
+    card = page.locator("#colorize-card")
+    assert card.locator("summary").is_visible()
+    card.locator("summary").click()
+    card.locator("h1", has_text="Model card: colorizer").wait_for(timeout=SLOW)
+    assert card.locator("h2", has_text="Known failure modes").is_visible()
+    page.click("#tab-reconstruct")
+    panel = page.locator("#reconstruct-card")
+    panel.locator("summary").click()
+    panel.locator("h1", has_text="Model card: reference").wait_for(timeout=SLOW)

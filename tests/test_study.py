@@ -19,8 +19,8 @@ from cae.core import runs
 from cae.core.config import load_config
 from cae.errors import CaeError
 from cae.experiments.pca import evaluate_pca, fit_pca, reconstruct
-from cae.experiments.study import (COLUMNS, conclusion, correlation, correlation_sentence, load_study,
-                                   load_study_results, ratio_words, variant_row)
+from cae.experiments.study import (COLUMNS, PLOTS, conclusion, correlation, correlation_sentence, load_study,
+                                   load_study_results, ratio_words, study_figure, variant_row)
 from cae.experiments.sweep import (Eta, parse_shard, run_shard, run_sweep, shard_variants, threads_per_worker,
                                    usable_cpus)
 from conftest import require
@@ -397,7 +397,11 @@ def test_conclusion_words_follow_the_numbers(tmp_path):
     assert "is deep (latent 1024, 2,024 parameters) at test MSE 0.00500" in text
     assert "about half the reference's test MSE" in text
     assert "2 of 4 variants are better than PCA at their own latent size (deep, narrow)" in text
-    assert "Moonshot (a conv variant beating PCA at a latent size <= 256): yes" in text
+    assert "A conv variant beats PCA at a latent size of 256 or less; the best CAE/PCA ratio there is 0.90" in text
+    assert "moonshot" not in text.lower()
+    # one finding a statement: a Markdown list whose every item is short
+    items = re.split(r"^\s*- ", text, flags=re.M)[1:]
+    assert len(items) >= 7 and max(len(i.split()) for i in items) <= 80
 
     flipped = {**CORR, "pearson_r": 0.9, "spearman_r": 0.8}  # the sign of the correlation
     flipped["params"] = {**CORR["params"], "spearman_r": 0.05}
@@ -416,7 +420,7 @@ def test_conclusion_words_follow_the_numbers(tmp_path):
         r["ratio_to_pca"] = 2.0
     text = conclusion(rows, CORR, tmp_path)
     assert "no variant is better than PCA" in text and "has a test MSE about twice PCA's" in text
-    assert "latent size <= 256): no" in text
+    assert "No conv variant beats PCA at a latent size of 256 or less" in text
     for r in rows:
         r["ratio_to_pca"] = 0.5
     assert "all 4 variants are better than PCA" in conclusion(rows, CORR, tmp_path)
@@ -534,3 +538,47 @@ def test_a_run_whose_training_blew_up_is_noted_in_its_results_row(tmp_path):
     assert row["note"].endswith("unstable at epoch 3: the training loss rose to 0.03000, 3.00x its lowest before "
                                 "(0.01000), and stayed up in epoch 4; tested at epoch 2")
     assert row["note"].startswith(v.note + "; ")  # the study file's own note is kept
+
+
+# ----------------------------------------------------------------------------- the plots' labels
+RECORDED = Path(__file__).resolve().parents[1] / "docs" / "results" / "study"
+
+
+def crowded_rows() -> list[dict]:
+    """Fifteen variants at one latent size with nearly equal errors, and a few elsewhere: the worst
+    case for names written beside their points."""
+    rows = [{"name": f"variant-{i:02d}-{'x' * (i % 4)}", "axis": f"axis{i % 5}", "kind": "conv", "latent_size": 1024,
+             "params": 5000 + 10 * i, "test_mse": 0.0030 * (1 + 0.002 * i)} for i in range(15)]
+    rows += [{"name": f"latent-{k}", "axis": "latent", "kind": "conv", "latent_size": k, "params": 4000 + k,
+              "test_mse": 0.2 / k} for k in (64, 256, 4096)]
+    return rows
+
+
+def overlapping_labels(fig) -> list[tuple[str, str]]:  # noqa: ANN001 - a matplotlib Figure
+    """The pairs of texts (point names, and the legend) whose bounding boxes overlap when drawn
+    (`Text.get_window_extent`: the text's own box; an annotation's would include its leader line)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    boxes = [(t.get_text(), Text.get_window_extent(t, renderer)) for t in ax.texts]
+    boxes.append(("the legend", ax.get_legend().get_window_extent(renderer)))
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:] if box_a.overlaps(box_b)]
+
+
+@pytest.mark.parametrize("source", ["recorded", "crowded"])
+@pytest.mark.parametrize("x_key, xlabel", [(k, label) for k, _, label in PLOTS])
+def test_no_two_point_names_overlap_in_the_study_plots(source, x_key, xlabel):
+    import matplotlib.pyplot as plt
+
+    if source == "recorded":  # the full study's 19 variants, 14 of them at latent 1,024
+        rows = load_study_results(RECORDED)
+    else:
+        rows = crowded_rows()
+    pca = {r["latent_size"]: {"mse": r["test_mse"]} for r in rows if r["kind"] == "pca"}
+    fig = study_figure(rows, pca, x_key, xlabel)
+    names = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert names == sorted(r["name"] for r in rows if r["kind"] == "conv")  # every point is named, once
+    assert overlapping_labels(fig) == []
+    plt.close(fig)

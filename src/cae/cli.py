@@ -65,6 +65,8 @@ def cmd_info(a: argparse.Namespace) -> int:
     from cae.core.spec import trace
     from cae.core.tasks import Task
 
+    if a.model:
+        return _print_card(a)
     if a.config:
         cfg = load_config(a.config)
         task = Task.from_config(cfg)
@@ -85,6 +87,17 @@ def cmd_info(a: argparse.Namespace) -> int:
     c, h, w = info.latent_shape
     print(f"latent: {c}x{h}x{w} = {info.latent_size:,} values (compression {in_c * 32 * 32 / info.latent_size:.2f}x)")
     print(f"parameters: {info.params:,}   multiply-adds per image: {info.macs:,}")
+    return 0
+
+
+def _print_card(a: argparse.Namespace) -> int:
+    """`cae info --model NAME`: the shipped model's card (cae/weights/NAME/MODEL_CARD.md)."""
+    from cae.report.card import read_card
+
+    if a.arch or a.config:
+        raise CaeError("--model prints a shipped model's card; give it alone, or --arch / --config for a layer table")
+    card = read_card(a.model)
+    print(json.dumps({"model": a.model, "card": card}, indent=2) if a.json else card, end="" if not a.json else "\n")
     return 0
 
 
@@ -151,7 +164,8 @@ def cmd_report(a: argparse.Namespace) -> int:
         from cae.report.readme import update_readme
 
         snapshot = update_readme(Path(a.dir), Path(a.readme))
-        print(f"wrote the results table of {a.readme} from {a.dir} (snapshot in {snapshot})")
+        print(f"wrote the results table of {a.readme} from {a.dir} (snapshot in {snapshot}) and, in a checkout, "
+              "the shipped models' MODEL_CARD.md")
     return 0
 
 
@@ -233,8 +247,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    i = sub.add_parser("info", help="layer table, latent size, parameters and multiply-adds")
+    i = sub.add_parser("info", help="layer table, latent size, parameters and multiply-adds; "
+                                    "--model NAME: a shipped model's card")
     i.add_argument("--arch")
+    i.add_argument("--model", help="a shipped model (reference, colorizer): print its model card")
     i.add_argument("--config", help="a config file or a shipped config's name, as for train")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)

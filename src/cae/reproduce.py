@@ -77,6 +77,7 @@ class Step:
     quick_cost: float
     trains: bool = False  # its cost is mostly training, so it scales with --epochs
     fixed: float = 0.0  # the share of the full cost that does not (each run's preparation and test, PCA)
+    option: str = ""  # an optional step's command-line flag: it runs only when asked for
 
 
 # Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
@@ -88,7 +89,7 @@ STEPS: tuple[Step, ...] = (
     # the study trains the reference among its variants (one thread in a worker, not two in turn)
     Step("study", "architecture study", 17.0, 2.5, trains=True, fixed=0.06),
     Step("reference", "reference CAE", 0.01, 0.01),
-    Step("frontier", "frontier study", 50.0, 1.5, trains=True),
+    Step("frontier", "frontier study", 50.0, 1.5, trains=True, option="--frontier"),
     # its runs are trained in the study step; the shipped colorizer is evaluated here
     Step("colorize", "colorization study", 0.3, 2.5),
     Step("report", "report", 0.01, 0.05),
@@ -180,19 +181,25 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _step_names(i: int, step: Step) -> dict[str, Any]:
+    """What the report reads of a step besides its status: its index, title and, for an optional
+    step, the option that asks for it."""
+    return {"index": i, "title": step.title, **({"option": step.option} if step.option else {})}
+
+
 def _load_state(out: Path, settings: Settings, force: bool) -> dict[str, Any]:
     """steps.json, or a fresh state; a folder made with other settings is refused."""
     path = out / STEPS_FILE
     fresh = {"settings": settings.as_dict(),
-             "steps": {s.key: {"status": "pending", "index": i, "title": s.title} for i, s in enumerate(STEPS, 1)}}
+             "steps": {s.key: {"status": "pending", **_step_names(i, s)} for i, s in enumerate(STEPS, 1)}}
     if force or not path.exists():
         return fresh
     state = runs.read_json(path, ("settings", "steps"))
     if state["settings"] != settings.as_dict():
         raise CaeError(f"{out} was made with settings {state['settings']}, not {settings.as_dict()}; "
                        "use the same flags to resume, another --out, or --force to start over")
-    for i, s in enumerate(STEPS, 1):  # the report lists the steps by index, under these titles
-        state["steps"].setdefault(s.key, {"status": "pending"}).update(index=i, title=s.title)
+    for i, s in enumerate(STEPS, 1):  # the report lists the steps by index, under these names
+        state["steps"].setdefault(s.key, {"status": "pending"}).update(_step_names(i, s))
     return state
 
 
@@ -217,8 +224,8 @@ class _Pipeline:
         runs.write_json(self.out / STEPS_FILE, self.state)
 
     def _asked(self, step: Step) -> bool:
-        """Every step but the frontier, which runs only when asked for."""
-        return step.key != "frontier" or self.frontier
+        """Every step but an optional one (the frontier), which runs only when asked for."""
+        return not step.option or self.frontier
 
     def _cost(self, step: Step) -> float:
         if not self._asked(step):
@@ -273,8 +280,8 @@ class _Pipeline:
                          f"{duration(rec.get('seconds', 0))}, skipped")
                 continue
             if not self._asked(step):
-                self.log(f"[step {i}/{len(STEPS)}] {step.title} — not asked for (--frontier), skipped")
-                rec.update(status="skipped")
+                self.log(f"[step {i}/{len(STEPS)}] {step.title} — not asked for ({step.option}), skipped")
+                rec.update(status="skipped")  # the report names it with its option
                 continue
             left = duration(self._eta(list(STEPS[i - 1:])))
             self.log(f"[step {i}/{len(STEPS)}] {step.title} — elapsed {elapsed}, estimated time left {left}")

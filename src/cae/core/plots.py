@@ -85,3 +85,66 @@ def save_samples(model: nn.Module, images_u8: torch.Tensor, task, path: Path) ->
         save_grid([luma(rgb), pred, rgb], ["gray input", "prediction", "ground truth"], path)
     else:
         save_grid([rgb, pred], ["original", "reconstruction"], path)
+
+
+LABEL_GAP = 4.0  # points between a point and its label, and kept between two labels
+LABEL_FAN = 18.0  # points between a point and its label when the label had to move
+
+
+def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str],
+                 fontsize: float = 7) -> list[plt.Annotation]:
+    """Name every point with a label that overlaps no other label: each starts beside its point
+    (on its left when the right would leave the axes) and labels whose boxes collide are pushed
+    apart vertically, a thin leader line joining a moved label to its point. Call it last, once
+    the axes' scales, limits and size are final: it places the labels in pixels."""
+    fig = ax.figure
+    fig.canvas.draw()  # settles the autoscaled limits, so data -> pixels is final
+    renderer = fig.canvas.get_renderer()
+    px = fig.dpi / 72  # pixels per point
+    pts = ax.transData.transform(np.column_stack([xs, ys]))
+    probes = [ax.text(0, 0, n, fontsize=fontsize) for n in names]  # only to measure each label
+    sizes = np.array([[b.width, b.height] for b in (t.get_window_extent(renderer) for t in probes)])
+    for t in probes:
+        t.remove()
+    right_edge = ax.get_window_extent(renderer).x1
+    left_side = pts[:, 0] + LABEL_GAP * px + sizes[:, 0] > right_edge
+    sign = np.where(left_side, -1.0, 1.0)
+    fanned = np.zeros(len(names), dtype=bool)  # labels set further out, so their leader lines show
+    for _ in range(len(names) + 1):  # until no label moves that is not fanned out yet
+        gap = np.where(fanned, LABEL_FAN, LABEL_GAP)
+        lo = np.where(left_side, pts[:, 0] - gap * px - sizes[:, 0], pts[:, 0] + gap * px)
+        y = _spread(lo, lo + sizes[:, 0], pts[:, 1].copy(), sizes[:, 1] + LABEL_GAP * px)
+        moved = np.abs(y - pts[:, 1]) > sizes[:, 1] / 2
+        if not (moved & ~fanned).any():
+            break
+        fanned |= moved
+    texts = []
+    for n, x, yd, s, g, y0, yy, m in zip(names, xs, ys, sign, gap, pts[:, 1], y, fanned | moved):
+        line = {"arrowstyle": "-", "lw": 0.5, "color": "0.35", "shrinkA": 0, "shrinkB": 3,
+                "relpos": (1.0, 0.5) if s < 0 else (0.0, 0.5)}
+        texts.append(ax.annotate(n, (x, yd), xytext=(s * g, (yy - y0) / px),
+                                 textcoords="offset points", fontsize=fontsize, va="center",
+                                 ha="right" if s < 0 else "left", annotation_clip=False,
+                                 arrowprops=line if m else None))
+    return texts
+
+
+def _spread(x0: np.ndarray, x1: np.ndarray, y: np.ndarray, h: np.ndarray, rounds: int = 2000) -> np.ndarray:
+    """Centres `y` moved so that no two boxes [x0, x1] x [y -+ h/2] whose x-ranges meet overlap:
+    every overlapping pair is pushed apart by half its overlap each, round after round, until none
+    is left (the boxes only move vertically, each about as far as its crowd needs)."""
+    for _ in range(rounds):
+        moved = False
+        order = np.argsort(y, kind="stable")
+        for a, i in enumerate(order):
+            for j in order[a + 1:]:
+                if x1[i] <= x0[j] or x1[j] <= x0[i]:
+                    continue
+                overlap = (h[i] + h[j]) / 2 - (y[j] - y[i])
+                if overlap > 1e-6:
+                    y[i] -= overlap / 2 + 1e-3
+                    y[j] += overlap / 2 + 1e-3
+                    moved = True
+        if not moved:
+            break
+    return y

@@ -288,41 +288,51 @@ def shortcomings(rows: list[dict], results: dict[str, dict], baselines: dict, ou
     return "\n".join(p)
 
 
+def _findings(title: str, *statements: str) -> str:
+    """One shortcoming: its title, then a list of short statements, one finding each."""
+    return f"**{title}**\n\n" + "".join(f"- {x.strip()}\n" for x in statements if x.strip())
+
+
 def _rgb_text(rgb: dict, chrom: dict, lab: dict | None) -> str:
-    return ("**Why the RGB-output reference loses.** Asked to output RGB, the reference CAE "
-            f"({rgb['params']:,} parameters) reaches {_verdict(rgb)}. Its {rgb['latent_size']:,}-value bottleneck "
-            "must carry the luminance as well as the colour, and the luminance is most of the signal: the decoder "
-            "has to rebuild every edge of the gray image from the code"
-            + (", and the error it makes on the luminance alone exceeds what colour could gain over the gray "
-               "image. " if rgb["beats_a"] == "no" else ", which costs more than the colour gains. ")
-            + "In chroma mode the network predicts only Cb/Cr and the given luma is merged back exactly, so "
-            f"nothing of the luminance is lost: the same net reaches {_verdict(chrom)} (YCbCr target)"
-            + (f" and {_verdict(lab)} (Lab target)" if lab else "") + ".\n")
+    return _findings(
+        "Why the RGB-output reference loses.",
+        f"Asked to output RGB, the reference CAE ({rgb['params']:,} parameters) reaches {_verdict(rgb)}.",
+        f"Its {rgb['latent_size']:,}-value bottleneck must carry the luminance as well as the colour, and the "
+        "luminance is most of the signal: the decoder has to rebuild every edge of the gray image from the code"
+        + (", and the error it makes on the luminance alone exceeds what colour could gain over the gray "
+           "image." if rgb["beats_a"] == "no" else ", which costs more than the colour gains."),
+        "In chroma mode the network predicts only Cb/Cr and the given luma is merged back exactly, so "
+        f"nothing of the luminance is lost: the same net reaches {_verdict(chrom)} (YCbCr target)"
+        + (f" and {_verdict(lab)} (Lab target)" if lab else "") + ".")
 
 
 def _ambiguity_text(best: dict, mean_chroma: dict) -> str:
     share = best["chroma_mse"] / mean_chroma["chroma_mse"]
-    return ("**Colour is ambiguous given luminance.** A car, a shirt or a bird of the same gray can be any "
-            "colour; no loss on a single target can recover it. The best model's chroma MSE "
-            f"({best['chroma_mse']:.5f}) is {share:.0%} of the mean-chroma baseline's ({mean_chroma['chroma_mse']:.5f}): "
-            f"it explains {1 - share:.0%} of the colour variance the mean colour leaves, "
-            + ("less than half: what the net learns are the frequent, predictable colours (sky, vegetation, "
-               "water), as samples.png shows.\n" if share > 0.5 else
-               "the rest is the ambiguity itself and what the net cannot see.\n"))
+    return _findings(
+        "Colour is ambiguous given luminance.",
+        "A car, a shirt or a bird of the same gray can be any colour; no loss on a single target can recover it.",
+        f"The best model's chroma MSE ({best['chroma_mse']:.5f}) is {share:.0%} of the mean-chroma baseline's "
+        f"({mean_chroma['chroma_mse']:.5f}): it explains {1 - share:.0%} of the colour variance the mean colour "
+        "leaves, "
+        + ("less than half: what the net learns are the frequent, predictable colours (sky, vegetation, "
+           "water), as samples.png shows." if share > 0.5 else
+           "the rest is the ambiguity itself and what the net cannot see."))
 
 
 def _receptive_field_text(chrom: dict, best: dict, before: dict | None, results: dict) -> str:
     from cae.core.model import receptive_field
 
     field = receptive_field(chrom["arch"], 1, 2)
-    return ("**Small receptive field of the chain CAE.** Each output pixel of the reference CAE depends on at "
-            f"most {field}x{field} input pixels (measured on its layers; the effective field is much smaller): "
-            "too little to tell what an object is, which is what decides its colour; it "
-            f"reaches {_verdict(chrom)} in chroma mode. Tried against it: the U-Net ({best['arch']}, "
-            f"{best['params']:,} parameters) whose bottleneck at 1/8 of the side sees the whole 32x32 image, with "
-            f"skip connections that keep edges sharp, trained {results['best'].get('epochs', '?')} epochs: "
-            f"{_verdict(best)} (colorfulness {best['colorfulness_ratio']:.0%} of the truth's)"
-            + (f"; {before['mse']:.5f} at the default decoding" if before else "") + ".\n")
+    return _findings(
+        "Small receptive field of the chain CAE.",
+        f"Each output pixel of the reference CAE depends on at most {field}x{field} input pixels (measured on its "
+        "layers; the effective field is much smaller): too little to tell what an object is, which is what "
+        f"decides its colour; it reaches {_verdict(chrom)} in chroma mode.",
+        f"Tried against it: the U-Net ({best['arch']}, {best['params']:,} parameters) whose bottleneck at 1/8 of "
+        "the side sees the whole 32x32 image, with skip connections that keep edges sharp, trained "
+        f"{results['best'].get('epochs', '?')} epochs: {_verdict(best)} (colorfulness "
+        f"{best['colorfulness_ratio']:.0%} of the truth's)"
+        + (f"; {before['mse']:.5f} at the default decoding" if before else "") + ".")
 
 
 def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | None, run: Path) -> str:
@@ -330,61 +340,69 @@ def _desaturation_text(rows: list[dict], m: dict, best: dict, before: dict | Non
     from cae.core.config import load_config
 
     c = load_config(run / runs.CONFIG).color if (run / runs.CONFIG).is_file() else None
-    classes = c is not None and c.decoder == "classes"
     ratios = ", ".join(f"{r['name']} {r['colorfulness_ratio']:.0%}" for r in rows)
-    text = ("**Desaturation.** Trained with MSE, a colorizer predicts the conditional mean colour of what it "
-            f"sees; where a region could be red or blue it predicts the grayish average. Colorfulness "
-            f"(prediction / ground truth): {ratios}. ")
-    if classes:
-        what = ("the shipped colorizer (trained by `cae train --config colorize-best`, evaluated "
-                "here), " if m.get("shipped") else "")
-        text += (f"The best run is {what}a classifier over {c.bins}x{c.bins} (Cb, Cr) bins (Zhang et al. 2016"
-                 + (f", class rebalancing {c.rebalance:g}" if c.rebalance else ", no class rebalancing")
-                 + ") decoded by the annealed mean softmax(logits / T): T = 1 is the predicted distribution's "
-                 "mean, a smaller T leans towards its mode where the net is sure and stays near the mean where "
-                 "it is not, instead of saturating every pixel alike as a fixed gain does. ")
-        if c.decode_rebalance:
-            text += (f"Decoded with a decoding-time rebalancing: logits + boost * log w, w the class-rebalancing "
-                     f"weights at strength {c.decode_rebalance:g} from the training split's bin shares, so a rare, "
-                     "saturated colour gains in proportion to the probability the net already gives it. ")
+    said = [("Trained with MSE, a colorizer predicts the conditional mean colour of what it sees; where a region "
+             "could be red or blue it predicts the grayish average. Colorfulness (prediction / ground truth): "
+             f"{ratios}.")]
+    if c is not None and c.decoder == "classes":
+        said += _decoder_statements(c, m)
     param = next((k for k in DECODING_LABELS if k in m), None)
     if param and before is not None and c is not None:
-        text += (f"{DECODING_LABELS[param].capitalize()} {m[param]:.2f} was chosen on the validation split "
-                 f"(the least vivid restoring {c.colorfulness_target:.0%} of the truth's colorfulness within "
-                 f"{c.mse_tolerance:.0%} extra MSE, else the most vivid within it): colorfulness "
-                 f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
-                 f"{before['mse']:.5f} -> {best['mse']:.5f}. ")
+        said.append(f"{DECODING_LABELS[param].capitalize()} {m[param]:.2f} was chosen on the validation split "
+                    f"(the least vivid restoring {c.colorfulness_target:.0%} of the truth's colorfulness within "
+                    f"{c.mse_tolerance:.0%} extra MSE, else the most vivid within it): colorfulness "
+                    f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
+                    f"{before['mse']:.5f} -> {best['mse']:.5f}.")
     elif param and before is not None:
-        text += (f"A chroma gain of {m[param]:.2f} (chosen on the validation split) gives colorfulness "
-                 f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
-                 f"{before['mse']:.5f} -> {best['mse']:.5f}. ")
-    return text + ("Near the MSE optimum any move away from the conditional mean costs MSE quadratically, so "
-                   "vividness is always bought with some MSE: the best run's trade-off curve over its decoding "
-                   "strength is best/tradeoff.png (`cae tradeoff RUN` draws it for any colorizer run).\n")
+        said.append(f"A chroma gain of {m[param]:.2f} (chosen on the validation split) gives colorfulness "
+                    f"{before['colorfulness_ratio']:.0%} -> {best['colorfulness_ratio']:.0%} at test MSE "
+                    f"{before['mse']:.5f} -> {best['mse']:.5f}.")
+    said.append("Near the MSE optimum any move away from the conditional mean costs MSE quadratically, so "
+                "vividness is always bought with some MSE: the best run's trade-off curve over its decoding "
+                "strength is best/tradeoff.png (`cae tradeoff RUN` draws it for any colorizer run).")
+    return _findings("Desaturation.", *said)
+
+
+def _decoder_statements(c, m: dict) -> list[str]:  # noqa: ANN001 - the run's ColorConfig
+    """How the best run, a classifier over colour bins, is decoded."""
+    what = ("the shipped colorizer (trained by `cae train --config colorize-best`, evaluated "
+            "here), " if m.get("shipped") else "")
+    said = [f"The best run is {what}a classifier over {c.bins}x{c.bins} (Cb, Cr) bins (Zhang et al. 2016"
+            + (f", class rebalancing {c.rebalance:g}" if c.rebalance else ", no class rebalancing")
+            + ") decoded by the annealed mean softmax(logits / T): T = 1 is the predicted distribution's "
+            "mean, a smaller T leans towards its mode where the net is sure and stays near the mean where "
+            "it is not, instead of saturating every pixel alike as a fixed gain does."]
+    if c.decode_rebalance:
+        said.append(f"It is decoded with a decoding-time rebalancing: logits + boost * log w, w the "
+                    f"class-rebalancing weights at strength {c.decode_rebalance:g} from the training split's bin "
+                    "shares, so a rare, saturated colour gains in proportion to the probability the net already "
+                    "gives it.")
+    return said
 
 
 def _photos_text(photos: dict | None) -> str:
-    """The real-photo paragraph, from `evaluate_photos`'s result (or why there is none)."""
-    head = "**32x32 training images against real photos.** "
+    """The real-photo findings, from `evaluate_photos`'s result (or why there is none)."""
+    title = "32x32 training images against real photos."
     if not photos:
-        return head + ("No folder of real photos was given, so this study did not measure them; "
-                       "`cae colorize --photos DIR` scores a colorizer on one.\n")
+        return _findings(title, "No folder of real photos was given, so this study did not measure them; "
+                                "`cae colorize --photos DIR` scores a colorizer on one.")
     s, rows = photos["summary"], photos["photos"]
     ws = photos["working_size"]
     fails = sorted((r for r in rows if r["gain_db"] < 0), key=lambda r: r["gain_db"])
-    text = head + (f"On {s['photos']} photos of `{Path(photos['folder']).name}`, colorized at a working short side of "
-                   f"{ws if ws else 'native size'}{' px' if ws else ''} (the chroma predicted on a downscaled "
-                   "copy, upsampled and merged with the photo's own luma), the PSNR against the photo is "
-                   f"{s['mean_gain_db']:+.2f} dB over the gray copy on average, from {s['worst_gain_db']:+.2f} dB "
-                   f"({s['worst']}) to {s['best_gain_db']:+.2f} dB ({s['best']}); colorfulness "
-                   f"{s['colorfulness_ratio']:.0%} of the photos'. ")
+    said = [f"On {s['photos']} photos of `{Path(photos['folder']).name}`, colorized at a working short side of "
+            f"{ws if ws else 'native size'}{' px' if ws else ''} (the chroma predicted on a downscaled "
+            "copy, upsampled and merged with the photo's own luma), the PSNR against the photo is "
+            f"{s['mean_gain_db']:+.2f} dB over the gray copy on average, from {s['worst_gain_db']:+.2f} dB "
+            f"({s['worst']}) to {s['best_gain_db']:+.2f} dB ({s['best']}); colorfulness "
+            f"{s['colorfulness_ratio']:.0%} of the photos'."]
     if fails:
-        text += (f"{len(fails)} of {len(rows)} lose to the gray copy: "
-                 + ", ".join(f"{r['name']} {r['gain_db']:+.2f} dB (colour {r['colorfulness_ratio']:.0%} of its "
-                             f"own)" for r in fails) + ". ")
-    text += _failure_pattern(rows)
-    return text + ("A net that saw only 32x32 objects must guess a colour from the gray shape of the scene; "
-                   "where it guesses a wrong hue confidently, the error costs more than gray would.\n")
+        said.append(f"{len(fails)} of {len(rows)} lose to the gray copy: "
+                    + ", ".join(f"{r['name']} {r['gain_db']:+.2f} dB (colour {r['colorfulness_ratio']:.0%} of its "
+                                f"own)" for r in fails) + ".")
+    said.append(_failure_pattern(rows))
+    said.append("A net that saw only 32x32 objects must guess a colour from the gray shape of the scene; "
+                "where it guesses a wrong hue confidently, the error costs more than gray would.")
+    return _findings(title, *said)
 
 
 def _failure_pattern(rows: list[dict]) -> str:

@@ -279,33 +279,46 @@ def _cell(x: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- plots
+PLOTS = (("latent_size", "mse_vs_latent.png", "latent size (values per image)"),
+         ("params", "mse_vs_params.png", "parameters"))
+
+
 def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
     """mse_vs_latent.png (log-log, labelled points, the PCA line) and mse_vs_params.png."""
-    from cae.core.plots import save_figure  # first: it selects the Agg backend
+    from cae.core.plots import save_figure
+
+    for x_key, fname, xlabel in PLOTS:
+        save_figure(study_figure(rows, pca, x_key, xlabel), out / fname, dpi=120)
+
+
+def study_figure(rows: list[dict], pca: dict[int, dict], x_key: str, xlabel: str):  # noqa: ANN201 - a Figure
+    """Test MSE against `x_key` (log-log), one colour per axis of the study, every point named.
+
+    Many variants share a latent size (the reference's 1,024), so their names are spread apart
+    by `label_points` and the legend stands outside the axes, where no name can fall on it."""
+    from cae.core.plots import label_points  # first: it selects the Agg backend
 
     import matplotlib.pyplot as plt
 
     conv = [r for r in rows if r["kind"] == "conv"]
     axes_names = sorted({r["axis"] or "-" for r in conv})
     colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(axes_names)}
-    for x_key, fname, xlabel in (("latent_size", "mse_vs_latent.png", "latent size (values per image)"),
-                                 ("params", "mse_vs_params.png", "parameters")):
-        fig, ax = plt.subplots(figsize=(8, 5.5))
-        for a in axes_names:
-            pts = [r for r in conv if (r["axis"] or "-") == a]
-            ax.scatter([r[x_key] for r in pts], [r["test_mse"] for r in pts], color=colours[a], label=a, zorder=3)
-        for r in conv:
-            ax.annotate(r["name"], (r[x_key], r["test_mse"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        if x_key == "latent_size":
-            line = sorted((k, p["mse"]) for k, p in pca.items() if p["mse"] and p["mse"] > 0)
-            ax.plot([k for k, _ in line], [m for _, m in line], "k--", lw=1, label="PCA (same latent size)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test MSE (pixels in [0, 1])")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, title="axis", title_fontsize=7)
-        save_figure(fig, out / fname, dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for a in axes_names:
+        pts = [r for r in conv if (r["axis"] or "-") == a]
+        ax.scatter([r[x_key] for r in pts], [r["test_mse"] for r in pts], color=colours[a], label=a, zorder=3)
+    if x_key == "latent_size":
+        line = sorted((k, p["mse"]) for k, p in pca.items() if p["mse"] and p["mse"] > 0)
+        ax.plot([k for k, _ in line], [m for _, m in line], "k--", lw=1, label="PCA (same latent size)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test MSE (pixels in [0, 1])")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, title="axis", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.subplots_adjust(left=0.09, right=0.8, top=0.95, bottom=0.09)
+    label_points(ax, [r[x_key] for r in conv], [r["test_mse"] for r in conv], [r["name"] for r in conv])
+    return fig
 
 
 # ----------------------------------------------------------------------------- the conclusion's words
@@ -315,7 +328,7 @@ STRENGTH_WORDS = ((0.7, "strong"), (0.4, "moderate"), (0.1, "weak"))  # |r| at l
 SAME_WITHIN = 1.05  # ratios within 5% of 1 read "about the same as"
 NAMED_WITHIN = 1.1  # ratios within 10% of 1/3, 1/2, 2, 3 read "about a third of", "about half", ...
 NAMED_RATIOS = ((1 / 3, "about a third of"), (0.5, "about half"), (2.0, "about twice"), (3.0, "about three times"))
-SMALL_LATENT = 256  # the moonshot: a conv variant beating PCA at a latent size at most this
+SMALL_LATENT = 256  # "small codes": does a conv variant beat PCA at a latent size at most this?
 LATENT_CAP = 1024  # "the best variant with latent size at most this"
 
 
@@ -406,16 +419,19 @@ def _still_learning(out: Path, names: list[str]) -> tuple[int, float]:
 
 
 def conclusion(rows: list[dict], corr: dict, out: Path) -> str:
-    """A paragraph of conclusions; every number and every comparative word comes from `rows`,
-    `corr` and the runs' metrics.csv files under `out`."""
+    """The conclusions as a Markdown list, one finding a statement with the number behind it;
+    every number and every comparative word comes from `rows`, `corr` and the runs' metrics.csv
+    files under `out`."""
     conv = [r for r in rows if r["kind"] == "conv"]
     ref = reference_row(conv)
-    parts = [correlation_sentence(corr, "log latent size", "log test MSE")]
+    found = [("Latent size and error", correlation_sentence(corr, "log latent size", "log test MSE"))]
     if isinstance(corr.get("params"), dict):
-        parts.append(correlation_sentence(corr["params"], "log parameter count", "log test MSE"))
-    parts += [_axis_effects(conv, ref), _pca_comparison(conv), _moonshot(conv), _best_small(conv, ref),
-              _limits(conv, corr, ref, out)]
-    return " ".join(p for p in parts if p)
+        found.append(("Parameters and error",
+                      correlation_sentence(corr["params"], "log parameter count", "log test MSE")))
+    found += [("What changes the error most", _axis_effects(conv, ref)), ("Against PCA", _pca_comparison(conv)),
+              ("Small codes", _small_codes(conv)), (f"Best at latent size <= {LATENT_CAP}", _best_small(conv, ref)),
+              ("What limits the conv variants", _limits(conv, corr, ref, out))]
+    return "\n".join(f"- **{title}.** {text}" for title, text in found if text)
 
 
 def reference_row(conv: list[dict]) -> dict | None:
@@ -424,7 +440,8 @@ def reference_row(conv: list[dict]) -> dict | None:
 
 
 def _axis_effects(conv: list[dict], ref: dict | None) -> str:
-    """The axes ranked by their largest effect on test MSE relative to the reference."""
+    """The largest single change against the reference, then the axes ranked by their largest
+    effect on test MSE (a nested list, one axis a line)."""
     if ref is None:
         return ""
     effects = []
@@ -434,12 +451,12 @@ def _axis_effects(conv: list[dict], ref: dict | None) -> str:
     if not effects:
         return ""
     effects.sort(reverse=True)
-    ranked = "; ".join(f"{axis} ({', '.join(f'{n} x{q:.2f}' for q, n in ratios)})" for _, axis, ratios in effects)
     _, top_axis, top_ratios = effects[0]
     q, name = max(top_ratios, key=lambda qn: abs(math.log(qn[0])))
-    return (f"Relative to the reference (test MSE {ref['test_mse']:.5f}), the axes ranked by their largest "
-            f"effect: {ranked}. The largest single change is {name} ({top_axis}), whose test MSE is "
-            f"{ratio_words(q)} the reference's.")
+    ranked = "".join(f"\n    - {axis}: {', '.join(f'{n} x{q:.2f}' for q, n in ratios)}" for _, axis, ratios in effects)
+    return (f"The largest single change is {name} ({top_axis}), whose test MSE is {ratio_words(q)} the "
+            f"reference's ({ref['test_mse']:.5f}). Each axis's test MSE over the reference's, the axis with "
+            f"the largest effect first:{ranked}")
 
 
 def _pca_comparison(conv: list[dict]) -> str:
@@ -464,14 +481,14 @@ def _pca_comparison(conv: list[dict]) -> str:
     return text + "."
 
 
-def _moonshot(conv: list[dict]) -> str:
+def _small_codes(conv: list[dict]) -> str:
     """Whether a conv variant beats PCA at a small latent size (at most SMALL_LATENT)."""
     small = [r for r in conv if r["ratio_to_pca"] is not None and r["latent_size"] <= SMALL_LATENT]
     if not small:
         return ""
     sb = min(small, key=lambda r: r["ratio_to_pca"])
-    return (f"Moonshot (a conv variant beating PCA at a latent size <= {SMALL_LATENT}): "
-            f"{'yes' if sb['ratio_to_pca'] < 1 else 'no'}; the best such ratio is "
+    verdict = "A conv variant beats" if sb["ratio_to_pca"] < 1 else "No conv variant beats"
+    return (f"{verdict} PCA at a latent size of {SMALL_LATENT} or less; the best CAE/PCA ratio there is "
             f"{sb['ratio_to_pca']:.2f} ({sb['name']}, latent {sb['latent_size']}).")
 
 
@@ -489,11 +506,11 @@ def _best_small(conv: list[dict], ref: dict | None) -> str:
 
 
 def _limits(conv: list[dict], corr: dict, ref: dict | None, out: Path) -> str:
-    """What limits the conv variants: training length, capacity, code use, receptive field."""
+    """What limits the conv variants: training length, capacity, code use, receptive field (a
+    nested list, one limit a line)."""
     limits = [_training_length(conv, out), _capacity(corr.get("params", {})), _code_use(conv),
               _receptive_field(conv, ref)]
-    limits = [text for text in limits if text]
-    return "What limits the conv variants: " + "; ".join(limits) + "." if limits else ""
+    return "".join(f"\n    - {text}." for text in limits if text)
 
 
 def _training_length(conv: list[dict], out: Path) -> str:

@@ -138,14 +138,35 @@ def build(root: Path) -> list[Block]:
         intro += (f" Quick mode: a stratified subset of {number(settings.get('limit'))} images and few epochs, "
                   "so the figures show that the pipeline works, not what the models can do.")
     b.add(Para(intro))
-    done = [k for k, v in steps.get("steps", {}).items() if v.get("status") == "done"]
     if steps:
-        b.add(Para(f"Pipeline steps finished: {len(done)} of {len(steps.get('steps', {}))}."))
+        b.add(Para(_steps_sentence(steps.get("steps", {}), (b.json("reproducibility.json") or {}).get("command"))))
     sections = {"data": _data, "reference": _reference, "study": _study, "frontier": _frontier, "colorize": _colorize,
                 "reproducibility": _reproducibility}
     for key, title in SECTIONS:
         b.section(key, title, lambda f=sections[key]: f(b))
     return b.blocks
+
+
+def _steps_sentence(steps: dict[str, dict], command: str | None) -> str:
+    """How many of the steps asked for have finished, which optional steps were not asked for
+    (status "skipped") and the command that adds them to this folder."""
+    optional = [v for v in steps.values() if v.get("status") == "skipped"]
+    asked = len(steps) - len(optional)
+    # the report step is "running" while the pipeline writes this very report: it finishes with it
+    done = sum(v.get("status") == "done" or (k == "report" and v.get("status") == "running")
+               for k, v in steps.items())
+    text = f"Pipeline steps finished: {done} of the {asked} asked for."
+    if done < asked:
+        text += " The others have not run yet: the same command resumes the folder where it stopped."
+    if optional:
+        flags = " ".join(v.get("option", "") for v in optional).strip()
+        again = (f"`{command} {flags}`" if command and flags else
+                 "the same command with the step's option (`cae reproduce --help` lists them)")
+        names = ", ".join(f"the {v.get('title', '?')}" + (f" ({v['option']})" if v.get("option") else "")
+                          for v in optional)
+        text += (f" Optional and not asked for: {names}. To add {'it' if len(optional) == 1 else 'them'} "
+                 f"to this folder, run {again}; finished steps are not run again.")
+    return text
 
 
 def _data(b: _Builder) -> None:
@@ -437,6 +458,8 @@ def _reproducibility(b: _Builder) -> None:
             status = v.get("status", "pending")
             if k == "report" and status == "running":
                 status = "writing this report"
+            elif status == "skipped":
+                status = f"not asked for ({v['option']})" if v.get("option") else "not asked for"
             rows.append([f"{i}", v.get("title", k), status, duration(v.get("seconds")), v.get("finished", "—")])
         total = sum(v.get("seconds") or 0 for v in steps.values())
         rows.append(["", "total", "", duration(total), ""])

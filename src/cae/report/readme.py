@@ -120,7 +120,10 @@ def replace_block(text: str, block: str) -> str:
 
 
 def update_readme(results: Path, readme: Path) -> Path:
-    """Snapshot the result files next to the README and rewrite its results block from them."""
+    """Snapshot the result files next to the README and rewrite its results block from them, and
+    the shipped models' cards when the README is a checkout's (`cae.report.card`)."""
+    from cae.report.card import WEIGHTS, write_model_cards
+
     snapshot = readme.parent / SNAPSHOT
     for name in FILES:
         if not (results / name).is_file():
@@ -129,4 +132,6 @@ def update_readme(results: Path, readme: Path) -> Path:
         (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(results / name, snapshot / name)
     runs.atomic_write_text(readme, replace_block(readme.read_text(), results_block(snapshot)))
+    if (readme.parent / WEIGHTS).is_dir():
+        write_model_cards(snapshot, readme.parent / WEIGHTS)
     return snapshot

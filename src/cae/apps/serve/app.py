@@ -35,6 +35,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cae.apps.serve import jobs
+from cae.apps.serve.cards import card_answer
 from cae.apps.serve.models import ModelCache, RunsIndex
 from cae.apps.serve.samples import SampleGrid
 from cae.apps.serve.store import MemoryBudget, ResultStore
@@ -83,6 +84,7 @@ def create_app(runs_dir: str | Path | None = None, data_dir: str | Path | None =
         Route("/api/reconstruct", api_reconstruct, methods=["POST"]),
         Route("/api/result/{key}", api_result),
         Route("/report", report), Route("/report/{name}", report),
+        Route("/api/card", api_card),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or LOOPBACK_HOSTS),
@@ -188,6 +190,11 @@ async def api_result(request: Request) -> Response:
     if stored is None:
         raise RequestError(404, "no such result (results are kept for an hour); colorize the photo again")
     return FileResponse(stored.path, media_type="image/png", filename=stored.filename)
+
+
+async def api_card(request: Request) -> Response:
+    """The model card of ?model=ID (an id of the page's selects), rendered for the page's panel."""
+    return JSONResponse(await run_in_threadpool(card_answer, request.query_params.get("model", "")))
 
 
 async def report(request: Request) -> Response:

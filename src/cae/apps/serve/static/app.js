@@ -187,6 +187,30 @@ function setUpReconstruct() {
   $("reconstruct-model").addEventListener("change", () => { if (lastReconstruct) reconstruct(lastReconstruct); });
 }
 
+// --- model cards ---------------------------------------------------------------------------------
+
+// The card of the model a select names, in the panel beside it (GET /api/card?model=ID).
+async function showCard(selectId, panelId) {
+  const model = $(selectId).value;
+  const body = $(panelId).querySelector(".card-body");
+  if (!model) return;
+  try {
+    const answer = await getJSON(`/api/card?model=${encodeURIComponent(model)}`);
+    if ($(selectId).value !== model) return; // another model was picked meanwhile
+    if (answer.html) body.innerHTML = answer.html; // generated from the package's own MODEL_CARD.md
+    else body.textContent = answer.message;
+  } catch (e) {
+    body.textContent = e.message;
+  }
+}
+
+function setUpCards() {
+  for (const [select, panel] of [["colorize-model", "colorize-card"], ["reconstruct-model", "reconstruct-card"]]) {
+    $(select).addEventListener("change", () => showCard(select, panel));
+    showCard(select, panel);
+  }
+}
+
 // --- start ---------------------------------------------------------------------------------------
 
 function fillSelect(id, models) {
@@ -221,6 +245,7 @@ async function start() {
     fillSelect("colorize-model", answer.colorize);
     fillSelect("reconstruct-model", answer.reconstruct);
     showReports(answer.reports);
+    setUpCards();
     $("limits").textContent = `Uploads up to ${Math.floor(limits.bytes / 2 ** 20)} MB and ` +
       `${limits.pixels.toLocaleString("en-US")} pixels. Everything runs on this machine.`;
     document.body.dataset.ready = "1"; // the browser tests wait for this
