@@ -91,7 +91,8 @@ def _training(cfg: RunConfig, t: dict, model_dir: Path) -> str:
         "pixels carry mild JPEG artefacts, so figures on it are close to, not the same as, figures on the "
         "official data (image count and class balance are exact).",
         f"- Training: {tr.epochs} epochs, batch {tr.batch_size}, learning rate {tr.lr:g} ({tr.schedule}), "
-        f"{t.get('precision', tr.precision)}, seed {tr.seed}"
+        + (f"gradient norm clipped at {tr.clip:g}, " if tr.clip else "")
+        + f"{t.get('precision', tr.precision)}, seed {tr.seed}"
         + (f", augmented with {augment}" if augment else "")
         + f"; {duration(t.get('train_seconds'))} on {t.get('device', '?')} (torch {t.get('torch', '?')}).",
         f"- Reproduce: {command}.",
