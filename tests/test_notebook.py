@@ -88,8 +88,9 @@ def this_interpreters_kernel(folder: Path) -> str:
 
 
 @pytest.mark.slow
-def test_the_tour_runs_top_to_bottom_on_a_fresh_kernel(tmp_path: Path) -> None:
-    """Every cell runs (none skipped), in a temporary folder: the checkout is not written."""
+def test_the_tour_runs_top_to_bottom_on_a_fresh_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell runs (none skipped), in a temporary folder: the checkout is not written, nor
+    the user's Jupyter and IPython folders (connection file, profile)."""
     data = os.environ.get("CAE_DATA_DIR")
     require(bool(data) and Path(data).is_dir(), "CAE_DATA_DIR is not set to the CIFAR-10 binary folder")
     require(all(importlib.util.find_spec(m) for m in ("nbclient", "nbformat", "ipykernel")),
@@ -99,6 +100,8 @@ def test_the_tour_runs_top_to_bottom_on_a_fresh_kernel(tmp_path: Path) -> None:
     from jupyter_client.manager import KernelManager
     from nbclient import NotebookClient
 
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     specs = KernelSpecManager(kernel_dirs=[this_interpreters_kernel(tmp_path / "kernels")])
     km = KernelManager(kernel_name=KERNEL, kernel_spec_manager=specs)
