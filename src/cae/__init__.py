@@ -27,7 +27,7 @@ from cae.core.photo import Colorizer
 from cae.core.spec import trace
 from cae.core.train import load_history, load_run
 from cae.errors import CaeError
-from cae.experiments.colorization import compute_baselines
+from cae.experiments.baselines import compute_baselines
 from cae.experiments.pca import evaluate_pca, fit_pca
 
 __version__ = "0.2.0"
