@@ -1,34 +1,48 @@
-"""PNG figures of a run: the error per epoch and image grids (matplotlib, Agg backend)."""
+"""PNG figures of a run: the error per epoch and image grids.
+
+Figures are `matplotlib.figure.Figure` objects made without pyplot: they render to PNG whatever
+the backend, and the backend is left alone, so training from a Jupyter notebook (inline backend)
+or a GUI session does not lose the user's own plots, and no window opens.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+from torch import nn
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from cae.core.runs import atomic_write_bytes  # noqa: E402
+from cae.core.runs import atomic_write_bytes
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
-    """Write a figure as PNG atomically and close it."""
+def figure(**options) -> Figure:  # noqa: ANN003 - Figure's keyword arguments (figsize, ...)
+    """A figure outside pyplot: nothing global changes, and it is freed with its last reference."""
+    return Figure(**options)
+
+
+def palette(name: str = "tab10") -> Colormap:
+    """A named colormap (matplotlib's registry; `plt.get_cmap` without pyplot)."""
+    return colormaps[name]
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110, **options) -> None:  # noqa: ANN003 - savefig's
+    """Write a figure as PNG atomically (`bbox_inches="tight"` unless given)."""
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi, **{"bbox_inches": "tight", **options})
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def plot_loss(rows: Sequence[dict], path: Path, title: str = "", val_label: str = "validation") -> None:
     """Training and validation MSE per epoch (log scale)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = figure(figsize=(6, 4))
+    ax = fig.subplots()
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["train_mse"] for r in rows], "o-", label="training (running mean over the epoch)")
     ax.plot(epochs, [r["val_mse"] for r in rows], "s-", label=val_label)
@@ -45,7 +59,8 @@ def plot_loss(rows: Sequence[dict], path: Path, title: str = "", val_label: str 
 def save_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path) -> None:
     """A grid of images: one row per tensor (N,C,H,W) in [0, 1], labelled on the left."""
     n = rows[0].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 0.8, 1.2 * len(rows)), squeeze=False)
+    fig = figure(figsize=(1.1 * n + 0.8, 1.2 * len(rows)))
+    axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (imgs, label) in enumerate(zip(rows, labels)):
         imgs = imgs.detach().float().clamp(0, 1).cpu()
         if imgs.shape[1] == 1:

@@ -282,16 +282,15 @@ def _cell(x: Any) -> Any:
 # ----------------------------------------------------------------------------- plots
 def write_plots(rows: list[dict], pca: dict[int, dict], out: Path) -> None:
     """mse_vs_latent.png (log-log, labelled points, the PCA line) and mse_vs_params.png."""
-    from cae.core.plots import save_figure  # first: it selects the Agg backend
-
-    import matplotlib.pyplot as plt
+    from cae.core.plots import figure, palette, save_figure
 
     conv = [r for r in rows if r["kind"] == "conv"]
     axes_names = sorted({r["axis"] or "-" for r in conv})
-    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(axes_names)}
+    colours = {a: palette("tab10")(i % 10) for i, a in enumerate(axes_names)}
     for x_key, fname, xlabel in (("latent_size", "mse_vs_latent.png", "latent size (values per image)"),
                                  ("params", "mse_vs_params.png", "parameters")):
-        fig, ax = plt.subplots(figsize=(8, 5.5))
+        fig = figure(figsize=(8, 5.5))
+        ax = fig.subplots()
         for a in axes_names:
             pts = [r for r in conv if (r["axis"] or "-") == a]
             ax.scatter([r[x_key] for r in pts], [r["test_mse"] for r in pts], color=colours[a], label=a, zorder=3)
