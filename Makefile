@@ -1,6 +1,7 @@
 # One command per job on a fresh clone:
 #   make reproduce   -> sets up .venv and runs the whole study (cae reproduce --out runs/reproduce)
 #   make test        -> sets up .venv and runs the test suite (summary line; skips and failures listed)
+#   make screenshots -> retakes docs/serve.png from the page with the shipped colorizer (docs/screenshots.py)
 # and, to check the installed wheel from outside the checkout (its own fresh venv):
 #   make wheel-smoke -> .ci/wheel_smoke.sh
 PYTHON ?= python3
@@ -17,7 +18,7 @@ ifneq ($(CAE_DATA_DIR),)
 export CAE_DATA_DIR
 endif
 
-.PHONY: setup reproduce quick test wheel-smoke bench clean
+.PHONY: setup reproduce quick test screenshots wheel-smoke bench clean
 
 $(BIN)/cae: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ quick: setup
 # skips with their reasons (in CI a skip fails the run: tests/conftest.py)
 test: setup
 	$(BIN)/python -m pytest -q -rfEs
+
+screenshots: setup
+	$(BIN)/python docs/screenshots.py
 
 wheel-smoke:
 	PYTHON="$(PYTHON)" TORCH="$(TORCH)" bash .ci/wheel_smoke.sh

@@ -93,6 +93,19 @@ def test_loss_plot_names_the_training_loss(loss: str, train_axis: str, tmp_path:
     assert lines["validation MSE"] == "MSE (pixels in [0, 1])"
 
 
+def test_load_history_reads_a_runs_epochs_and_names_a_folder_without_them(tmp_path: Path) -> None:
+    """cae.load_history: the error curve of a run folder, typed; a folder with no finished epoch
+    is one line naming it, not a FileNotFoundError."""
+    import cae
+
+    rows = [{"epoch": 1, "train_loss": 0.03, "val_mse": 0.02, "lr": 1e-3, "seconds": 2.5},
+            {"epoch": 2, "train_loss": 0.01, "val_mse": 0.015, "lr": 1e-5, "seconds": 2.0}]
+    runs.write_metrics_csv(tmp_path / runs.METRICS, rows)
+    assert cae.load_history(tmp_path) == rows
+    with pytest.raises(CaeError, match=f"{tmp_path / 'empty'} has no metrics.csv"):
+        cae.load_history(tmp_path / "empty")
+
+
 def test_split_round_trip_and_corrupt(tmp_path: Path) -> None:
     split = {k: np.arange(i, i + 5) for i, k in enumerate(("train", "val", "test"))}
     runs.save_split(tmp_path / "s.npz", split)

@@ -6,6 +6,12 @@ colorization). The public API is re-exported here; the CLI (`cae`) is a thin she
     info = cae.trace("reference")              # shapes, size formula, latent size, params
     metrics = cae.train_run(cae.RunConfig(arch="reference"), "runs/ref")
     cae.Colorizer.load().colorize("photo.jpg").save("photo-color.png")
+
+The data and the baselines the handout compares against are here too: `load_cifar10` and
+`split_indices` (the pooled images and the seeded split every run uses), `luma` (the gray image
+a colorizer sees), `load_history` (a run's error per epoch), `fit_pca` / `evaluate_pca` (the
+best linear code of k values) and `compute_baselines` (colorization's baselines: (a) gray,
+(b) gray + mean chroma). examples/tour.ipynb walks through them.
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ from pathlib import Path
 from cae import fast
 from cae.core import train as _train
 from cae.core.config import RunConfig, load_config
+from cae.core.data import load_cifar10, luma, split_indices
 from cae.core.model import build_model
 from cae.core.photo import Colorizer
 from cae.core.spec import trace
-from cae.core.train import load_run
+from cae.core.train import load_history, load_run
 from cae.errors import CaeError
+from cae.experiments.baselines import compute_baselines
+from cae.experiments.pca import evaluate_pca, fit_pca
 
 __version__ = "0.2.0"
-__all__ = ["CaeError", "Colorizer", "RunConfig", "build_model", "eval_run", "load_config", "load_run", "trace", "train_run",
+__all__ = ["CaeError", "Colorizer", "RunConfig", "build_model", "compute_baselines", "eval_run", "evaluate_pca",
+           "fit_pca", "load_cifar10", "load_config", "load_history", "load_run", "luma", "split_indices", "trace", "train_run",
            "__version__"]
 
 

@@ -1,28 +1,47 @@
-"""PNG figures of a run: the error per epoch and image grids (matplotlib, Agg backend)."""
+"""PNG figures of a run: the error per epoch and image grids.
+
+Figures are `matplotlib.figure.Figure` objects made without pyplot: they render to PNG whatever
+the backend, and the backend is left alone, so training from a Jupyter notebook (inline backend)
+or a GUI session does not lose the user's own plots, and no window opens.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+from torch import nn
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from cae.core.runs import atomic_write_bytes  # noqa: E402
+from cae.core.runs import atomic_write_bytes
 
 
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> None:
-    """Write a figure as PNG atomically and close it."""
+def figure(**options) -> Figure:  # noqa: ANN003 - Figure's keyword arguments (figsize, ...)
+    """A figure outside pyplot: nothing global changes, and it is freed with its last reference.
+    It draws on an Agg canvas of its own, so text can be measured before it is saved."""
+    fig = Figure(**options)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def palette(name: str = "tab10") -> Colormap:
+    """A named colormap (matplotlib's registry; `plt.get_cmap` without pyplot)."""
+    return colormaps[name]
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 110, **options) -> None:  # noqa: ANN003 - savefig's
+    """Write a figure as PNG atomically (`bbox_inches="tight"` unless given)."""
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=dpi, **{"bbox_inches": "tight", **options})
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
@@ -33,7 +52,8 @@ def plot_loss(rows: Sequence[dict], path: Path, title: str = "", val_label: str 
               loss: str = "mse") -> None:
     """The training loss (`loss`: 'mse' or 'cross_entropy', as metrics.csv's train_loss holds it)
     and the validation MSE per epoch, log scale; a cross-entropy gets an axis of its own."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = figure(figsize=(6, 4))
+    ax = fig.subplots()
     epochs = [r["epoch"] for r in rows]
     train_ax = ax if loss == "mse" else ax.twinx()
     lines = train_ax.plot(epochs, [r["train_loss"] for r in rows], "o-", color="C0",
@@ -55,7 +75,8 @@ def plot_loss(rows: Sequence[dict], path: Path, title: str = "", val_label: str 
 def save_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path) -> None:
     """A grid of images: one row per tensor (N,C,H,W) in [0, 1], labelled on the left."""
     n = rows[0].shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n + 0.8, 1.2 * len(rows)), squeeze=False)
+    fig = figure(figsize=(1.1 * n + 0.8, 1.2 * len(rows)))
+    axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (imgs, label) in enumerate(zip(rows, labels)):
         imgs = imgs.detach().float().clamp(0, 1).cpu()
         if imgs.shape[1] == 1:
@@ -91,8 +112,8 @@ LABEL_GAP = 4.0  # points between a point and its label, and kept between two la
 LABEL_FAN = 18.0  # points between a point and its label when the label had to move
 
 
-def label_points(ax: plt.Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str],
-                 fontsize: float = 7) -> list[plt.Annotation]:
+def label_points(ax: Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str],
+                 fontsize: float = 7) -> list[Annotation]:
     """Name every point with a label that overlaps no other label: each starts beside its point
     (on its left when the right would leave the axes) and labels whose boxes collide are pushed
     apart vertically, a thin leader line joining a moved label to its point. Call it last, once

@@ -572,6 +572,16 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunCo
     return model.to(dev).eval(), cfg, task
 
 
+def load_history(run_dir: str | Path) -> list[dict]:
+    """A run's error curve: one row per finished epoch (`epoch`, `train_mse`, `val_mse`, `lr`,
+    `seconds`), as metrics.csv holds it; a finished or an interrupted run."""
+    path = Path(run_dir) / runs.METRICS
+    if not path.is_file():
+        raise CaeError(f"{run_dir} has no {runs.METRICS} (no epoch finished there yet); "
+                       f"give the --out folder of a cae train run")
+    return runs.read_metrics_csv(path)
+
+
 def recorded_precision(run_dir: Path) -> str:
     """The precision a finished run was evaluated in ('fp32' or 'bf16'), from test_metrics.json."""
     recorded = runs.read_json(run_dir / runs.TEST_METRICS, ("mse",)).get("precision", "float32")

@@ -242,16 +242,15 @@ def markdown(models: list[dict], front: list[dict], text: str) -> str:
 def write_plots(models: list[dict], front: list[dict], pca: dict[int, dict], out: Path) -> None:
     """frontier_mse.png and frontier_ssim.png: every model (colour = capacity), the frontier
     (best per size), the PCA line, and the sizes where the CAE wins marked."""
-    from cae.core.plots import save_figure  # first: it selects the Agg backend
-
-    import matplotlib.pyplot as plt
+    from cae.core.plots import figure, palette, save_figure
 
     axes_names = list(dict.fromkeys(m["axis"] or "-" for m in sorted(models, key=lambda m: m["params"])))
-    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(axes_names)}
+    colours = {a: palette("tab10")(i % 10) for i, a in enumerate(axes_names)}
     pca_line = sorted((k, p) for k, p in pca.items() if p["mse"] and p["mse"] > 0 and k <= max(r["latent_size"] for r in front))
     for metric, best, key, ylabel in (("mse", "best_mse", "ratio_to_pca", "test MSE (pixels in [0, 1])"),
                                       ("ssim", "best_ssim", "ssim_ratio_to_pca", "test SSIM")):
-        fig, ax = plt.subplots(figsize=(8, 5.5))
+        fig = figure(figsize=(8, 5.5))
+        ax = fig.subplots()
         for a in axes_names:
             pts = [m for m in models if (m["axis"] or "-") == a]
             ax.scatter([m["latent_size"] for m in pts], [m[metric] for m in pts], color=colours[a], label=a, s=18,

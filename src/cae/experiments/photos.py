@@ -100,12 +100,10 @@ def _thumb(rgb: torch.Tensor) -> torch.Tensor:
 
 def _save_panel(items: list[tuple], path: Path) -> None:
     """One column per photo (name, gain, original, colorized): original, gray, colorized rows."""
-    import matplotlib
+    from cae.core.plots import figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(3, len(items), figsize=(2.4 * len(items), 5.4), squeeze=False)
+    fig = figure(figsize=(2.4 * len(items), 5.4))
+    axes = fig.subplots(3, len(items), squeeze=False)
     for c, (name, gain, orig, pred) in enumerate(items):
         gray = luma(orig.unsqueeze(0))[0].expand(3, -1, -1)
         for r, (img, label) in enumerate(((orig, "original"), (gray, "gray"), (pred, "colorized"))):
@@ -118,9 +116,4 @@ def _save_panel(items: list[tuple], path: Path) -> None:
         axes[0][c].set_title(f"{name}\n{gain:+.2f} dB vs gray", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = __import__("io").BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    from cae.core.runs import atomic_write_bytes
-
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, dpi=100, bbox_inches=None)

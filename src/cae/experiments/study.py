@@ -296,14 +296,13 @@ def study_figure(rows: list[dict], pca: dict[int, dict], x_key: str, xlabel: str
 
     Many variants share a latent size (the reference's 1,024), so their names are spread apart
     by `label_points` and the legend stands outside the axes, where no name can fall on it."""
-    from cae.core.plots import label_points  # first: it selects the Agg backend
-
-    import matplotlib.pyplot as plt
+    from cae.core.plots import figure, label_points, palette
 
     conv = [r for r in rows if r["kind"] == "conv"]
     axes_names = sorted({r["axis"] or "-" for r in conv})
-    colours = {a: plt.get_cmap("tab10")(i % 10) for i, a in enumerate(axes_names)}
-    fig, ax = plt.subplots(figsize=(9, 6))
+    colours = {a: palette("tab10")(i % 10) for i, a in enumerate(axes_names)}
+    fig = figure(figsize=(9, 6))
+    ax = fig.subplots()
     for a in axes_names:
         pts = [r for r in conv if (r["axis"] or "-") == a]
         ax.scatter([r[x_key] for r in pts], [r["test_mse"] for r in pts], color=colours[a], label=a, zorder=3)

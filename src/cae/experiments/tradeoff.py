@@ -115,9 +115,10 @@ def write_tradeoff(rows: list[dict], out: Path, split: str = "test") -> None:
 def write_tradeoff_plot(rows: list[dict], path: Path, split: str = "test") -> None:
     """Colorfulness against MSE, one line per (run, param), the strengths labelled (every other one
     on a long curve), the one the run decodes with starred."""
-    from cae.core.plots import plt, save_figure
+    from cae.core.plots import figure, save_figure
 
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig = figure(figsize=(7, 4.8))
+    ax = fig.subplots()
     for run, param in dict.fromkeys((r["run"], r["param"]) for r in rows):
         curve = [r for r in rows if (r["run"], r["param"]) == (run, param)]
         line, = ax.plot([r["mse"] for r in curve], [r["colorfulness_pct"] for r in curve], "o-", ms=3,
