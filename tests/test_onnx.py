@@ -207,3 +207,23 @@ def test_missing_onnx_extra_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(Exception, match=r"cae\[onnx\]"):
         onnx_colorizer()
+
+
+def test_usage_working_scale_snippet_colorizes_as_cae_colorize(colorizer_onnx: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/usage.md's numpy + Pillow reference of the working scale, run as written on a photo
+    larger than the working size, gives `cae colorize`'s image (up to the resamplers' rounding)."""
+    from PIL import Image
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "usage.md").read_text()
+    snippet = text.split("## ONNX export", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    rgb = _photo_like(120, 200)[0]
+    Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(tmp_path / "photo.jpg",
+                                                                                       quality=95)
+    (tmp_path / "colorizer.onnx").write_bytes(colorizer_onnx.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "usage.md", "exec"), {})
+    got = np.asarray(Image.open("photo-color.png"), np.float32) / 255
+    want = np.asarray(Colorizer.load(device="cpu").colorize("photo.jpg"), np.float32) / 255
+    assert got.shape == want.shape
+    assert float(((got - want) ** 2).mean()) < 1e-4  # ~1/255 rounding; a missing merge or wrong chroma is ~1e-2
