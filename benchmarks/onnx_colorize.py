@@ -38,15 +38,16 @@ KODAK = DATASETS / "kodak-dev"
 BIG = (4240, 2832)
 
 
-def timed(fn) -> float:  # noqa: ANN001
-    t0 = time.perf_counter()
+def timed(fn) -> tuple[float, float]:  # noqa: ANN001
+    """(wall-clock seconds, CPU seconds of this process's threads) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
-def alternated(runners: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds of each runner per round, the order flipped every round."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
+def alternated(runners: dict, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds of each runner per round, the order flipped every round."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     names = list(runners)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
@@ -54,11 +55,16 @@ def alternated(runners: dict, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def report(label: str, times: dict[str, list[float]]) -> None:
-    med = {name: statistics.median(t) for name, t in times.items()}
-    spread = {name: f"{min(t) * 1e3:.1f}-{max(t) * 1e3:.1f}" for name, t in times.items()}
-    print(f"{label:<34} PyTorch {med['torch'] * 1e3:8.1f} ms ({spread['torch']})   onnxruntime "
-          f"{med['onnx'] * 1e3:8.1f} ms ({spread['onnx']})   PyTorch/onnxruntime {med['torch'] / med['onnx']:.2f}x")
+def report(label: str, times: dict[str, list[tuple[float, float]]]) -> None:
+    """Medians and ranges of the wall-clock times, and the medians of the CPU times: on a busy
+    machine the wall clock also counts the waits for a core; with one thread the CPU time is the
+    work itself (with more, it counts the threads' spinning as well)."""
+    for k, kind in enumerate(("wall", "CPU")):
+        t = {name: [r[k] for r in rounds] for name, rounds in times.items()}
+        med = {name: statistics.median(v) for name, v in t.items()}
+        spread = {name: f"{min(v) * 1e3:.0f}-{max(v) * 1e3:.0f}" for name, v in t.items()}
+        print(f"{label:<34} {kind:<4}  PyTorch {med['torch'] * 1e3:8.1f} ms ({spread['torch']})   onnxruntime "
+              f"{med['onnx'] * 1e3:8.1f} ms ({spread['onnx']})   PyTorch/onnxruntime {med['torch'] / med['onnx']:.2f}x")
 
 
 def main() -> None:
