@@ -35,7 +35,9 @@ BATCH = 500
 
 
 def _session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the `one_thread` fixture for torch: the machine may be busy
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _reference(name: str, boost: float | None = None):  # noqa: ANN202
@@ -78,7 +80,7 @@ def _compare(session: ort.InferenceSession, model, task, rgb: torch.Tensor) -> d
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["reference", "colorizer"])
-def test_shipped_model_matches_pytorch_on_the_test_images(name: str, tmp_path: Path) -> None:
+def test_shipped_model_matches_pytorch_on_the_test_images(name: str, tmp_path: Path, one_thread: None) -> None:
     """Each shipped model, exported by its name, on the 6,000 images of its config's test split."""
     data = os.environ.get("CAE_DATA_DIR")
     require(bool(data) and Path(data).is_dir(), "CAE_DATA_DIR is not set to the CIFAR-10 binary folder")
