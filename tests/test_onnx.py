@@ -229,3 +229,13 @@ def test_usage_working_scale_snippet_colorizes_as_cae_colorize(colorizer_onnx: P
     want = np.asarray(Colorizer.load(device="cpu").colorize("photo.jpg"), np.float32) / 255
     assert got.shape == want.shape
     assert float(((got - want) ** 2).mean()) < 1e-4  # ~1/255 rounding; a missing merge or wrong chroma is ~1e-2
+
+
+def test_dense_model_takes_its_training_size_only(tmp_path: Path) -> None:
+    """A model with an fc layer is exported for 32 x 32 (its batch axis stays free) and matches PyTorch."""
+    run = _hand_made_run(tmp_path / "run", "conv4 pool2 fc16:none | fc4s16 up2 convout", "rgb", task="reconstruct")
+    path = export_onnx(run, tmp_path / "m.onnx")
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, 32, 32]
+    model, _, task = _reference(run)
+    assert _compare(_session(path), model, task, _photo_like(32, 32, n=3))["rgb_mse"] <= RGB_MSE
