@@ -6,6 +6,7 @@ colorization). The public API is re-exported here; the CLI (`cae`) is a thin she
     info = cae.trace("reference")              # shapes, size formula, latent size, params
     metrics = cae.train_run(cae.RunConfig(arch="reference"), "runs/ref")
     cae.Colorizer.load().colorize("photo.jpg").save("photo-color.png")
+    cae.export_onnx("colorizer", "colorizer.onnx")  # a run folder or a shipped model, for onnxruntime
 
 The data and the baselines the handout compares against are here too: `load_cifar10` and
 `split_indices` (the pooled images and the seeded split every run uses), `luma` (the gray image
@@ -32,8 +33,8 @@ from cae.experiments.pca import evaluate_pca, fit_pca
 
 __version__ = "0.2.0"
 __all__ = ["CaeError", "Colorizer", "RunConfig", "build_model", "compute_baselines", "eval_run", "evaluate_pca",
-           "fit_pca", "load_cifar10", "load_config", "load_history", "load_run", "luma", "split_indices", "trace", "train_run",
-           "__version__"]
+           "export_onnx", "fit_pca", "load_cifar10", "load_config", "load_history", "load_run", "luma", "split_indices",
+           "trace", "train_run", "__version__"]
 
 
 def train_run(cfg: RunConfig, out: str | Path, **options) -> dict:  # noqa: ANN003 - see core.train.train_run
@@ -45,3 +46,11 @@ def eval_run(run_dir: str | Path, **options) -> dict[str, float]:  # noqa: ANN00
     """`cae.core.train.eval_run` through the same fast path as `train_run`: in bf16 the fast path
     and the plain model round differently, so only the same path gives back test_metrics.json."""
     return _train.eval_run(run_dir, accelerate=fast.path(), **options)
+
+
+def export_onnx(run: str | Path, path: str | Path, boost: float | None = None) -> Path:
+    """`cae.apps.export.export_onnx`: the ONNX graph of a run folder or a shipped model ('colorizer',
+    'reference') written to `path`; needs the onnx extra (`pip install 'cae[onnx]'`)."""
+    from cae.apps import export  # torch.onnx and the onnx package only when exporting
+
+    return export.export_onnx(run, path, boost)

@@ -129,6 +129,14 @@ def cmd_colorize(a: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from cae import export_onnx
+
+    path = export_onnx(a.run, a.onnx, boost=a.boost)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_tradeoff(a: argparse.Namespace) -> int:
     from cae.core.data import load_cifar10
     from cae.experiments.tradeoff import run_tradeoff
@@ -196,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     _add_colorize(sub)
     _add_tradeoff(sub)
+    _add_export(sub)
     _add_bench(sub)
     _add_reproduce(sub)
     _add_report(sub)
@@ -310,6 +319,16 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--photos", metavar="DIR", help="score the colorizer on every photo of DIR (PSNR gain over the "
                    "gray copy, colorfulness): writes photos.csv, photos.json, photos.png into --out")
     c.set_defaults(func=cmd_colorize)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    x = sub.add_parser("export", help="a trained model as an ONNX graph (images in [0, 1] in and out), for onnxruntime")
+    x.add_argument("run", help="a run folder (cae train --out) or a shipped model: reference, colorizer")
+    x.add_argument("--onnx", required=True, metavar="FILE", help="the .onnx file to write")
+    x.add_argument("--boost", type=float, default=None, metavar="B",
+                   help="a classifier colorizer's decoding-time rebalancing, fixed in the graph "
+                        "(default: the model's color.photo_boost, as cae colorize)")
+    x.set_defaults(func=cmd_export)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
