@@ -4,11 +4,14 @@ the photo path (hints drawn at the working scale, chroma upsampled, luma kept), 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import cae
 from cae.core.color import chroma
 from cae.core.data import luma
 from cae.core.hints import Hint
@@ -140,3 +143,49 @@ def test_the_learned_colorizer_refuses_hints_in_one_line_and_takes_none() -> Non
 def test_an_unknown_method_is_refused() -> None:
     with pytest.raises(CaeError, match="unknown hint method 'nearest'; use one of idw, levin"):
         GuidedBaseline("nearest")
+
+
+# ----------------------------------------------------------------------------- the command and the API
+def gray_photo(path, w: int = 120, h: int = 80) -> None:  # noqa: ANN001
+    shown = np.full((h, w), 110, np.uint8)
+    shown[:, w // 2:] = 190
+    Image.fromarray(shown).save(path)
+
+
+def test_cae_colorize_with_a_hints_file_colours_the_hinted_point(tmp_path) -> None:
+    from conftest import run_cae
+
+    gray_photo(tmp_path / "p.png")
+    hints = tmp_path / "h.json"
+    hints.write_text(json.dumps({"version": 1, "hints": [{"x": 20, "y": 40, "color": RED}]}))
+    r = run_cae("colorize", str(tmp_path / "p.png"), "--hints", str(hints), "--method", "levin",
+                "--out", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "out" / "p.png")).astype(int)
+    assert out.shape == (80, 120, 3) and out[40, 20, 0] > out[40, 20, 2] + 40
+    want = np.asarray(cae.GuidedBaseline("levin").colorize(tmp_path / "p.png", hints=hints)).astype(int)
+    assert np.array_equal(out, want)  # the command and the API: the same image
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--hints", "BAD", "--method", "idw"], "h.json: hints[0].color must be a hex colour"),
+    (["--method", "levin"], "--method levin spreads the colours of hints: give --hints FILE"),
+    (["--hints", "GOOD"], "trained without hints"),
+    (["--hints", "GOOD", "--method", "idw", "SECOND"], "a hints file is for one photo, and 2 were given"),
+    (["--hints", "OUTSIDE", "--method", "idw"], "hints[0].x = 500 is outside the photo (120x80"),
+])
+def test_cae_colorize_refuses_bad_hints_in_one_line(tmp_path, args, words) -> None:
+    from conftest import run_cae
+
+    gray_photo(tmp_path / "p.png")
+    gray_photo(tmp_path / "q.png")
+    files = {"BAD": {"x": 1, "y": 1, "color": "red"}, "GOOD": {"x": 1, "y": 1, "color": RED},
+             "OUTSIDE": {"x": 500, "y": 1, "color": RED}}
+    for name, hint in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"version": 1, "hints": [hint]}))
+    args = [str(tmp_path / f"{a}.json") if a in files else str(tmp_path / "q.png") if a == "SECOND" else a
+            for a in args]
+    r = run_cae("colorize", str(tmp_path / "p.png"), *args, "--out", str(tmp_path / "out"))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == (2 if "OUTSIDE" not in str(args) else 1), r.stderr
+    assert len(lines) == 1 and words.replace("h.json", "") in lines[0]

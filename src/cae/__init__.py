@@ -6,6 +6,7 @@ colorization). The public API is re-exported here; the CLI (`cae`) is a thin she
     info = cae.trace("reference")              # shapes, size formula, latent size, params
     metrics = cae.train_run(cae.RunConfig(arch="reference"), "runs/ref")
     cae.Colorizer.load().colorize("photo.jpg").save("photo-color.png")
+    cae.GuidedBaseline("levin").colorize("photo.jpg", hints="hints.json").save("guided.png")
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from cae.core.photo import Colorizer
 from cae.core.spec import trace
 from cae.core.train import load_run
 from cae.errors import CaeError
+from cae.experiments.guided import GuidedBaseline
 
 __version__ = "0.2.0"
-__all__ = ["CaeError", "Colorizer", "RunConfig", "build_model", "eval_run", "load_config", "load_run", "trace", "train_run",
-           "__version__"]
+__all__ = ["CaeError", "Colorizer", "GuidedBaseline", "RunConfig", "build_model", "eval_run", "load_config", "load_run",
+           "trace", "train_run", "__version__"]
 
 
 def train_run(cfg: RunConfig, out: str | Path, **options) -> dict:  # noqa: ANN003 - see core.train.train_run

@@ -221,6 +221,9 @@ class PhotoColorizer:
     def __call__(self, image: torch.Tensor, hints=None) -> torch.Tensor:  # noqa: ANN001 - see hints_of
         raise NotImplementedError
 
+    def check_hints(self, hints: Sequence[Hint]) -> None:
+        """A one-line CaeError if this colorizer cannot follow `hints` (checked before any photo is read)."""
+
     def colorize(self, image: Image.Image | np.ndarray | str | Path, hints=None) -> Image.Image:  # noqa: ANN001
         """The colorized 8-bit image of a Pillow image, an image array (`image_of_array`) or an
         image file (its camera rotation applied), with the image's transparency if it has any.
@@ -281,12 +284,16 @@ class Colorizer(PhotoColorizer):
         (1,H,W) in [0, 1]. A colorizer trained without hints refuses any (an empty list is none)."""
         rgb = rgb_input(image)
         given = hints_of(hints)
-        if given:
-            check_inside(given, rgb.shape[2], rgb.shape[1])
+        check_inside(given, rgb.shape[2], rgb.shape[1])
+        self.check_hints(given)
+        return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size)
+
+    def check_hints(self, hints: Sequence[Hint]) -> None:
+        """A one-line CaeError if there are hints: this colorizer was trained without them."""
+        if hints:
             raise CaeError(f"this colorizer ({self.cfg.arch}, trained without hints) cannot follow hints; "
                            "use a baseline that spreads them: cae colorize --method levin (or idw), "
                            "or cae.GuidedBaseline('levin') in Python")
-        return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size)
 
 
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
