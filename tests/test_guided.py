@@ -140,9 +140,12 @@ def test_the_learned_colorizer_refuses_hints_in_one_line_and_takes_none() -> Non
     assert torch.equal(colorizer(rgb, []), colorizer(rgb))
 
 
-def test_an_unknown_method_is_refused() -> None:
+def test_an_unknown_method_or_a_system_too_large_is_refused(monkeypatch) -> None:
     with pytest.raises(CaeError, match="unknown hint method 'nearest'; use one of idw, levin"):
         GuidedBaseline("nearest")
+    monkeypatch.setattr("cae.experiments.guided.LEVIN_MAX_PIXELS", 100)
+    with pytest.raises(CaeError, match="11x10 = 110 is more than 100; give a smaller working size"):
+        GuidedBaseline("levin", working_size=0)(torch.rand(3, 10, 11), [{"x": 1, "y": 1, "color": RED}])
 
 
 # ----------------------------------------------------------------------------- the command and the API
@@ -171,7 +174,7 @@ def test_cae_colorize_with_a_hints_file_colours_the_hinted_point(tmp_path) -> No
     (["--hints", "BAD", "--method", "idw"], "h.json: hints[0].color must be a hex colour"),
     (["--method", "levin"], "--method levin spreads the colours of hints: give --hints FILE"),
     (["--hints", "GOOD"], "trained without hints"),
-    (["--hints", "GOOD", "--method", "idw", "SECOND"], "a hints file is for one photo, and 2 were given"),
+    (["SECOND", "--hints", "GOOD", "--method", "idw"], "a hints file is for one photo, and 2 were given"),
     (["--hints", "OUTSIDE", "--method", "idw"], "hints[0].x = 500 is outside the photo (120x80"),
 ])
 def test_cae_colorize_refuses_bad_hints_in_one_line(tmp_path, args, words) -> None:

@@ -186,7 +186,8 @@ def test_a_hint_lands_on_its_spot_in_a_rotated_jpeg(tmp_path, orientation, size,
     x, y = int(w * 0.7), int(h * 0.2)
     shown = np.full((h, w, 3), 128, np.uint8)
     shown[y - 5:y + 6, x - 5:x + 6] = (220, 20, 20)
-    stored = Image.fromarray(shown) if STORE[orientation] is None else Image.fromarray(shown).transpose(STORE[orientation])
+    stored = Image.fromarray(shown)
+    stored = stored if STORE[orientation] is None else stored.transpose(STORE[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
     path = tmp_path / "spot.jpg"

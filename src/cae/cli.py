@@ -311,7 +311,8 @@ def _add_hint_study(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--photos", metavar="DIR", help="photo folder (default: $CAE_PHOTOS_DIR or kodak-dev next to "
                    "the CIFAR-10 data; 'none': no photos)")
     h.add_argument("--cifar", type=int, default=CIFAR_LIMIT, metavar="N",
-                   help=f"score the first N images of the CIFAR-10 test split (default {CIFAR_LIMIT}; 0: all; -1: none)")
+                   help=f"score the first N images of the CIFAR-10 test split (default {CIFAR_LIMIT}; 0: all; "
+                        "-1: none)")
     h.add_argument("--data", help="folder holding cifar-10-batches-bin/ (or that folder)")
     h.add_argument("--methods", default="idw,levin", help="guided methods, comma-separated (default idw,levin)")
     h.add_argument("--model", default="shipped", help="the automatic colorizer scored at 0 hints: 'shipped', a run "

@@ -27,6 +27,7 @@ LEVIN_MIN_VARIANCE = 1e-6  # floor of a window's luma variance (a flat window: w
 # the variance itself lets colour leak across edges (a neighbour across a step of the window's own
 # contrast keeps weight ~0.1); the authors' published code uses 0.6 var without the 2, i.e. 0.3
 LEVIN_VARIANCE_SCALE = 0.3
+LEVIN_MAX_PIXELS = 1_500_000  # unknowns of one system; SuperLU's fill grows faster than the pixels
 
 
 def idw_chroma(y: torch.Tensor, cmap: torch.Tensor, mask: torch.Tensor, power: float = IDW_POWER) -> torch.Tensor:
@@ -81,6 +82,9 @@ def levin_chroma(y: torch.Tensor, cmap: torch.Tensor, mask: torch.Tensor) -> tor
     from scipy.sparse.linalg import splu
 
     h, w = y.shape[-2:]
+    if h * w > LEVIN_MAX_PIXELS:
+        raise CaeError(f"Levin's method solves for every working pixel, and {w}x{h} = {h * w:,} is more than "
+                       f"{LEVIN_MAX_PIXELS:,}; give a smaller working size (the default is {WORKING_SIZE})")
     fixed = mask[0, 0].flatten().numpy() > 0
     if not fixed.any():
         return cmap.clone()

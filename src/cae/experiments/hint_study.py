@@ -100,7 +100,8 @@ def study_photos(photos: str | Path, names: Sequence[str] = tuple(METHODS), coun
         rgb = read_image(p)
         for d in range(draws):
             hints = draw_hints(rgb, i, d, seed, max(counts))
-            rows += [{"set": "photos", "name": p.name, "draw": d, **r} for r in score_image(rgb, hints, counts, methods)]
+            rows += [{"set": "photos", "name": p.name, "draw": d, **r}
+                     for r in score_image(rgb, hints, counts, methods)]
         gains = ", ".join(f"{r['method']} {r['hints']}: {r['gain_db']:+.2f}" for r in rows if r["name"] == p.name)
         log(f"hint study: {p.name} ({i + 1} photos), gain over gray in dB per method and hints: {gains}")
     return rows
