@@ -7,6 +7,7 @@ colorization). The public API is re-exported here; the CLI (`cae`) is a thin she
     metrics = cae.train_run(cae.RunConfig(arch="reference"), "runs/ref")
     cae.Colorizer.load().colorize("photo.jpg").save("photo-color.png")
     cae.export_onnx("colorizer", "colorizer.onnx")  # a run folder or a shipped model, for onnxruntime
+    cae.GuidedBaseline("levin").colorize("photo.jpg", hints="hints.json").save("guided.png")
 
 The data and the baselines the handout compares against are here too: `load_cifar10` and
 `split_indices` (the pooled images and the seeded split every run uses), `luma` (the gray image
@@ -29,12 +30,13 @@ from cae.core.spec import trace
 from cae.core.train import load_history, load_run
 from cae.errors import CaeError
 from cae.experiments.baselines import compute_baselines
+from cae.experiments.guided import GuidedBaseline
 from cae.experiments.pca import evaluate_pca, fit_pca
 
 __version__ = "0.2.0"
-__all__ = ["CaeError", "Colorizer", "RunConfig", "build_model", "compute_baselines", "eval_run", "evaluate_pca",
-           "export_onnx", "fit_pca", "load_cifar10", "load_config", "load_history", "load_run", "luma", "split_indices",
-           "trace", "train_run", "__version__"]
+__all__ = ["CaeError", "Colorizer", "GuidedBaseline", "RunConfig", "build_model", "compute_baselines", "eval_run",
+           "evaluate_pca", "export_onnx", "fit_pca", "load_cifar10", "load_config", "load_history", "load_run", "luma",
+           "split_indices", "trace", "train_run", "__version__"]
 
 
 def train_run(cfg: RunConfig, out: str | Path, **options) -> dict:  # noqa: ANN003 - see core.train.train_run

@@ -125,7 +125,7 @@ def cmd_colorize(a: argparse.Namespace) -> int:
             raise CaeError("give images to colorize, or --photos DIR to score the colorizer on a folder")
         return 0
     failures = colorize_files(a.images, a.out, model_dir=a.model, compare=a.compare, device=a.device,
-                              working_size=a.working_size, boost=a.boost)
+                              working_size=a.working_size, boost=a.boost, hints=a.hints, method=a.method)
     return 1 if failures else 0
 
 
@@ -135,6 +135,33 @@ def cmd_export(a: argparse.Namespace) -> int:
     path = export_onnx(a.run, a.onnx, boost=a.boost)
     print(f"wrote {path}")
     return 0
+
+
+def cmd_hint_study(a: argparse.Namespace) -> int:
+    from cae.apps.colorize import shipped_model_dir
+    from cae.experiments.hint_study import cifar_test_images, run_hint_study
+    from cae.experiments.photos import default_photos_dir
+
+    photos = None if a.photos == "none" else a.photos or default_photos_dir()
+    if a.photos is None and photos is None:
+        raise CaeError("no photo folder: pass --photos DIR (or --photos none), or set CAE_PHOTOS_DIR")
+    cifar = cifar_test_images(a.data, a.cifar) if a.cifar >= 0 else None
+    model = None if a.model == "none" else shipped_model_dir() if a.model == "shipped" else a.model
+    counts = parse_counts(a.counts)
+    run_hint_study(a.out, photos=photos, cifar=cifar, names=[m for m in a.methods.split(",") if m],
+                   counts=counts, draws=a.draws, seed=a.seed, model_dir=model)
+    return 0
+
+
+def parse_counts(text: str) -> list[int]:
+    """'0,1,5' -> [0, 1, 5]; else a one-line CaeError."""
+    try:
+        counts = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 0:
+        raise CaeError(f"--counts is a comma-separated list of hint numbers >= 0 (0,1,2,5), got {text!r}")
+    return counts
 
 
 def cmd_tradeoff(a: argparse.Namespace) -> int:
@@ -205,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_colorize(sub)
     _add_tradeoff(sub)
     _add_export(sub)
+    _add_hint_study(sub)
     _add_bench(sub)
     _add_reproduce(sub)
     _add_report(sub)
@@ -302,6 +330,28 @@ def _add_tradeoff(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_tradeoff)
 
 
+def _add_hint_study(sub: argparse._SubParsersAction) -> None:
+    from cae.experiments.hint_study import CIFAR_LIMIT, DRAWS, HINT_COUNTS, SEED
+
+    h = sub.add_parser("hint-study", help="PSNR gain and colorfulness against the number of random hints, "
+                       "per guided method, on photos and CIFAR-10 (docs/guided.md)")
+    h.add_argument("--out", required=True, help="folder for hint_study.csv and hint_study.json")
+    h.add_argument("--photos", metavar="DIR", help="photo folder (default: $CAE_PHOTOS_DIR or kodak-dev next to "
+                   "the CIFAR-10 data; 'none': no photos)")
+    h.add_argument("--cifar", type=int, default=CIFAR_LIMIT, metavar="N",
+                   help=f"score the first N images of the CIFAR-10 test split (default {CIFAR_LIMIT}; 0: all; "
+                        "-1: none)")
+    h.add_argument("--data", help="folder holding cifar-10-batches-bin/ (or that folder)")
+    h.add_argument("--methods", default="idw,levin", help="guided methods, comma-separated (default idw,levin)")
+    h.add_argument("--model", default="shipped", help="the automatic colorizer scored at 0 hints: 'shipped', a run "
+                   "folder, or 'none'")
+    h.add_argument("--counts", default=",".join(map(str, HINT_COUNTS)),
+                   help="numbers of hints, comma-separated (default %(default)s)")
+    h.add_argument("--draws", type=int, default=DRAWS, help=f"hint draws per image (default {DRAWS})")
+    h.add_argument("--seed", type=int, default=SEED, help=f"seed of the draws (default {SEED})")
+    h.set_defaults(func=cmd_hint_study)
+
+
 def _add_colorize(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("colorize", help="colorize photos with a trained (or the shipped) model")
     c.add_argument("images", nargs="*", help="photos to colorize (PNG, JPEG, ...; any size), or folders of them")
@@ -316,6 +366,11 @@ def _add_colorize(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--boost", type=float, default=None, metavar="B",
                    help="a classifier colorizer's decoding-time rebalancing: 0 = the predicted mean colour, "
                         "higher = more vivid (default: the model's color.photo_boost)")
+    c.add_argument("--hints", metavar="FILE", help="a hints file (JSON: colours at points of the photo, see "
+                   "docs/guided.md) for the one photo given")
+    c.add_argument("--method", default="model", choices=("model", "levin", "idw"),
+                   help="model: the colorizer (default); levin, idw: spread the hints' colours without learning "
+                        "(Levin et al. 2004; inverse distance), at a working size of 256 unless --working-size")
     c.add_argument("--photos", metavar="DIR", help="score the colorizer on every photo of DIR (PSNR gain over the "
                    "gray copy, colorfulness): writes photos.csv, photos.json, photos.png into --out")
     c.set_defaults(func=cmd_colorize)

@@ -21,12 +21,20 @@ import torch
 
 from cae.core import runs
 from cae.core.data import luma
+from cae.core.hints import Hint, load_hints
 from cae.core.photo import Colorizer, open_file, photos_in, png_bytes
 from cae.core.text import Log
 from cae.errors import CaeError
+from cae.experiments.guided import METHODS, WORKING_SIZE, GuidedBaseline
 
 DEFAULT_MODEL = "colorizer"
+MODEL = "model"  # `--method`: the learned colorizer (the others are the hint baselines, METHODS)
 PNG_LEVEL = 1
+
+
+def guided_colorizer(method: str, working_size: int | None = None) -> GuidedBaseline:
+    """The hint baseline `method` at `working_size` (None: the baselines' own)."""
+    return GuidedBaseline(method, WORKING_SIZE if working_size is None else working_size)
 
 
 def shipped_model_dir(name: str = DEFAULT_MODEL) -> Path:
@@ -41,7 +49,8 @@ def _save_png(t: torch.Tensor, path: Path) -> None:
 
 def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: str | Path | None = None,
                    compare: bool = False, device: str = "auto", log: Log = print,
-                   working_size: int | None = None, boost: float | None = None) -> int:
+                   working_size: int | None = None, boost: float | None = None,
+                   hints: str | Path | None = None, method: str = MODEL) -> int:
     """Colorize each image (a folder: each of its photos) into `out_dir/<stem>.png`; return how
     many files failed.
 
@@ -50,14 +59,20 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     on stderr as one line each and skipped. `working_size` overrides the run's
     `color.working_size` (0: native resolution), `boost` its `color.photo_boost`. Outputs that
     would overwrite an input or each other raise a CaeError first (`output_paths`).
+    `hints` is a hints file (docs/guided.md) for the one photo given; `method` colorizes with the
+    model ('model') or spreads the hints with a baseline ('levin', 'idw'; `working_size` then
+    defaults to theirs).
     """
     outputs = output_paths(input_files(paths, Path(out_dir)), Path(out_dir), compare)  # before the model loads
-    colorizer = Colorizer.load(model_dir, device, boost, working_size)
+    given = guide(hints, method, len(outputs))
+    colorizer = guided_colorizer(method, working_size) if method != MODEL else \
+        Colorizer.load(model_dir, device, boost, working_size)
+    colorizer.check_hints(given)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     failures = 0
     for p, targets in outputs.items():
         try:
-            rgb, result = colorizer.colorize_image(open_file(p))  # transparency kept where it was
+            rgb, result = colorizer.colorize_image(open_file(p), given)  # transparency kept where it was
         except CaeError as e:
             print(f"cae: error: {e}", file=sys.stderr)
             failures += 1
@@ -68,6 +83,20 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
             _save_png(luma(rgb.unsqueeze(0))[0], targets[2])
         log(f"{p} -> {targets[0]} ({rgb.shape[2]}x{rgb.shape[1]})")
     return failures
+
+
+def guide(hints: str | Path | None, method: str, photos: int) -> list[Hint]:
+    """The hints of a hints file for `photos` photos (one, when there is a file), checked before
+    any work; a baseline `method` needs them."""
+    if method != MODEL and method not in METHODS:
+        raise CaeError(f"unknown method {method!r}; use one of {', '.join((MODEL, *METHODS))}")
+    if hints is None:
+        if method != MODEL:
+            raise CaeError(f"--method {method} spreads the colours of hints: give --hints FILE (docs/guided.md)")
+        return []
+    if photos != 1:
+        raise CaeError(f"a hints file is for one photo, and {photos} were given; colorize them one at a time")
+    return load_hints(hints)
 
 
 def input_files(paths: Sequence[str | Path], out_dir: Path) -> list[Path]:

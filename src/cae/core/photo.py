@@ -12,8 +12,10 @@ kept exactly. This is also what makes a 12-megapixel photo fast.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cae.core.color import chroma, merge_chroma
 from cae.core.data import luma
+from cae.core.hints import Hint, check_inside, hints_of
 from cae.core.text import first_line
 from cae.errors import CaeError
 
@@ -212,7 +215,47 @@ def load_for_photos(model_dir: str | Path, device: str = "auto", boost: float | 
     return model, cfg, task
 
 
-class Colorizer:
+class PhotoColorizer:
+    """What every colorizer of photos offers, the learned `Colorizer` and the hint baselines
+    (`cae.experiments.guided`) alike: `colorizer(rgb, hints)` on a tensor, `colorize(image,
+    hints)` on a file, a Pillow image or an array. Subclasses define `__call__`."""
+
+    def __call__(self, image: torch.Tensor, hints=None) -> torch.Tensor:  # noqa: ANN001 - see hints_of
+        raise NotImplementedError
+
+    def check_hints(self, hints: Sequence[Hint]) -> None:
+        """A one-line CaeError if this colorizer cannot follow `hints` (checked before any photo is read)."""
+
+    def colorize(self, image: Image.Image | np.ndarray | str | Path, hints=None) -> Image.Image:  # noqa: ANN001
+        """The colorized 8-bit image of a Pillow image, an image array (`image_of_array`) or an
+        image file (its camera rotation applied), with the image's transparency if it has any.
+        `hints` (`cae.core.hints.hints_of`: a list, a hints document or file) are in the pixels of
+        the image as displayed: a file's after its camera rotation, a Pillow image's or array's as given."""
+        if isinstance(image, np.ndarray):
+            image = image_of_array(image)
+        elif not isinstance(image, Image.Image):
+            image = open_file(Path(image))
+        return to_pil(self.colorize_image(image, hints)[1])
+
+    def colorize_image(self, img: Image.Image, hints=None) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        """(the RGB (3,H,W) of a decoded image, its colorization: (3,H,W), or (4,H,W) with the
+        image's alpha when it has transparency)."""
+        rgb, alpha = rgb_of(img), alpha_of(img)
+        del img  # the decoded pixels are freed before the network runs (when the caller kept none)
+        out = self(rgb, hints)
+        return rgb, out if alpha is None else torch.cat([out, alpha])
+
+
+def rgb_input(image: torch.Tensor) -> torch.Tensor:
+    """The RGB (3,H,W) of one image tensor given to a colorizer, (3,H,W) or gray (1,H,W) floats in
+    [0, 1]; else a one-line CaeError."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3) or not image.is_floating_point():
+        raise CaeError(f"a Colorizer takes one image as a float tensor (3, H, W) or (1, H, W) in [0, 1], got "
+                       f"{image.dtype} {tuple(image.shape)}; colorize a batch one image at a time")
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+class Colorizer(PhotoColorizer):
     """A colorization run ready for photos of any size; the Python face of `cae colorize`.
 
         colorizer = cae.Colorizer.load()                 # the shipped colorizer, or a run folder
@@ -238,31 +281,21 @@ class Colorizer:
         model_dir = shipped_run("colorizer") if model_dir is None else Path(model_dir)
         return cls(*load_for_photos(model_dir, device, boost), working_size=working_size)
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, hints=None) -> torch.Tensor:  # noqa: ANN001 - see hints_of
         """The colorized RGB (3,H,W) in [0, 1], on the CPU, of an image (3,H,W) or a gray one
-        (1,H,W) in [0, 1]."""
-        if image.dim() != 3 or image.shape[0] not in (1, 3) or not image.is_floating_point():
-            raise CaeError(f"a Colorizer takes one image as a float tensor (3, H, W) or (1, H, W) in [0, 1], got "
-                           f"{image.dtype} {tuple(image.shape)}; colorize a batch one image at a time")
-        rgb = image.expand(3, -1, -1) if image.shape[0] == 1 else image
+        (1,H,W) in [0, 1]. A colorizer trained without hints refuses any (an empty list is none)."""
+        rgb = rgb_input(image)
+        given = hints_of(hints)
+        check_inside(given, rgb.shape[2], rgb.shape[1])
+        self.check_hints(given)
         return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size)
 
-    def colorize(self, image: Image.Image | np.ndarray | str | Path) -> Image.Image:
-        """The colorized 8-bit image of a Pillow image, an image array (`image_of_array`) or an
-        image file (its camera rotation applied), with the image's transparency if it has any."""
-        if isinstance(image, np.ndarray):
-            image = image_of_array(image)
-        elif not isinstance(image, Image.Image):
-            image = open_file(Path(image))
-        return to_pil(self.colorize_image(image)[1])
-
-    def colorize_image(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        """(the RGB (3,H,W) of a decoded image, its colorization: (3,H,W), or (4,H,W) with the
-        image's alpha when it has transparency)."""
-        rgb, alpha = rgb_of(img), alpha_of(img)
-        del img  # the decoded pixels are freed before the network runs (when the caller kept none)
-        out = self(rgb)
-        return rgb, out if alpha is None else torch.cat([out, alpha])
+    def check_hints(self, hints: Sequence[Hint]) -> None:
+        """A one-line CaeError if there are hints: this colorizer was trained without them."""
+        if hints:
+            raise CaeError(f"this colorizer ({self.cfg.arch}, trained without hints) cannot follow hints; "
+                           "use a baseline that spreads them: cae colorize --method levin (or idw), "
+                           "or cae.GuidedBaseline('levin') in Python")
 
     def colorize_8bit(self, img: Image.Image) -> Image.Image:
         """`colorize(img)` of a decoded image, bit for bit, holding far less memory: the luma is
@@ -345,12 +378,19 @@ def luma_of(img: Image.Image, rows: int | None = None) -> torch.Tensor:
 def downscale(x: torch.Tensor, short_side: int) -> torch.Tensor:
     """`x` (N,C,H,W) resized (antialiased) so its short side is `short_side`; unchanged when it
     is already that small or `short_side` is 0."""
-    h, w = x.shape[-2:]
-    if short_side <= 0 or min(h, w) <= short_side:
+    size = working_shape(*x.shape[-2:], short_side)
+    if size == tuple(x.shape[-2:]):
         return x
-    f = short_side / min(h, w)
-    size = (max(1, round(h * f)), max(1, round(w * f)))
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+
+def working_shape(h: int, w: int, short_side: int) -> tuple[int, int]:
+    """(rows, columns) of an h x w image at the working scale (`downscale`): its short side
+    `short_side` pixels, or its own size when already that small or `short_side` is 0."""
+    if short_side <= 0 or min(h, w) <= short_side:
+        return h, w
+    f = short_side / min(h, w)
+    return max(1, round(h * f)), max(1, round(w * f))
 
 
 def _network_output(model: torch.nn.Module, task, x: torch.Tensor, stride: int, tile: int,  # noqa: ANN001
@@ -376,3 +416,55 @@ def _network_output(model: torch.nn.Module, task, x: torch.Tensor, stride: int, 
                 y = model(task.network_input(patch)).float()
                 outs[:, :, i:i + step_h, j:j + step_w] = y[:, :, mm:mm + step_h, mm:mm + step_w]
     return outs[:, :, :h, :w]
+
+
+def hint_maps(hints: Sequence[Hint], size: tuple[int, int], work: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hints on a photo of `size` (H, W) pixels as displayed, drawn at a working scale of `work`
+    (h, w): a chroma map (1,2,h,w), BT.601 (Cb, Cr) as `cae.core.color.chroma` gives them (0.5,
+    neutral, where no hint falls), and a mask (1,1,h,w), 1 where a hint falls.
+
+    The photo's pixel x spans [x, x + 1) of the continuous axis, which the working scale shrinks
+    by w / W as the photo's own resampling does (`downscale`, align_corners=False): a point lands
+    on the working pixel floor((x + 0.5) w / W), the one that shows it, at any size. A hint covers
+    that pixel and, with a radius, every working pixel whose centre lies within the radius (in the
+    photo's pixels) of the point. A later hint is drawn over an earlier one."""
+    (big_h, big_w), (h, w) = size, work
+    check_inside(hints, big_w, big_h)
+    cmap, mask = torch.full((1, 2, h, w), 0.5), torch.zeros(1, 1, h, w)
+    if not hints:
+        return cmap, mask
+    colors = chroma(torch.tensor([hint.rgb for hint in hints]).view(-1, 3, 1, 1))[:, :, 0, 0]
+    sx, sy = w / big_w, h / big_h
+    for hint, c in zip(hints, colors):
+        cx, cy = (min(n - 1, math.floor((v + 0.5) * s)) for v, s, n in ((hint.x, sx, w), (hint.y, sy, h)))
+        cmap[0, :, cy, cx], mask[0, 0, cy, cx] = c, 1.0
+        if hint.radius:
+            cols, dx = _span(hint.x, hint.radius, sx, w)
+            rows, dy = _span(hint.y, hint.radius, sy, h)
+            inside = dy[:, None] ** 2 + dx[None, :] ** 2 <= hint.radius ** 2
+            cmap[0, :, rows, cols] = torch.where(inside, c.view(2, 1, 1), cmap[0, :, rows, cols])
+            mask[0, 0, rows, cols] = torch.where(inside, 1.0, mask[0, 0, rows, cols])
+    return cmap, mask
+
+
+def _span(v: float, r: float, scale: float, n: int) -> tuple[slice, torch.Tensor]:
+    """The working pixels along one axis whose centres may lie within r of the photo's coordinate
+    v, and their centres' distances to v in the photo's pixels."""
+    lo, hi = max(0, math.floor((v - r + 0.5) * scale)), min(n - 1, math.floor((v + r + 0.5) * scale))
+    centres = (torch.arange(lo, hi + 1, dtype=torch.float64) + 0.5) / scale - 0.5
+    return slice(lo, hi + 1), (centres - v).float()
+
+
+Propagate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def predict_guided(rgb: torch.Tensor, hints: Sequence[Hint], propagate: Propagate, working_size: int) -> torch.Tensor:
+    """The RGB (3,H,W) in [0, 1] of an image (3,H,W) colorized from hints, its luma kept: the hints
+    are drawn at the working scale (`hint_maps`), `propagate(luma, chroma map, mask)` (all at that
+    scale: (1,1,h,w), (1,2,h,w), (1,1,h,w)) gives the chroma (1,2,h,w), which is upsampled and
+    merged with the full-size luma as the automatic colorizer's is (`predict`)."""
+    _, h, w = rgb.shape
+    y = luma(rgb.unsqueeze(0).cpu())
+    small = downscale(y, working_size)
+    cmap, mask = hint_maps(hints, (h, w), tuple(small.shape[-2:]))
+    return _merge_upsampled(y, propagate(small, cmap, mask).float(), "ycbcr")[0]

@@ -1,0 +1,179 @@
+"""The hint study: what N random hints buy each guided method, on photos and on CIFAR-10.
+
+Protocol: N points at uniformly random pixels, each revealing the mean colour of the 7x7 patch
+of the true image around it (cut at the border; written as "#rrggbb", so its chrominance is the
+patch's mean chrominance up to 8-bit rounding), given as hints in the hints format; the luma is
+the image's own. Each image gets DRAWS draws of HINT_COUNTS[-1] points from a fixed seed, and
+the first N of a draw are its N hints (the counts are nested, so the curve is not noise between
+counts). Scores: PSNR gain over the gray copy and colorfulness against the truth's
+(`cae.experiments.photos.score_photo`); the automatic colorizer is scored at 0 hints beside them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from cae.core.hints import Hint
+from cae.core.metrics import psnr_from_mse
+from cae.core.photo import photo_paths, read_image
+from cae.core.text import Log
+from cae.errors import CaeError
+from cae.experiments.guided import METHODS, GuidedBaseline
+from cae.experiments.photos import score_photo
+
+HINT_COUNTS = (0, 1, 2, 5, 10, 20, 50)
+PATCH = 7
+DRAWS = 2
+SEED = 0
+CIFAR_LIMIT = 1000  # test images scored (the first of the test split; 0 = all 10,000)
+AUTOMATIC = "automatic"  # the learned colorizer without hints, at 0 hints
+
+
+def random_hints(rgb: torch.Tensor, n: int, gen: torch.Generator, patch: int = PATCH) -> list[Hint]:
+    """n hints at uniformly random pixels of an image (3,H,W), each the mean colour of the
+    patch x patch square around its point (cut at the image's border)."""
+    _, h, w = rgb.shape
+    xs, ys = torch.randint(w, (n,), generator=gen).tolist(), torch.randint(h, (n,), generator=gen).tolist()
+    r = patch // 2
+    hints = []
+    for x, y in zip(xs, ys):
+        mean = rgb[:, max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].mean(dim=(1, 2))
+        hints.append(Hint(x, y, "#" + "".join(f"{round(v * 255):02x}" for v in mean.clamp(0, 1).tolist())))
+    return hints
+
+
+def draw_hints(rgb: torch.Tensor, index: int, draw: int, seed: int = SEED, most: int = HINT_COUNTS[-1]) -> list[Hint]:
+    """Image `index`'s draw `draw` of `most` hints, from a seed of its own (the first N: N hints)."""
+    return random_hints(rgb, most, torch.Generator().manual_seed(seed + 1_000_003 * draw + index))
+
+
+def score_image(rgb: torch.Tensor, hints: list[Hint], counts: Sequence[int], methods: dict) -> list[dict]:
+    """Rows (method, hints, scores) of one image and one draw: each method at each count."""
+    rows = []
+    for n in counts:
+        for name, colorizer in methods.items():
+            if name == AUTOMATIC and n:
+                continue
+            pred = colorizer(rgb) if name == AUTOMATIC else colorizer(rgb, hints[:n])
+            rows.append({"method": name, "hints": n, **score_photo(pred, rgb)})
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (method, hints): the mean gain over gray (dB) and its spread over the images and draws,
+    and colorfulness as mean prediction / mean truth."""
+    keys = sorted({(r["method"], r["hints"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    out = []
+    for method, n in keys:
+        sel = [r for r in rows if r["method"] == method and r["hints"] == n]
+        gains = np.array([r["gain_db"] for r in sel])
+        truth = sum(r["colorfulness_truth"] for r in sel)
+        out.append({"method": method, "hints": n, "items": len(sel), "mean_gain_db": float(gains.mean()),
+                    "std_gain_db": float(gains.std()), "worst_gain_db": float(gains.min()),
+                    "colorfulness_ratio": sum(r["colorfulness"] for r in sel) / truth if truth else float("nan")})
+    return out
+
+
+def _methods(names: Sequence[str], model_dir: str | Path | None, working_size: int) -> dict:
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise CaeError(f"unknown hint method {unknown[0]!r}; use one of {', '.join(METHODS)}")
+    methods: dict = {m: GuidedBaseline(m, working_size) for m in names}
+    if model_dir is not None:
+        from cae.core.photo import Colorizer
+
+        methods[AUTOMATIC] = Colorizer.load(model_dir, device="cpu")
+    return methods
+
+
+def study_photos(photos: str | Path, names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS,
+                 draws: int = DRAWS, seed: int = SEED, model_dir: str | Path | None = None,
+                 working_size: int = 256, log: Log = print) -> list[dict]:
+    """Per-image rows of the study on every photo of a folder."""
+    methods = _methods(names, model_dir, working_size)
+    rows = []
+    for i, p in enumerate(photo_paths(photos)):
+        rgb = read_image(p)
+        for d in range(draws):
+            hints = draw_hints(rgb, i, d, seed, max(counts))
+            rows += [{"set": "photos", "name": p.name, "draw": d, **r}
+                     for r in score_image(rgb, hints, counts, methods)]
+        gains = ", ".join(f"{r['method']} {r['hints']}: {r['gain_db']:+.2f}" for r in rows if r["name"] == p.name)
+        log(f"hint study: {p.name} ({i + 1} photos), gain over gray in dB per method and hints: {gains}")
+    return rows
+
+
+def study_cifar(images: torch.Tensor, names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS,
+                draws: int = DRAWS, seed: int = SEED, model_dir: str | Path | None = None,
+                log: Log = print) -> list[dict]:
+    """Per-image rows of the study on CIFAR-10 images (N,3,32,32) uint8, at their native size."""
+    methods = _methods(names, model_dir, 0)
+    rows = []
+    for i, img in enumerate(images):
+        rgb = img.float().div(255)
+        for d in range(draws):
+            hints = draw_hints(rgb, i, d, seed, max(counts))
+            rows += [{"set": "cifar10-test", "name": str(i), "draw": d, **r}
+                     for r in score_image(rgb, hints, counts, methods)]
+        if (i + 1) % 200 == 0:
+            log(f"hint study: {i + 1} of {len(images)} CIFAR-10 test images")
+    return rows
+
+
+def cifar_psnr(rows: list[dict]) -> list[dict]:
+    """CIFAR-10 as the project scores it: PSNR of the mean MSE over the images (and of the gray
+    copy's), per (method, hints); rows carry each image's PSNR, so the MSE is recovered from it."""
+    def mse(p: float) -> float:
+        return 10 ** (-p / 10)
+
+    out = []
+    for s in summarize(rows):
+        sel = [r for r in rows if r["method"] == s["method"] and r["hints"] == s["hints"]]
+        p, g = (psnr_from_mse(float(np.mean([mse(r[k]) for r in sel]))) for k in ("psnr", "psnr_gray"))
+        out.append({**s, "psnr": p, "psnr_gray": g, "gain_of_mean_mse_db": p - g})
+    return out
+
+
+def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIMIT) -> torch.Tensor:
+    """The first `limit` (0: all) images (N,3,32,32) uint8 of the CIFAR-10 test split the runs use
+    (`split_indices` at the default split seed: a seeded, class-balanced sample of the 60,000)."""
+    from cae.core.config import DataConfig
+    from cae.core.data import load_cifar10, split_indices
+
+    data = load_cifar10(data_dir)
+    test = split_indices(data.labels, DataConfig().seed)["test"]
+    return data.images[test[:limit] if limit > 0 else test]
+
+
+def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: torch.Tensor | None = None,
+                   names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS, draws: int = DRAWS,
+                   seed: int = SEED, model_dir: str | Path | None = None, log: Log = print) -> dict:
+    """The study on a photo folder and/or CIFAR-10 test images: writes hint_study.csv (a row per
+    image, draw, method and count) and hint_study.json (settings and the summary per set, method
+    and count). Returns the JSON's content."""
+    from cae.core.runs import write_csv, write_json
+
+    if photos is None and cifar is None:
+        raise CaeError("the hint study needs a photo folder (--photos DIR) or the CIFAR-10 test split")
+    if min(counts) < 0 or draws < 1:
+        raise CaeError(f"hint counts must be >= 0 and draws >= 1, got {list(counts)} and {draws}")
+    rows, summary = [], {}
+    if photos is not None:
+        rows += (r := study_photos(photos, names, counts, draws, seed, model_dir, log=log))
+        summary["photos"] = summarize(r)
+    if cifar is not None:
+        rows += (r := study_cifar(cifar, names, counts, draws, seed, model_dir, log=log))
+        summary["cifar10-test"] = cifar_psnr(r)
+    result = {"photos": None if photos is None else str(photos), "cifar_images": 0 if cifar is None else len(cifar),
+              "counts": list(counts), "draws": draws, "seed": seed, "patch": PATCH, "summary": summary}
+    write_csv(Path(out) / "hint_study.csv", rows, list(rows[0]))
+    write_json(Path(out) / "hint_study.json", result)
+    for name, table in summary.items():
+        for s in table:
+            log(f"{name}: {s['method']:>9} {s['hints']:>3} hints: {s['mean_gain_db']:+.2f} dB over gray, "
+                f"colorfulness {s['colorfulness_ratio']:.0%}")
+    return result

@@ -1,0 +1,89 @@
+"""The hint study (cae.experiments.hint_study): the random hints of its protocol, and a tiny run
+on photos and CIFAR-like images written to CSV and JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cae.core.photo import hint_maps
+from cae.errors import CaeError
+from cae.experiments.hint_study import draw_hints, random_hints, run_hint_study
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_a_random_hint_is_the_mean_colour_of_the_7x7_patch_around_its_point() -> None:
+    rgb = torch.rand(3, 40, 50, generator=torch.Generator().manual_seed(0))
+    hints = random_hints(rgb, 30, torch.Generator().manual_seed(1))
+    assert len({(h.x, h.y) for h in hints}) > 20
+    for h in hints:
+        x, y = int(h.x), int(h.y)
+        assert 0 <= x < 50 and 0 <= y < 40
+        patch = rgb[:, max(0, y - 3):y + 4, max(0, x - 3):x + 4]
+        assert torch.allclose(torch.tensor(h.rgb), patch.mean(dim=(1, 2)), atol=0.5 / 255 + 1e-6)
+    corner = random_hints(torch.ones(3, 5, 5) * torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1), 3,
+                          torch.Generator().manual_seed(2))
+    assert all(h.color == "#ff0000" for h in corner)  # cut at the border, not padded with black
+
+
+def test_draws_are_fixed_by_the_seed_distinct_between_images_and_draws() -> None:
+    rgb = torch.rand(3, 30, 30, generator=torch.Generator().manual_seed(0))
+    assert draw_hints(rgb, 3, 1) == draw_hints(rgb, 3, 1)
+    assert draw_hints(rgb, 3, 1) != draw_hints(rgb, 3, 0) != draw_hints(rgb, 4, 0)
+    assert draw_hints(rgb, 3, 1, seed=5) != draw_hints(rgb, 3, 1)
+
+
+def halves(w: int, h: int, left: tuple, right: tuple) -> np.ndarray:
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2], a[:, w // 2:] = left, right
+    return a
+
+
+def test_a_tiny_study_writes_its_rows_and_summary_and_hints_beat_gray(tmp_path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(halves(48, 32, (200, 40, 40), (40, 60, 200))).save(photos / "a.png")
+    Image.fromarray(halves(40, 40, (30, 160, 60), (220, 200, 60))).save(photos / "b.png")
+    cifar = torch.from_numpy(np.stack([halves(32, 32, (200, 40, 40), (40, 200, 40)).transpose(2, 0, 1)] * 3))
+    result = run_hint_study(tmp_path / "out", photos=photos, cifar=cifar, counts=(0, 1, 10), draws=2,
+                            log=lambda _: None)
+    rows = (tmp_path / "out" / "hint_study.csv").read_text().splitlines()
+    assert len(rows) == 1 + (2 + 3) * 2 * 3 * 2  # header; images x draws x counts x methods
+    saved = json.loads((tmp_path / "out" / "hint_study.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    for name in ("photos", "cifar10-test"):
+        table = {(s["method"], s["hints"]): s for s in result["summary"][name]}
+        for method in ("idw", "levin"):
+            assert abs(table[method, 0]["mean_gain_db"]) < 1e-6  # no hints: the gray image
+            assert table[method, 0]["colorfulness_ratio"] < 1e-3
+            assert table[method, 10]["mean_gain_db"] > max(1, table[method, 1]["mean_gain_db"])  # two colours, two halves
+        assert table["levin", 10]["mean_gain_db"] > table["idw", 10]["mean_gain_db"]  # levin keeps the edge
+    assert "gain_of_mean_mse_db" in result["summary"]["cifar10-test"][0]
+
+
+def test_the_study_refuses_to_run_on_nothing_or_an_unknown_method(tmp_path) -> None:
+    with pytest.raises(CaeError, match="needs a photo folder"):
+        run_hint_study(tmp_path)
+    with pytest.raises(CaeError, match="unknown hint method 'nearest'"):
+        run_hint_study(tmp_path, cifar=torch.zeros(1, 3, 32, 32, dtype=torch.uint8), names=["nearest"])
+
+
+def test_hints_of_the_study_land_inside_any_image() -> None:
+    rgb = torch.rand(3, 7, 300)
+    hints = draw_hints(rgb, 0, 0)
+    _, mask = hint_maps(hints, (7, 300), (7, 300))
+    assert 0 < mask.sum() <= 50
+
+
+def test_the_command_reads_its_hint_counts_or_refuses_them_in_one_line() -> None:
+    from cae.cli import parse_counts
+
+    assert parse_counts("0,5, 10") == [0, 5, 10]
+    for bad in ("", "a,1", "5,-1"):
+        with pytest.raises(CaeError, match="--counts is a comma-separated list"):
+            parse_counts(bad)
