@@ -60,6 +60,7 @@ def test_a_valid_file_gives_typed_hints_with_the_global_radius_where_none_is_own
     (doc({**RED, "y": -1}), "hints[0].y must be >= 0"),
     (doc({**RED, "radius": -2}), "hints[0].radius must be >= 0"),
     (doc({**RED, "colour": "#000000"}), "hints[0].colour is not a field of a hint"),
+    (doc({**RED, "a\nb": 1}), 'hints[0]["a\\nb"] is not a field of a hint'),
 ])
 def test_a_malformed_document_is_refused_in_one_line_naming_the_entry_and_field(bad, words) -> None:
     with pytest.raises(CaeError) as e:

@@ -84,7 +84,9 @@ def _hint(entry: Any, i: int, radius: float | None) -> Hint:
         raise CaeError(f'{where} must be an object {{"x": .., "y": .., "color": "#rrggbb"}}, got {_shown(entry)}')
     unknown = [k for k in entry if k not in HINT_KEYS]
     if unknown:
-        raise CaeError(f"{where}.{unknown[0]} is not a field of a hint; the fields are {', '.join(HINT_KEYS)}")
+        k = unknown[0]
+        named = f"{where}.{k}" if k.isidentifier() else f"{where}[{json.dumps(k)}]"  # a newline stays escaped
+        raise CaeError(f"{named} is not a field of a hint; the fields are {', '.join(HINT_KEYS)}")
     for key in HINT_KEYS[:3]:
         if key not in entry:
             raise CaeError(f"{where}.{key} is missing; a hint is {{\"x\": .., \"y\": .., \"color\": \"#rrggbb\"}}")
