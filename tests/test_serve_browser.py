@@ -26,7 +26,6 @@ KODAK = Path(os.environ.get("CAE_KODAK_DIR") or SHARED / "kodak-dev")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
-SCREENSHOT = REPO / "docs" / "serve.png"
 SLOW = 120_000  # ms: generous, for a busy 2-core machine
 pytestmark = pytest.mark.slow
 
@@ -98,9 +97,6 @@ def test_colorize_a_kodak_photo(page) -> None:  # noqa: ANN001
     with Image.open(download.value.path()) as result:
         assert result.format == "PNG" and result.size == loaded_image(photo).size == (768, 512)
         assert colorfulness(result) > 5, "the result is (nearly) gray"
-    if os.environ.get("CAE_UPDATE_SCREENSHOT") == "1":
-        page.set_viewport_size({"width": 1280, "height": 700})  # the page's height: no empty band below
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
 
 
 def test_reconstruct_a_cifar_image_from_the_grid(page) -> None:  # noqa: ANN001
