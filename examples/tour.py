@@ -101,7 +101,7 @@ reference = cae.train_run(config("reference"), RUNS / "reference", progress=Fals
 history = cae.load_history(RUNS / "reference")
 epochs = [r["epoch"] for r in history]
 plt.figure(figsize=(5, 3))
-plt.plot(epochs, [r["train_mse"] for r in history], "o-", label="training")
+plt.plot(epochs, [r["train_loss"] for r in history], "o-", label="training")
 plt.plot(epochs, [r["val_mse"] for r in history], "o-", label="validation")
 plt.xlabel("epoch"), plt.ylabel("MSE"), plt.xticks(epochs), plt.legend(), plt.title("reference CAE")
 plt.show()

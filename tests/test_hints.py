@@ -167,6 +167,7 @@ def test_fuzz_a_hint_lands_on_the_working_pixel_that_shows_its_photo_pixel(w, h,
     photo[0, 0, y, x] = 1.0
     small = downscale(photo, short)
     assert tuple(small.shape[-2:]) == work
+    assume((small == small.max()).sum() == 1)  # a tiny working copy can show the pixel equally in several
     _, mask = hint_maps([Hint(x, y, "#ffffff")], (h, w), work)
     assert mask.sum() == 1
     assert small.flatten().argmax() == mask.flatten().argmax()

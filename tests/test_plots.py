@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent("""
     import torch
     from cae.core.plots import plot_loss, save_grid
     out = Path(sys.argv[1])
-    plot_loss([{"epoch": 1, "train_mse": 0.02, "val_mse": 0.03}, {"epoch": 2, "train_mse": 0.01, "val_mse": 0.02}],
+    plot_loss([{"epoch": 1, "train_loss": 0.02, "val_mse": 0.03}, {"epoch": 2, "train_loss": 0.01, "val_mse": 0.02}],
               out / "loss.png", title="t")
     save_grid([torch.rand(3, 3, 8, 8), torch.rand(3, 1, 8, 8)], ["a", "b"], out / "grid.png")
     print(matplotlib.get_backend())

@@ -573,8 +573,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunCo
 
 
 def load_history(run_dir: str | Path) -> list[dict]:
-    """A run's error curve: one row per finished epoch (`epoch`, `train_mse`, `val_mse`, `lr`,
-    `seconds`), as metrics.csv holds it; a finished or an interrupted run."""
+    """A run's error curve: one row per finished epoch (`epoch`, `train_loss`, `val_mse`, `lr`,
+    `seconds`, `unstable`), as metrics.csv holds it; a finished or an interrupted run."""
     path = Path(run_dir) / runs.METRICS
     if not path.is_file():
         raise CaeError(f"{run_dir} has no {runs.METRICS} (no epoch finished there yet); "
