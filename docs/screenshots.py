@@ -21,8 +21,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,25 +69,10 @@ def current_fingerprint() -> dict[str, dict[str, str]]:
 @contextmanager
 def running_server(data_dir: Path | None = None) -> Iterator[str]:
     """The real app under uvicorn in a thread, on a loopback port the OS picked; yields its URL."""
-    import uvicorn
+    from cae.apps.serve.app import create_app, running
 
-    from cae.apps.serve.app import bind, create_app
-
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(data_dir=data_dir), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        if not server.started:
-            raise RuntimeError("uvicorn did not start")
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
+    with running(create_app(data_dir=data_dir)) as url:
+        yield url
 
 
 @contextmanager

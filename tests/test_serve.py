@@ -448,25 +448,12 @@ def test_the_runs_index_is_parsed_once_and_refreshed_when_runs_change(tmp_path: 
 def live_server(runs_dir: Path):  # noqa: ANN201 - a generator fixture
     """The app under uvicorn in a thread on a free loopback port: (host, port)."""
     require(has_serve_extra(), "the serve extra is not installed")
-    import threading
-    import time
+    from urllib.parse import urlsplit
 
-    import uvicorn
+    from cae.apps.serve.app import create_app, running
 
-    from cae.apps.serve.app import bind, create_app
-
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(runs_dir), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield "127.0.0.1", sock.getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=15)
-    sock.close()
+    with running(create_app(runs_dir)) as url:
+        yield "127.0.0.1", urlsplit(url).port
 
 
 def raw_get(host: str, port: int, path: str) -> tuple[int, bytes]:

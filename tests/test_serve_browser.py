@@ -7,8 +7,6 @@ import importlib.util
 import io
 import os
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,22 +33,10 @@ def server_url() -> Iterator[str]:
     """The real app under uvicorn in a thread, on a loopback port the OS picked."""
     require(all(importlib.util.find_spec(m) for m in ("starlette", "uvicorn", "python_multipart")),
             "the serve extra is not installed: pip install -e '.[test]'")
-    import uvicorn
+    from cae.apps.serve.app import create_app, running
 
-    from cae.apps.serve.app import bind, create_app
-
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(data_dir=CIFAR), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=15)
-    sock.close()
+    with running(create_app(data_dir=CIFAR)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

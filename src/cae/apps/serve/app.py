@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import socket
 from urllib.parse import urlsplit
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +353,33 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError as e:
         why = (e.strerror or str(e)).split(" (while attempting")[0]  # create_server's suffix repeats the address
         raise CaeError(f"cannot listen on {host}:{port} ({why}); pick another --port or --host") from None
+
+
+@contextlib.contextmanager
+def running(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """`app` served by uvicorn in a thread of this process (port 0: one the OS picks); yields its
+    base URL and stops it on exit. For scripts and tests that drive the page in a browser."""
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = bind(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        if not server.started:
+            raise CaeError("the web server did not start within 30 s")
+        name = f"[{host.strip('[]')}]" if ":" in host else host
+        yield f"http://{name}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
 
 
 def _family(host: str) -> socket.AddressFamily:
