@@ -88,6 +88,7 @@ def test_a_forced_unstable_run_warns_and_its_files_say_so(tmp_path: Path, data_d
     assert train(tmp_path / "hot", data_dir, "--lr", "1.0") == 0
     out = capsys.readouterr().out
     assert "warning: training became unstable at epoch 2" in out and out.count("warning:") == 1
+    assert "(--lr) usually avoids it" in out  # clipping is on already: the learning rate is what to lower
     assert "UNSTABLE" in [line for line in out.splitlines() if line.startswith("epoch   2/3")][0]
     metrics = runs.read_json(tmp_path / "hot" / runs.TEST_METRICS, ("mse",))
     assert metrics["unstable_epoch"] == 2 and metrics["unstable"].startswith("epoch 2:")

@@ -237,8 +237,8 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
                 f"lr {lr:.2e}  {rows[-1]['seconds']:.1f}s{'  UNSTABLE' if jump else ''}")
             if jump and jump.epoch == epoch + 1:  # said once, in the epoch it happens
                 log(f"warning: training became unstable at {jump.text()}; the test will use the best validation "
-                    f"epoch. A lower peak learning rate than {t.lr:g} (--lr) or gradient clipping (--clip) "
-                    "usually avoids it")
+                    f"epoch. A lower peak learning rate than {t.lr:g} (--lr)"
+                    f"{' or gradient clipping (--clip 0.05)' if not t.clip else ''} usually avoids it")
         on_main(d, lambda: _checkpoint(p, out, model, opt, rows, best_val))  # rank 0's failure stops every rank
         best_val = min(best_val, val)
     return rows
