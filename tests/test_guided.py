@@ -175,7 +175,7 @@ def test_cae_colorize_with_a_hints_file_colours_the_hinted_point(tmp_path) -> No
     (["--method", "levin"], "--method levin spreads the colours of hints: give --hints FILE"),
     (["--hints", "GOOD"], "trained without hints"),
     (["SECOND", "--hints", "GOOD", "--method", "idw"], "a hints file is for one photo, and 2 were given"),
-    (["--hints", "OUTSIDE", "--method", "idw"], "hints[0].x = 500 is outside the photo (120x80"),
+    (["--hints", "OUTSIDE", "--method", "idw"], "p.png: hints[0].x = 500 is outside the photo (120x80"),
 ])
 def test_cae_colorize_refuses_bad_hints_in_one_line(tmp_path, args, words) -> None:
     from conftest import run_cae

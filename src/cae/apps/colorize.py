@@ -73,8 +73,8 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     for p, targets in outputs.items():
         try:
             rgb, result = colorizer.colorize_image(open_file(p), given)  # transparency kept where it was
-        except CaeError as e:
-            print(f"cae: error: {e}", file=sys.stderr)
+        except CaeError as e:  # named by its photo, as a file that cannot be read already is
+            print(f"cae: error: {e if str(e).startswith(str(p)) else f'{p}: {e}'}", file=sys.stderr)
             failures += 1
             continue
         _save_png(result, targets[0])
