@@ -13,6 +13,7 @@ global batch size of the config, and validation/test sums are all-reduced, so fi
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import time
@@ -91,6 +92,12 @@ class Prepared:
     val: torch.Tensor
     test: torch.Tensor
     classes: tuple[str, ...]
+
+    @functools.cached_property
+    def mean_image_mse(self) -> float | None:
+        """The epochs' validation error of the training split's mean image, the mark of an output
+        collapsed to a constant (`cae.core.stability`); None where the model predicts chroma only."""
+        return mean_image_mse(self.train, _epoch_val(self)) if self.task.pred_channels == 3 else None
 
 
 def prepare(cfg: RunConfig, data: Cifar10 | None = None, split: dict[str, np.ndarray] | None = None,
@@ -209,7 +216,6 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
     if global_bs % d.world:
         raise CaeError(f"batch size {global_bs} is not divisible by the {d.world} processes; choose a multiple")
     bs, steps = global_bs // d.world, n // global_bs
-    mean_mse = mean_image_mse(p.train, _epoch_val(p)) if p.task.pred_channels == 3 else None
     for epoch in range(start, t.epochs):
         t0 = time.perf_counter()
         order = epoch_order(n, global_bs, t.seed, epoch, d)
@@ -230,7 +236,7 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
         val = evaluate(model, shard(_epoch_val(p), d), p.task, t.eval_batch_size, p.amp, full=False, d=d)["mse"]
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_mse": val, "lr": lr,
                      "seconds": time.perf_counter() - t0})
-        jump = find_instability(rows, mean_mse, finished=epoch + 1 == t.epochs)
+        jump = find_instability(rows, p.mean_image_mse, finished=epoch + 1 == t.epochs)
         rows[-1]["unstable"] = int(jump is not None)  # from this epoch on, metrics.csv says so
         if d.main:
             log(f"epoch {epoch + 1:>3}/{t.epochs}  train_{p.task.loss_name} {train_loss:.5f}  val_mse {val:.5f}  "
@@ -448,8 +454,7 @@ def _write_results(p: Prepared, model: nn.Module, out: Path, rows: list[dict], r
 def _instability_record(p: Prepared, rows: list[dict]) -> dict:
     """test_metrics.json's account of instability: the epoch it began (None for a stable run) and
     what happened, so a finished run says so in its files as well as in its log."""
-    mean_mse = mean_image_mse(p.train, _epoch_val(p)) if p.task.pred_channels == 3 else None
-    jump = find_instability(rows, mean_mse)
+    jump = find_instability(rows, p.mean_image_mse)
     return {"unstable_epoch": jump and jump.epoch, "unstable": jump and jump.text()}
 
 
@@ -525,7 +530,7 @@ def check_resume_precision(out: Path, saved: RunConfig, cfg: RunConfig, state: d
     precision: theirs is the saved config's when that is explicit, else the user must say it."""
     device = resolve_device(cfg.train.device)
     here = PRECISION_NAMES[resolve_precision(cfg.train.precision, device)]
-    ran = state.get("precision") or {"fp32": "float32", "bf16": "bfloat16"}.get(saved.train.precision)
+    ran = state.get("precision") or {short: name for name, short in SHORT_PRECISION.items()}.get(saved.train.precision)
     if ran is None and cfg.train.precision == "auto":
         raise CaeError(f"{out / runs.LAST} does not record the precision its {state['epoch']} epoch(s) ran in "
                        "(train.precision 'auto'); pass --precision fp32 or bf16, the one it was started in, "
