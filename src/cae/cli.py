@@ -139,6 +139,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def cmd_hint_study(a: argparse.Namespace) -> int:
     from cae.apps.colorize import shipped_model_dir
+    from cae.core.runs import shipped_run
     from cae.experiments.hint_study import cifar_test_images, run_hint_study
     from cae.experiments.photos import default_photos_dir
 
@@ -147,9 +148,10 @@ def cmd_hint_study(a: argparse.Namespace) -> int:
         raise CaeError("no photo folder: pass --photos DIR (or --photos none), or set CAE_PHOTOS_DIR")
     cifar = cifar_test_images(a.data, a.cifar) if a.cifar >= 0 else None
     model = None if a.model == "none" else shipped_model_dir() if a.model == "shipped" else a.model
+    guided = None if a.guided == "none" else shipped_run("guided") if a.guided == "shipped" else a.guided
     counts = parse_counts(a.counts)
     run_hint_study(a.out, photos=photos, cifar=cifar, names=[m for m in a.methods.split(",") if m],
-                   counts=counts, draws=a.draws, seed=a.seed, model_dir=model)
+                   counts=counts, draws=a.draws, seed=a.seed, model_dir=model, guided_dir=guided)
     return 0
 
 
@@ -345,6 +347,8 @@ def _add_hint_study(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--methods", default="idw,levin", help="guided methods, comma-separated (default idw,levin)")
     h.add_argument("--model", default="shipped", help="the automatic colorizer scored at 0 hints: 'shipped', a run "
                    "folder, or 'none'")
+    h.add_argument("--guided", default="shipped", help="the guided colorizer scored at every count: 'shipped', a "
+                   "run folder trained with color.hints, or 'none'")
     h.add_argument("--counts", default=",".join(map(str, HINT_COUNTS)),
                    help="numbers of hints, comma-separated (default %(default)s)")
     h.add_argument("--draws", type=int, default=DRAWS, help=f"hint draws per image (default {DRAWS})")

@@ -114,6 +114,13 @@ class ColorConfig:
     # calibrated one). Photos lie outside CIFAR-10, where the net's confidence in a vivid colour
     # is worth less than on the split the boost was calibrated on
     photo_boost: float = -1.0
+    # guided colorization (docs/guided.md): the network also sees hints, a chroma map and a mask
+    # (Zhang et al. 2017); training reveals the true chroma at random pixels of each image, a
+    # log-uniform number from 1 to `max_hints`, and none for a `hint_free` share of the images
+    # (which is what the automatic mode, 0 hints, learns from); validation and test use no hints
+    hints: bool = False
+    hint_free: float = 0.25
+    max_hints: int = 64
 
     def validate(self, run: "RunConfig") -> None:
         """Refuse settings that cannot work with the run's task, target and architecture."""
@@ -143,6 +150,14 @@ class ColorConfig:
             if value != off and not classes:
                 raise CaeError(f"color.{name} = {value:g} acts on a chroma classifier's bins only; set "
                                f"color.decoder = 'classes' or leave color.{name} at {off:g}")
+        if self.hints and (run.task, run.target) != ("colorize", "ycbcr"):
+            raise CaeError(f"color.hints = true needs task 'colorize' with target 'ycbcr' (hints are BT.601 "
+                           f"chroma), got task {run.task!r}, target {run.target!r}; set color.hints = false")
+        if self.hints and not _is_unet(run.arch):
+            raise CaeError(f"color.hints = true needs a U-Net (arch unetW), got {run.arch!r}")
+        if not 0 <= self.hint_free <= 1 or self.max_hints < 1:
+            raise CaeError(f"color.hint_free must be in [0, 1] and color.max_hints >= 1, got {self.hint_free}, "
+                           f"{self.max_hints}")
         if self.calibrate and (run.task != "colorize" or run.target == "rgb" or not _is_unet(run.arch)):
             raise CaeError(f"color.calibrate = true needs a U-Net colorizer of chroma (task 'colorize', target "
                            f"'ycbcr' or 'lab', arch unetW), got task {run.task!r}, target {run.target!r}, arch "

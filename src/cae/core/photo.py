@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cae.core.color import chroma, merge_chroma
 from cae.core.data import luma
 from cae.core.hints import Hint, check_inside, hints_of
+from cae.core.tasks import guide_of
 from cae.core.text import first_line
 from cae.errors import CaeError
 
@@ -231,11 +232,7 @@ class PhotoColorizer:
         image file (its camera rotation applied), with the image's transparency if it has any.
         `hints` (`cae.core.hints.hints_of`: a list, a hints document or file) are in the pixels of
         the image as displayed: a file's after its camera rotation, a Pillow image's or array's as given."""
-        if isinstance(image, np.ndarray):
-            image = image_of_array(image)
-        elif not isinstance(image, Image.Image):
-            image = open_file(Path(image))
-        return to_pil(self.colorize_image(image, hints)[1])
+        return to_pil(self.colorize_image(_as_image(image), hints)[1])
 
     def colorize_image(self, img: Image.Image, hints=None) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
         """(the RGB (3,H,W) of a decoded image, its colorization: (3,H,W), or (4,H,W) with the
@@ -244,6 +241,13 @@ class PhotoColorizer:
         del img  # the decoded pixels are freed before the network runs (when the caller kept none)
         out = self(rgb, hints)
         return rgb, out if alpha is None else torch.cat([out, alpha])
+
+
+def _as_image(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
+    """A decoded image of a Pillow image, an image array (`image_of_array`) or a file (`open_file`)."""
+    if isinstance(image, np.ndarray):
+        return image_of_array(image)
+    return image if isinstance(image, Image.Image) else open_file(Path(image))
 
 
 def rgb_input(image: torch.Tensor) -> torch.Tensor:
@@ -273,42 +277,67 @@ class Colorizer(PhotoColorizer):
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto", boost: float | None = None,
-             working_size: int | None = None) -> "Colorizer":
-        """A colorize run folder (default: the weights shipped with cae), decoding set for photos
-        (`load_for_photos`: `boost` overrides the run's `color.photo_boost`)."""
+             working_size: int | None = None, guided: bool = False) -> "Colorizer":
+        """A colorize run folder (default: the weights shipped with cae, the guided colorizer's with
+        `guided`), decoding set for photos (`load_for_photos`: `boost` overrides the run's
+        `color.photo_boost`)."""
         from cae.core.runs import shipped_run
 
-        model_dir = shipped_run("colorizer") if model_dir is None else Path(model_dir)
+        model_dir = shipped_run("guided" if guided else "colorizer") if model_dir is None else Path(model_dir)
         return cls(*load_for_photos(model_dir, device, boost), working_size=working_size)
 
     def __call__(self, image: torch.Tensor, hints=None) -> torch.Tensor:  # noqa: ANN001 - see hints_of
         """The colorized RGB (3,H,W) in [0, 1], on the CPU, of an image (3,H,W) or a gray one
-        (1,H,W) in [0, 1]. A colorizer trained without hints refuses any (an empty list is none)."""
+        (1,H,W) in [0, 1]. A guided colorizer follows `hints` (`hints_of`); one trained without
+        hints refuses any (an empty list is none)."""
         rgb = rgb_input(image)
         given = hints_of(hints)
         check_inside(given, rgb.shape[2], rgb.shape[1])
         self.check_hints(given)
-        return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size)
+        return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size, hints=given)
+
+    @property
+    def guided(self) -> bool:
+        """Whether this colorizer follows hints (a run trained with color.hints)."""
+        return self.task.hints
 
     def check_hints(self, hints: Sequence[Hint]) -> None:
-        """A one-line CaeError if there are hints: this colorizer was trained without them."""
-        if hints:
+        """A one-line CaeError if there are hints and this colorizer was trained without them."""
+        if hints and not self.guided:
             raise CaeError(f"this colorizer ({self.cfg.arch}, trained without hints) cannot follow hints; "
-                           "use a baseline that spreads them: cae colorize --method levin (or idw), "
-                           "or cae.GuidedBaseline('levin') in Python")
+                           "use the guided colorizer (cae colorize --model guided), or a baseline that spreads "
+                           "them: cae colorize --method levin (or idw), or cae.GuidedBaseline('levin') in Python")
 
-    def colorize_8bit(self, img: Image.Image) -> Image.Image:
+    def suggest(self, image: torch.Tensor | Image.Image | np.ndarray | str | Path, x: float, y: float, k: int = 5,
+                hints=None) -> list[dict]:  # noqa: ANN001 - see hints_of
+        """The k colours a guided classifier colorizer finds most likely at the point (x, y) of an
+        image (pixels of the image as displayed), given `hints`: [{"color": "#rrggbb",
+        "probability": p}, ...], most likely first; each is a chroma bin's centre at the point's
+        own luma (so it is a colour the result can show there)."""
+        if not self.guided or not self.task.bins:
+            raise CaeError("suggested colours come from a guided classifier colorizer (color.hints with "
+                           "color.decoder = 'classes'); load one, e.g. cae.Colorizer.load(guided=True)")
+        rgb = image if isinstance(image, torch.Tensor) else rgb_of(_as_image(image))
+        rgb = rgb_input(rgb)
+        given = hints_of(hints)
+        check_inside([*given, Hint(x, y, "#000000")], rgb.shape[2], rgb.shape[1])
+        return suggest_colors(self.model, self.task, rgb, given, (x, y), k, self.working_size, self.stride)
+
+    def colorize_8bit(self, img: Image.Image, hints: Sequence[Hint] = ()) -> Image.Image:
         """`colorize(img)` of a decoded image, bit for bit, holding far less memory: the luma is
         read and the result merged and quantized in strips of rows, so besides the caller's image
         only the float luma (4 bytes a pixel) and the 8-bit result are full-size. A network that
         predicts RGB (not chroma) sees the whole RGB image: that case takes the plain path."""
         chroma_net = self.task.target != "rgb"
         if not chroma_net:
-            return to_pil(self.colorize_image(img)[1])
+            return to_pil(self.colorize_image(img, hints)[1])
+        check_inside(hints, *img.size)
+        self.check_hints(hints)
         device = next(self.model.parameters()).device
         y = luma_of(img).to(device)
         small = downscale(y, self.working_size).expand(-1, 3, -1, -1)
-        out = _network_output(self.model, self.task, small, self.stride, TILE, OVERLAP)
+        guide = photo_guide(self.task, hints, tuple(y.shape[-2:]), tuple(small.shape[-2:]))
+        out = _network_output(self.model, self.task, small, self.stride, TILE, OVERLAP, guide)
         del small
         result = Image.new("RGB", img.size)
         for i, rgb in _merged_strips(y, out, self.task.target):
@@ -319,11 +348,12 @@ class Colorizer(PhotoColorizer):
 
 
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
-            overlap: int = OVERLAP, working_size: int = 0) -> torch.Tensor:
+            overlap: int = OVERLAP, working_size: int = 0, hints: Sequence[Hint] = ()) -> torch.Tensor:
     """The colorized RGB (3,H,W) in [0, 1] of one image (3,H,W), the luma of `rgb` kept.
 
     `working_size` > 0: the network runs on a copy whose short side is that many pixels (only
-    when the image is larger) and its chrominance is upsampled to the full size."""
+    when the image is larger) and its chrominance is upsampled to the full size. A guided
+    colorizer (`task.hints`) sees `hints` drawn at that scale (`hint_maps`)."""
     device = next(model.parameters()).device
     _, h, w = rgb.shape
     x = rgb.unsqueeze(0).to(device)
@@ -331,7 +361,8 @@ def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: 
     # a chroma net sees only the luma: shrink that one channel (as gray RGB, whose luma it is)
     small = downscale(x, working_size) if task.target == "rgb" else \
         downscale(y, working_size).expand(-1, 3, -1, -1)
-    out = _network_output(model, task, small, stride, tile, overlap)
+    guide = photo_guide(task, hints, (h, w), tuple(small.shape[-2:]))
+    out = _network_output(model, task, small, stride, tile, overlap, guide)
     if task.target == "rgb" and small.shape[-2:] == x.shape[-2:]:
         return out[0].clamp(0, 1).cpu()
     space = "ycbcr" if task.target == "rgb" else task.target
@@ -393,10 +424,44 @@ def working_shape(h: int, w: int, short_side: int) -> tuple[int, int]:
     return max(1, round(h * f)), max(1, round(w * f))
 
 
+def suggest_colors(model: torch.nn.Module, task, rgb: torch.Tensor, hints: Sequence[Hint],  # noqa: ANN001
+                   point: tuple[float, float], k: int, working_size: int, stride: int) -> list[dict]:
+    """`Colorizer.suggest`: the k most likely chroma bins at `point` (x, y) of an image (3,H,W),
+    from a guided classifier's softmax at the working scale, as colours at the point's luma."""
+    from cae.core.unet import CLASS_POOL
+
+    _, h, w = rgb.shape
+    device = next(model.parameters()).device
+    y = luma(rgb.unsqueeze(0).cpu())
+    small = downscale(y, working_size)
+    sh, sw = small.shape[-2:]
+    guide = photo_guide(task, hints, (h, w), (sh, sw))
+    ph, pw = -(-sh // stride) * stride - sh, -(-sw // stride) * stride - sw
+    x_in = _pad(small.expand(-1, 3, -1, -1), 0, ph, 0, pw).to(device)
+    with torch.inference_mode():
+        logits = model.raw(task.network_input(x_in, F.pad(guide, (0, pw, 0, ph)))).float()
+    cx, cy = (min(n - 1, math.floor((v + 0.5) * n / big)) for v, n, big in ((point[0], sw, w), (point[1], sh, h)))
+    probs = torch.softmax(logits[0, :, cy // CLASS_POOL, cx // CLASS_POOL], dim=0).cpu()
+    top = probs.topk(min(k, len(probs)))
+    lum = y[0, 0, min(h - 1, int(point[1])), min(w - 1, int(point[0]))].expand(len(top.indices)).reshape(-1, 1, 1, 1)
+    colours = merge_chroma(lum, model.centres.cpu()[top.indices].view(-1, 2, 1, 1), "ycbcr").clamp(0, 1)
+    return [{"color": "#" + "".join(f"{round(v * 255):02x}" for v in c.flatten().tolist()), "probability": float(p)}
+            for c, p in zip(colours, top.values)]
+
+
+def photo_guide(task, hints: Sequence[Hint], size: tuple[int, int], work: tuple[int, int]):  # noqa: ANN001, ANN201
+    """A guided colorizer's guide (1,3,h,w) for `hints` on a photo of `size` (H, W) seen at the
+    working scale `work` (h, w) (`hint_maps`, `guide_of`); None for a colorizer without hints."""
+    if not task.hints:
+        return None
+    return guide_of(*hint_maps(hints, size, work))
+
+
 def _network_output(model: torch.nn.Module, task, x: torch.Tensor, stride: int, tile: int,  # noqa: ANN001
-                    overlap: int) -> torch.Tensor:
-    """The network's output (1,C,h,w) (RGB or chroma) for an image (1,3,h,w): padded to the
-    stride, in overlapping tiles when larger than `tile`, cropped back."""
+                    overlap: int, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """The network's output (1,C,h,w) (RGB or chroma) for an image (1,3,h,w) and a guided
+    colorizer's `guide` (1,3,h,w): padded to the stride, in overlapping tiles when larger than
+    `tile`, cropped back. The guide is padded with zeros: a mirrored hint would be a second one."""
     _, _, h, w = x.shape
     device = x.device
     tile = max(stride, tile // stride * stride)
@@ -407,13 +472,14 @@ def _network_output(model: torch.nn.Module, task, x: torch.Tensor, stride: int, 
     single = max(h, w) <= tile
     mm = 0 if single else m
     xp = _pad(x, mm, th - h + mm, mm, tw - w + mm)
+    gp = None if guide is None else F.pad(guide.to(x.device), (mm, tw - w + mm, mm, th - h + mm))
     outs = torch.zeros(1, task.pred_channels, th, tw, device=device)
     with torch.inference_mode():
         step_h, step_w = (th, tw) if single else (tile, tile)
         for i in range(0, th, step_h):
             for j in range(0, tw, step_w):
-                patch = xp[:, :, i:i + step_h + 2 * mm, j:j + step_w + 2 * mm]
-                y = model(task.network_input(patch)).float()
+                window = (slice(None), slice(None), slice(i, i + step_h + 2 * mm), slice(j, j + step_w + 2 * mm))
+                y = model(task.network_input(xp[window], None if gp is None else gp[window])).float()
                 outs[:, :, i:i + step_h, j:j + step_w] = y[:, :, mm:mm + step_h, mm:mm + step_w]
     return outs[:, :, :h, :w]
 

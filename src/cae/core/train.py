@@ -228,7 +228,7 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
         loss_sum = torch.zeros((), dtype=torch.float64, device=p.device)
         for i in _progress(range(steps), f"epoch {epoch + 1}/{t.epochs}", progress and d.main):
             lr = lr_at(epoch * steps + i, steps * t.epochs, p.cfg)
-            loss = train_step(p, net, opt, xs[i * bs:(i + 1) * bs], lr)
+            loss = train_step(p, net, opt, xs[i * bs:(i + 1) * bs], lr, step_seed(t.seed, epoch * steps + i, d))
             loss_sum += loss
             if p.device.type == "cpu" or i % 50 == 0 or i == steps - 1:  # a GPU check syncs: not every step
                 _check_finite(loss, d, epoch, i, lr)
@@ -251,20 +251,22 @@ def fit(p: Prepared, model: nn.Module, out: Path, state: dict | None, d: Dist, p
 
 
 def train_step(p: Prepared, net: nn.Module, opt: torch.optim.Optimizer, batch_u8: torch.Tensor,
-               lr: float) -> torch.Tensor:
-    """One optimizer step on a uint8 batch; returns the float32 MSE loss (detached)."""
+               lr: float, seed: int = 0) -> torch.Tensor:
+    """One optimizer step on a uint8 batch; returns the float32 MSE loss (detached). `seed`
+    draws a guided colorizer's simulated hints (other tasks draw nothing)."""
     for group in opt.param_groups:
         group["lr"] = lr
     batch = to_device(batch_u8, p.device)
+    gen = torch.Generator().manual_seed(seed) if p.task.hints else None
     with torch.autocast(p.device.type, dtype=p.amp or torch.float32, enabled=p.amp is not None):
         if p.task.bins:  # a chroma classifier: cross-entropy over the bins, not MSE
             weights = getattr(net, "module", net).bin_weights if p.cfg.color.rebalance else None
-            loss = p.task.class_loss(net, batch, weights)
+            loss = p.task.class_loss(net, batch, weights, gen)
         else:
             rgb = torch.div(batch, 255)  # one pass (not a float copy, then a division)
             # float32 before the loss: mse_loss promoting a bfloat16 prediction itself is
             # slower, with the same values and gradients
-            pred = p.task.predict_rgb(net, rgb)
+            pred = p.task.predict_rgb(net, rgb, guide=p.task.training_guide(rgb, gen) if gen else None)
     if not p.task.bins:
         loss = mse(pred, rgb)
     opt.zero_grad(set_to_none=True)
@@ -323,6 +325,12 @@ def calibrate_decoding(model: torch.nn.Module, p, out: Path, d, log: Log = print
             f"{base['colorfulness']:.1f} (truth {base['colorfulness_truth']:.1f})")
     on_main(d, save)
     return {param: chosen, **{f"default_{k}": base[k] for k in ("mse", "psnr", "ssim", "chroma_mse", "colorfulness")}}
+
+
+def step_seed(seed: int, step: int, d: Dist = Dist()) -> int:
+    """The seed of one training step's random draws on one rank (a guided colorizer's hints):
+    derived from (seed, step, rank) alone, so a resumed run draws what the uninterrupted one did."""
+    return (seed * 1_000_003 + step) * max(1, d.world) + d.rank
 
 
 def epoch_order(n: int, global_bs: int, seed: int, epoch: int, d: Dist = Dist()) -> torch.Tensor:

@@ -6,7 +6,8 @@ patch's mean chrominance up to 8-bit rounding), given as hints in the hints form
 the image's own. Each image gets DRAWS draws of HINT_COUNTS[-1] points from a fixed seed, and
 the first N of a draw are its N hints (the counts are nested, so the curve is not noise between
 counts). Scores: PSNR gain over the gray copy and colorfulness against the truth's
-(`cae.experiments.photos.score_photo`); the automatic colorizer is scored at 0 hints beside them.
+(`cae.experiments.photos.score_photo`); the automatic colorizer is scored at 0 hints beside them,
+and the learned guided colorizer at every count (0: its automatic mode).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ DRAWS = 2
 SEED = 0
 CIFAR_LIMIT = 1000  # test images scored (the first of the test split; 0 = all 10,000)
 AUTOMATIC = "automatic"  # the learned colorizer without hints, at 0 hints
+GUIDED = "guided"  # the learned guided colorizer (color.hints), at every count from 0
 
 
 def random_hints(rgb: torch.Tensor, n: int, gen: torch.Generator, patch: int = PATCH) -> list[Hint]:
@@ -78,23 +80,30 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _methods(names: Sequence[str], model_dir: str | Path | None, working_size: int) -> dict:
+def _methods(names: Sequence[str], model_dir: str | Path | None, working_size: int,
+             guided_dir: str | Path | None = None, guided_size: int | None = None) -> dict:
+    """The colorizers scored: the baselines `names` at `working_size` (0: native), the automatic
+    colorizer of `model_dir` and the guided one of `guided_dir` (at `guided_size`, None: its own)."""
+    from cae.core.photo import Colorizer
+
     unknown = [m for m in names if m not in METHODS]
     if unknown:
         raise CaeError(f"unknown hint method {unknown[0]!r}; use one of {', '.join(METHODS)}")
     methods: dict = {m: GuidedBaseline(m, working_size) for m in names}
     if model_dir is not None:
-        from cae.core.photo import Colorizer
-
         methods[AUTOMATIC] = Colorizer.load(model_dir, device="cpu")
+    if guided_dir is not None:
+        methods[GUIDED] = Colorizer.load(guided_dir, device="cpu", working_size=guided_size)
+        if not methods[GUIDED].guided:
+            raise CaeError(f"{guided_dir} is a colorizer trained without hints; give a guided one (color.hints)")
     return methods
 
 
 def study_photos(photos: str | Path, names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS,
                  draws: int = DRAWS, seed: int = SEED, model_dir: str | Path | None = None,
-                 working_size: int = 256, log: Log = print) -> list[dict]:
+                 working_size: int = 256, log: Log = print, guided_dir: str | Path | None = None) -> list[dict]:
     """Per-image rows of the study on every photo of a folder."""
-    methods = _methods(names, model_dir, working_size)
+    methods = _methods(names, model_dir, working_size, guided_dir)
     rows = []
     for i, p in enumerate(photo_paths(photos)):
         rgb = read_image(p)
@@ -109,9 +118,9 @@ def study_photos(photos: str | Path, names: Sequence[str] = tuple(METHODS), coun
 
 def study_cifar(images: torch.Tensor, names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS,
                 draws: int = DRAWS, seed: int = SEED, model_dir: str | Path | None = None,
-                log: Log = print) -> list[dict]:
+                log: Log = print, guided_dir: str | Path | None = None) -> list[dict]:
     """Per-image rows of the study on CIFAR-10 images (N,3,32,32) uint8, at their native size."""
-    methods = _methods(names, model_dir, 0)
+    methods = _methods(names, model_dir, 0, guided_dir, 0)
     rows = []
     for i, img in enumerate(images):
         rgb = img.float().div(255)
@@ -151,7 +160,8 @@ def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIM
 
 def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: torch.Tensor | None = None,
                    names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS, draws: int = DRAWS,
-                   seed: int = SEED, model_dir: str | Path | None = None, log: Log = print) -> dict:
+                   seed: int = SEED, model_dir: str | Path | None = None, log: Log = print,
+                   guided_dir: str | Path | None = None) -> dict:
     """The study on a photo folder and/or CIFAR-10 test images: writes hint_study.csv (a row per
     image, draw, method and count) and hint_study.json (settings and the summary per set, method
     and count). Returns the JSON's content."""
@@ -163,10 +173,10 @@ def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: tor
         raise CaeError(f"hint counts must be >= 0 and draws >= 1, got {list(counts)} and {draws}")
     rows, summary = [], {}
     if photos is not None:
-        rows += (r := study_photos(photos, names, counts, draws, seed, model_dir, log=log))
+        rows += (r := study_photos(photos, names, counts, draws, seed, model_dir, log=log, guided_dir=guided_dir))
         summary["photos"] = summarize(r)
     if cifar is not None:
-        rows += (r := study_cifar(cifar, names, counts, draws, seed, model_dir, log=log))
+        rows += (r := study_cifar(cifar, names, counts, draws, seed, model_dir, log=log, guided_dir=guided_dir))
         summary["cifar10-test"] = cifar_psnr(r)
     result = {"photos": None if photos is None else str(photos), "cifar_images": 0 if cifar is None else len(cifar),
               "counts": list(counts), "draws": draws, "seed": seed, "patch": PATCH, "summary": summary}
