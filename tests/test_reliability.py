@@ -405,8 +405,9 @@ def test_divergence_reports_epoch_step_lr(syn: Path, tmp_path: Path, capsys: pyt
     calls = {"train": 0}
     original = Task.predict_rgb
 
-    def poisoned(self: Task, model: torch.nn.Module, images: torch.Tensor, float32: bool = True) -> torch.Tensor:
-        pred = original(self, model, images, float32)
+    def poisoned(self: Task, model: torch.nn.Module, images: torch.Tensor, float32: bool = True,
+                 guide: torch.Tensor | None = None) -> torch.Tensor:
+        pred = original(self, model, images, float32, guide)
         if model.training:
             calls["train"] += 1
             if calls["train"] == poison_at:
