@@ -34,7 +34,7 @@ from cae.core.photo import Colorizer, open_image
 from cae.errors import CaeError
 
 MAX_PHOTOS = 4  # photos kept for guiding; a fifth upload drops the least recently used
-MAX_PHOTO_BYTES = 256 * 2**20  # their uploaded files and decoded previews together
+MAX_PHOTO_BYTES = 128 * 2**20  # their uploaded files and decoded previews together
 PHOTO_SECONDS = 3600  # a photo not touched for an hour is dropped
 PREVIEW_SIDE = 1024  # the guided preview's long side (the hints are placed on it)
 MAX_HINTS = 1000  # hints in one request; the page's undo history is far below it

@@ -292,12 +292,19 @@ function addHint(point) {
   suggest();
 }
 
+// The pointer in CSS pixels of the canvas (not offsetX: Chrome computes it when read, after any scroll)
+function pointerAt(e) {
+  const rect = $("guide-canvas").getBoundingClientRect();
+  return [e.clientX - rect.left, e.clientY - rect.top];
+}
+
 function onPointerDown(e) {
   if (!guide.photo || e.button !== 0) return;
-  $("guide-canvas").focus();
-  const i = hintAt(e.offsetX, e.offsetY);
+  const [cx, cy] = pointerAt(e);
+  $("guide-canvas").focus({ preventScroll: true }); // the keys act on the photo now
+  const i = hintAt(cx, cy);
   if (i < 0) {
-    addHint(toPhoto(e.offsetX, e.offsetY));
+    addHint(toPhoto(cx, cy));
     return;
   }
   select(i);
@@ -307,7 +314,7 @@ function onPointerDown(e) {
 
 function onPointerMove(e) {
   if (!guide.drag) return;
-  const p = toPhoto(e.offsetX, e.offsetY);
+  const p = toPhoto(...pointerAt(e));
   Object.assign(guide.hints[guide.drag.index], p); // the markers follow; the image when released
   guide.drag.moved = true;
   drawHints();
