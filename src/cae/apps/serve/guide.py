@@ -74,7 +74,7 @@ class PhotoStore:
         with self.lock:
             photo.used = self.clock()
             self.items[key] = photo
-            self.evict(keep=key)
+            self.evict()
         return key
 
     def get(self, key: str) -> GuidePhoto:
@@ -89,14 +89,15 @@ class PhotoStore:
             self.items.move_to_end(key)
             return photo
 
-    def evict(self, keep: str = "") -> None:
-        """Drop idle photos, then the least recently used while over a bound (lock held); never `keep`."""
+    def evict(self) -> None:
+        """Drop idle photos, then the least recently used while over a bound (lock held); the most
+        recently used stays unless idle (an upload over the byte bound alone is still guided)."""
         now = self.clock()
         total = sum(p.nbytes for p in self.items.values())
         while self.items:
             key, oldest = next(iter(self.items.items()))
-            if key == keep or (now - oldest.used <= self.max_seconds and len(self.items) <= self.max_count
-                               and total <= self.max_bytes):
+            idle = now - oldest.used > self.max_seconds
+            if not idle and (len(self.items) == 1 or (len(self.items) <= self.max_count and total <= self.max_bytes)):
                 break
             del self.items[key]
             total -= oldest.nbytes
@@ -146,9 +147,10 @@ def preview_answer(cfg: ServeConfig, photos: PhotoStore, key: str, doc: Any) -> 
     hints = checked_hints(doc, photo)
     colorizer = guided_colorizer(cfg, photo.model_id)
     t0 = time.perf_counter()
-    result = colorizer.colorize_8bit(photo.preview, to_preview(hints, photo))
-    return {"result": image_data_url(result), "hints": hints_document(hints),
-            "seconds": round(time.perf_counter() - t0, 3)}
+    with cfg.budget.reserve(photo.preview.width * photo.preview.height * CHROMA_BYTES_PER_PIXEL):
+        result = colorizer.colorize_8bit(photo.preview, to_preview(hints, photo))
+        url = image_data_url(result)
+    return {"result": url, "hints": hints_document(hints), "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def suggest_answer(cfg: ServeConfig, photos: PhotoStore, key: str, body: Any) -> dict:
