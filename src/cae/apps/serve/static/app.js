@@ -149,6 +149,8 @@ async function guidePhoto(file) {
     if (file !== guide.file) return;
     Object.assign(guide, { photo: answer, hints: [], history: [[]], at: 0, selected: -1, cache: new Map() });
     remember([], answer.result);
+    // the stage's width keeps the whole photo within the window's height (style.css)
+    document.querySelector(".stage").style.setProperty("--aspect", String(answer.width / answer.height));
     $("guide-work").hidden = $("guide-load-hints").hidden = false;
     showError("guide-error", "");
     $("guide-status").textContent = `${file.name}: ${answer.width}×${answer.height}, guided on a ` +
