@@ -25,7 +25,8 @@ from pathlib import Path
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-PHOTO = REPO.parent / "shared" / "datasets" / "kodak-dev" / "kodim23.png"
+KODAK = Path(os.environ.get("CAE_KODAK_DIR") or REPO.parent / "shared" / "datasets" / "kodak-dev")
+PHOTO = KODAK / "kodim23.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 BIG = (4000, 3000)
@@ -80,11 +81,12 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from cae.apps.serve.app import create_app, running
-    from cae.core.device import cpu_model
+    from cae.core.device import cpu_features, cpu_model
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; torch threads {torch.get_num_threads()}; "
+    flags = ", ".join(name for name, on in cpu_features().items() if on) or "no AVX-512/AMX"
+    print(f"CPU: {cpu_model()} ({flags}), {os.cpu_count()} cores; torch threads {torch.get_num_threads()}; "
           f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as tmp, running(create_app()) as url, sync_playwright() as pw:
         big = Path(tmp) / "big.jpg"
