@@ -39,7 +39,7 @@ def test_card_covers_use_data_metrics_failures_and_licence(name: str) -> None:
     card = model_card(WEIGHTS / name, RESULTS)
     assert [card.index(s) for s in SECTIONS] == sorted(card.index(s) for s in SECTIONS)
     assert "JPEG" in card and "MIT" in card and "CIFAR-10" in card
-    config = {"reference": "reference", "colorizer": "colorize-best"}[name]
+    config = {"reference": "reference", "colorizer": "colorize-best", "guided": "colorize-hints"}[name]
     assert f"`cae train --config {config} --out runs/{name}`" in card  # the command that reproduces it
     recorded = runs.read_json(WEIGHTS / name / runs.TEST_METRICS)
     assert f"| test MSE (pixels in [0, 1]) | {recorded['mse']:.5f} |" in card
@@ -100,4 +100,4 @@ def test_cae_info_model_prints_the_card(capsys: pytest.CaptureFixture) -> None:
     assert json.loads(capsys.readouterr().out)["card"].startswith("# Model card: reference")
     assert main(["info", "--model", "nope"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "colorizer, reference" in err
+    assert err.count("\n") == 1 and "colorizer, guided, reference" in err

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import cae
+from cae.core import runs
 from cae.core.color import chroma
 from cae.core.data import luma
 from cae.core.hints import Hint
@@ -173,7 +174,7 @@ def test_cae_colorize_with_a_hints_file_colours_the_hinted_point(tmp_path) -> No
 @pytest.mark.parametrize("args, words", [
     (["--hints", "BAD", "--method", "idw"], "h.json: hints[0].color must be a hex colour"),
     (["--method", "levin"], "--method levin spreads the colours of hints: give --hints FILE"),
-    (["--hints", "GOOD"], "trained without hints"),
+    (["--hints", "GOOD", "--model", str(runs.shipped_run("colorizer"))], "trained without hints"),
     (["SECOND", "--hints", "GOOD", "--method", "idw"], "a hints file is for one photo, and 2 were given"),
     (["--hints", "OUTSIDE", "--method", "idw"], "p.png: hints[0].x = 500 is outside the photo (120x80"),
 ])

@@ -87,3 +87,16 @@ def test_the_command_reads_its_hint_counts_or_refuses_them_in_one_line() -> None
     for bad in ("", "a,1", "5,-1"):
         with pytest.raises(CaeError, match="--counts is a comma-separated list"):
             parse_counts(bad)
+
+
+def test_the_guided_colorizer_is_scored_at_every_count_and_hints_raise_its_psnr(tmp_path) -> None:
+    from cae.core.runs import shipped_run
+
+    cifar = torch.from_numpy(np.stack([halves(32, 32, (200, 40, 40), (40, 60, 200)).transpose(2, 0, 1)] * 2))
+    result = run_hint_study(tmp_path / "out", cifar=cifar, names=[], counts=(0, 2, 20), draws=1,
+                            guided_dir=shipped_run("guided"), log=lambda _: None)
+    table = {(s["method"], s["hints"]): s for s in result["summary"]["cifar10-test"]}
+    assert sorted(table) == [("guided", 0), ("guided", 2), ("guided", 20)]
+    assert table["guided", 20]["psnr"] > table["guided", 0]["psnr"] + 3  # the hints' colours are followed
+    with pytest.raises(CaeError, match="trained without hints"):
+        run_hint_study(tmp_path / "x", cifar=cifar, names=[], guided_dir=shipped_run("colorizer"))

@@ -193,10 +193,17 @@ def test_onnx_colorizer_colorizes_as_pytorch() -> None:
     assert float(((got - want) ** 2).mean()) <= RGB_MSE
 
 
+def test_a_guided_colorizer_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["export", "guided", "--onnx", str(tmp_path / "g.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "guided colorizer" in err and "'colorizer'" in err
+    assert not (tmp_path / "g.onnx").exists()
+
+
 def test_unknown_run_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["export", "no-such-model", "--onnx", str(tmp_path / "x.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "neither a run folder nor a shipped model (colorizer, reference)" in err
+    assert err.count("\n") == 1 and "neither a run folder nor a shipped model (colorizer, guided, reference)" in err
     assert not (tmp_path / "x.onnx").exists()
 
 

@@ -16,7 +16,7 @@ from cae.core.train import eval_run
 from conftest import require
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = {"reference": "reference.toml", "colorizer": "colorize-best.toml"}  # weights/<name> <- cae/configs/<file>
+SHIPPED = {"reference": "reference.toml", "colorizer": "colorize-best.toml", "guided": "colorize-hints.toml"}  # weights/<name> <- cae/configs/<file>
 PRECISION_RECORDED = {"fp32": "float32", "bf16": "bfloat16"}
 
 

@@ -359,7 +359,8 @@ def _add_hint_study(sub: argparse._SubParsersAction) -> None:
 def _add_colorize(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("colorize", help="colorize photos with a trained (or the shipped) model")
     c.add_argument("images", nargs="*", help="photos to colorize (PNG, JPEG, ...; any size), or folders of them")
-    c.add_argument("--model", help="a colorization run folder (default: the weights shipped with cae)")
+    c.add_argument("--model", help="a colorization run folder (default: the colorizer shipped with cae; with "
+                   "--hints, the shipped guided colorizer)")
     c.add_argument("--out", required=True, help="folder for a <stem>.png per photo (never over an input photo)")
     c.add_argument("--compare", action="store_true",
                    help="also write <stem>_original.png and <stem>_gray.png next to each output")

@@ -54,7 +54,8 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     """Colorize each image (a folder: each of its photos) into `out_dir/<stem>.png`; return how
     many files failed.
 
-    `model_dir` is a colorize run folder (default: the shipped colorizer). With `compare`,
+    `model_dir` is a colorize run folder (default: the shipped colorizer, or with `hints` the
+    shipped guided colorizer). With `compare`,
     `<stem>_original.png` and `<stem>_gray.png` are written too. Unreadable files are reported
     on stderr as one line each and skipped. `working_size` overrides the run's
     `color.working_size` (0: native resolution), `boost` its `color.photo_boost`. Outputs that
@@ -65,8 +66,9 @@ def colorize_files(paths: Sequence[str | Path], out_dir: str | Path, model_dir: 
     """
     outputs = output_paths(input_files(paths, Path(out_dir)), Path(out_dir), compare)  # before the model loads
     given = guide(hints, method, len(outputs))
+    # a hints file without --model: the shipped guided colorizer, which follows them
     colorizer = guided_colorizer(method, working_size) if method != MODEL else \
-        Colorizer.load(model_dir, device, boost, working_size)
+        Colorizer.load(model_dir, device, boost, working_size, guided=hints is not None)
     colorizer.check_hints(given)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     failures = 0

@@ -85,6 +85,9 @@ def export_graph(run: str | Path, boost: float | None = None) -> tuple[OnnxGraph
     """The graph module of a run (a folder or a shipped model's name) and the metadata recorded
     with it. A colorizer decodes as `cae colorize` does (its `color.photo_boost`, or `boost`)."""
     model, cfg, task = load_run(resolve_run(run), "cpu")
+    if task.hints:
+        raise CaeError(f"{run} is a guided colorizer, whose hints the ONNX graph has no input for; export the "
+                       "automatic colorizer ('colorizer') or another run trained without color.hints")
     meta = {"cae.task": task.kind, "cae.target": task.target, "cae.arch": cfg.arch}
     if task.kind == "colorize":
         decode_for_photos(model, cfg.color, boost)

@@ -25,6 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("onecycle", "cosine", "constant")
 NORMALIZATIONS = ("unit", "standardize")
 DECODERS = ("regression", "classes")
+UPSAMPLERS = ("bilinear", "guided")
 
 
 @dataclass
@@ -119,12 +120,16 @@ class ColorConfig:
     # log-uniform number from 1 to `max_hints`, and none for a `hint_free` share of the images
     # (which is what the automatic mode, 0 hints, learns from); validation and test use no hints
     hints: bool = False
+    # `cae colorize`: how the working-scale chroma reaches the photo's size: 'bilinear', or 'guided'
+    # (edge-aware: He et al.'s guided filter with the photo's luma as the guide, `cae.core.photo`)
+    upsample: str = "bilinear"
     hint_free: float = 0.25
     max_hints: int = 64
 
     def validate(self, run: "RunConfig") -> None:
         """Refuse settings that cannot work with the run's task, target and architecture."""
         _choice("color.decoder", self.decoder, DECODERS)
+        _choice("color.upsample", self.upsample, UPSAMPLERS)
         if self.decoder == "classes" and (run.task, run.target) != ("colorize", "ycbcr"):
             raise CaeError("color.decoder = 'classes' needs task 'colorize' with target 'ycbcr'")
         if self.decoder == "classes" and not _is_unet(run.arch):

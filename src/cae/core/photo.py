@@ -33,6 +33,12 @@ TILE = 512  # tile side (output pixels) for large images; memory stays ~100 MB f
 OVERLAP = 32  # context margin around each tile, beyond the nets' receptive field radius
 STRIP = 256  # rows merged at a time at full size
 MAX_PIXELS = 64_000_000  # larger images are refused (decoding alone would take GBs)
+# edge-aware upsampling (color.upsample = 'guided'): the guided filter runs on a copy of this short
+# side, with box windows of this radius (its pixels: about one working pixel at a working size of 64)
+# and this regularizer (a window whose luma varies less is smoothed, not sharpened)
+EDGE_SIZE = 256
+EDGE_RADIUS = 16
+EDGE_EPS = 1e-3
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif")  # a folder's photos
 
 
@@ -274,6 +280,7 @@ class Colorizer(PhotoColorizer):
         self.model, self.cfg, self.task = model, cfg, task
         self.working_size = cfg.color.working_size if working_size is None else working_size
         self.stride = total_stride(cfg.arch)
+        self.upsample = cfg.color.upsample
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, device: str = "auto", boost: float | None = None,
@@ -294,7 +301,8 @@ class Colorizer(PhotoColorizer):
         given = hints_of(hints)
         check_inside(given, rgb.shape[2], rgb.shape[1])
         self.check_hints(given)
-        return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size, hints=given)
+        return predict(self.model, self.task, rgb, self.stride, working_size=self.working_size, hints=given,
+                       upsample=self.upsample)
 
     @property
     def guided(self) -> bool:
@@ -338,6 +346,7 @@ class Colorizer(PhotoColorizer):
         small = downscale(y, self.working_size).expand(-1, 3, -1, -1)
         guide = photo_guide(self.task, hints, tuple(y.shape[-2:]), tuple(small.shape[-2:]))
         out = _network_output(self.model, self.task, small, self.stride, TILE, OVERLAP, guide)
+        out = edge_aware_chroma(y, out) if self.upsample == "guided" else out
         del small
         result = Image.new("RGB", img.size)
         for i, rgb in _merged_strips(y, out, self.task.target):
@@ -348,12 +357,14 @@ class Colorizer(PhotoColorizer):
 
 
 def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: int = TILE,  # noqa: ANN001
-            overlap: int = OVERLAP, working_size: int = 0, hints: Sequence[Hint] = ()) -> torch.Tensor:
+            overlap: int = OVERLAP, working_size: int = 0, hints: Sequence[Hint] = (),
+            upsample: str = "bilinear") -> torch.Tensor:
     """The colorized RGB (3,H,W) in [0, 1] of one image (3,H,W), the luma of `rgb` kept.
 
     `working_size` > 0: the network runs on a copy whose short side is that many pixels (only
     when the image is larger) and its chrominance is upsampled to the full size. A guided
-    colorizer (`task.hints`) sees `hints` drawn at that scale (`hint_maps`)."""
+    colorizer (`task.hints`) sees `hints` drawn at that scale (`hint_maps`). `upsample` 'guided'
+    brings the chroma up edge-aware (`edge_aware_chroma`) before the bilinear rest of the way."""
     device = next(model.parameters()).device
     _, h, w = rgb.shape
     x = rgb.unsqueeze(0).to(device)
@@ -366,7 +377,34 @@ def predict(model: torch.nn.Module, task, rgb: torch.Tensor, stride: int, tile: 
     if task.target == "rgb" and small.shape[-2:] == x.shape[-2:]:
         return out[0].clamp(0, 1).cpu()
     space = "ycbcr" if task.target == "rgb" else task.target
-    return _merge_upsampled(y, chroma(out, space) if task.target == "rgb" else out, space)[0].cpu()
+    c = chroma(out, space) if task.target == "rgb" else out
+    return _merge_upsampled(y, edge_aware_chroma(y, c) if upsample == "guided" else c, space)[0].cpu()
+
+
+def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The mean of every (2r+1)^2 window of x (N,C,H,W), edges replicated: two running sums,
+    so the cost does not grow with r."""
+    k = 2 * r + 1
+    x = F.pad(x, (r + 1, r, r + 1, r), mode="replicate").cumsum(-1)
+    x = (x[..., k:] - x[..., :-k]).cumsum(-2)
+    return (x[..., k:, :] - x[..., :-k, :]) / (k * k)
+
+
+def edge_aware_chroma(y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Chroma (1,2,h,w) of a working scale brought to a copy of the luma y (1,1,H,W) with short
+    side EDGE_SIZE by the guided filter (He, Sun & Tang 2010): in each window the chroma is fitted
+    as a linear function of the luma, so it changes where the luma changes (a colour's edge smeared
+    by bilinear upsampling gathers at the luma's edge) and is smoothed where the luma is flat (the
+    working pixels' blocks fade). Unchanged when that copy is not larger than `c`."""
+    guide = downscale(y, EDGE_SIZE)
+    if guide.shape[-2] <= c.shape[-2] or guide.shape[-1] <= c.shape[-1]:
+        return c
+    p = F.interpolate(c, size=guide.shape[-2:], mode="bilinear", align_corners=False)
+    mean_y, mean_p = box_mean(guide, EDGE_RADIUS), box_mean(p, EDGE_RADIUS)
+    a = (box_mean(guide * p, EDGE_RADIUS) - mean_y * mean_p) / (box_mean(guide * guide, EDGE_RADIUS) - mean_y ** 2
+                                                                + EDGE_EPS)
+    b = mean_p - a * mean_y
+    return box_mean(a, EDGE_RADIUS) * guide + box_mean(b, EDGE_RADIUS)
 
 
 def _merge_upsampled(y: torch.Tensor, c: torch.Tensor, space: str, rows: int | None = None) -> torch.Tensor:

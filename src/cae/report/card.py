@@ -20,7 +20,7 @@ from cae.core.text import duration, number
 from cae.errors import CaeError
 
 CARD = "MODEL_CARD.md"
-SHIPPED_MODELS = ("reference", "colorizer")  # the folders under cae/weights/
+SHIPPED_MODELS = ("reference", "colorizer", "guided")  # the folders under cae/weights/
 PHOTOS = Path("colorize") / "photos" / "photos.json"  # in a results folder: the colorizer on kodak-dev
 RESULTS = Path("docs") / "results"  # relative to the checkout: the recorded results
 WEIGHTS = Path("src") / "cae" / "weights"  # relative to the checkout: where the cards are written
@@ -38,10 +38,12 @@ def model_card(model_dir: Path, results: Path) -> str:
     cfg = load_config(model_dir / "config.toml")
     t = runs.read_json(model_dir / runs.TEST_METRICS, ("mse", "psnr", "ssim"))
     colour = cfg.task == "colorize"
-    photos = runs.read_json(Path(results) / PHOTOS) if colour and (Path(results) / PHOTOS).is_file() else None
+    # the recorded kodak-dev figures are the automatic colorizer's: a guided one's are in docs/guided.md
+    own = colour and not cfg.color.hints and (Path(results) / PHOTOS).is_file()
+    photos = runs.read_json(Path(results) / PHOTOS) if own else None
     parts = [f"# Model card: {model_dir.name}",
              f"_Generated from this folder's config.toml and {runs.TEST_METRICS}"
-             + (" and the recorded kodak-dev results" if colour else "")
+             + (" and the recorded kodak-dev results" if photos else "")
              + "; regenerated with the README's results table, not edited by hand._",
              _purpose(cfg, t), _training(cfg, t, model_dir), _metrics(t, photos),
              _failures(cfg, t, photos), _licence()]
@@ -57,6 +59,15 @@ def shipped_config_name(cfg: RunConfig) -> str | None:
 
 
 def _purpose(cfg: RunConfig, t: dict) -> str:
+    if cfg.color.hints:
+        what = (f"Colours a gray image from hints: colours a person gives at a few points. The network sees the "
+                f"luma and the hints (a chroma map and a mask) and predicts the chrominance everywhere; the image's "
+                f"own luma is kept. Without hints it colours the image by itself. Architecture `{cfg.arch}`, "
+                f"{number(t.get('params'))} parameters.")
+        use = ("`cae colorize PHOTO --hints FILE`, `cae.Colorizer.load(guided=True)` and the web page's Guide mode "
+               "use it: a person fixes the colours they know. Without hints, the automatic colorizer (`colorizer`) "
+               "is the better one and the default. Its figures with hints on photos are in docs/guided.md.")
+        return f"## What it does\n\n{what}\n\nIntended use: {use}"
     if cfg.task == "colorize":
         what = (f"Colours a gray image: the network sees only the luma and predicts the chrominance "
                 f"({cfg.target}), which is merged with the image's own luma, so no brightness is lost. "
@@ -119,6 +130,9 @@ def _metrics(t: dict, photos: dict | None) -> str:
     elif "colorfulness" not in t:
         lines += ["", "kodak-dev: not measured for this model; the recorded results hold kodak-dev figures for "
                       "the colorizer only."]
+    else:
+        lines += ["", "The test figures are without hints (its automatic mode). With hints, on CIFAR-10 and on "
+                      "kodak-dev photos: `cae hint-study`, figures in docs/guided.md."]
     return "\n".join(lines)
 
 
@@ -133,13 +147,22 @@ def _failures(cfg: RunConfig, t: dict, photos: dict | None) -> str:
                          "true colorfulness on the test split"
                          + (f" and {photos['summary']['colorfulness_ratio']:.0%} on kodak-dev" if photos else "")
                          + ".")
-        lines += _photo_failures(photos)
+        lines += _hint_failures(cfg) if cfg.color.hints else _photo_failures(photos)
     else:
         lines += [f"- Blur: the {number(t.get('latent_size'))}-value code keeps shapes rather than texture; test SSIM "
                   f"{number(t['ssim'], 'ssim')} (1 is a perfect copy), PSNR {number(t['psnr'], 'psnr')} dB.",
                   "- Out-of-distribution images: trained and measured on 32x32 CIFAR-10 images only; how it does "
                   "on other images (larger photos, drawings, text) has not been measured."]
     return "\n".join(lines)
+
+
+def _hint_failures(cfg: RunConfig) -> list[str]:
+    """What a guided colorizer cannot do, from how it works."""
+    return [f"- Small regions: the chroma is predicted on a copy with a short side of {cfg.color.working_size} "
+            "pixels and the hints are drawn there, so a region narrower than one pixel of that copy cannot get "
+            "a colour of its own; colour also bleeds a little across edges where the gray image shows none.",
+            "- A hint says what colour, not where a region ends: where the gray image gives no edge, a hint's "
+            "colour may spread into a neighbouring object until another hint stops it."]
 
 
 def _photo_failures(photos: dict | None) -> list[str]:
