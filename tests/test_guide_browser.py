@@ -176,3 +176,29 @@ def test_a_malformed_hints_file_is_one_line_and_the_page_keeps_working(page) -> 
                                                       "buffer": json.dumps(good).encode()}])
     page.wait_for_selector("#guide-error", state="hidden", timeout=SLOW)
     assert saved_hints(page)["hints"] == [{"x": 100, "y": 200, "color": "#00ff00", "radius": 4}]
+
+
+def test_drag_recolour_from_a_suggestion_and_reset(page) -> None:  # noqa: ANN001
+    """Dragging a hint moves it (in the original's pixels), a suggested swatch recolours it, and
+    Reset leaves no hint but can be undone."""
+    open_photo(page, PHOTO)
+    click_at(page, 0.25, 0.5)
+    first = saved_hints(page)["hints"][0]
+    box = page.locator("#guide-canvas").bounding_box()
+    page.mouse.move(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.3 * box["height"], steps=5)
+    page.mouse.up()
+    moved = saved_hints(page)["hints"]
+    assert len(moved) == 1 and abs(moved[0]["x"] - 0.6 * 768) <= 3 and abs(moved[0]["y"] - 0.3 * 512) <= 3, moved
+    assert first["x"] < moved[0]["x"]
+    page.wait_for_selector(f"#guide-suggestions[data-point='{moved[0]['x']},{moved[0]['y']}']", timeout=SLOW)
+    swatch = page.locator(".swatch").nth(1)
+    color = swatch.get_attribute("data-color")
+    swatch.click()
+    assert saved_hints(page)["hints"][0]["color"] == color
+    page.click("#guide-reset")
+    assert saved_hints(page)["hints"] == []
+    page.click("#guide-undo")
+    assert saved_hints(page)["hints"][0]["color"] == color
+    shown(page)

@@ -393,6 +393,7 @@ async function suggest() {
   const box = $("guide-suggestions");
   if (i < 0) {
     box.replaceChildren();
+    box.dataset.point = "";
     return;
   }
   const h = guide.hints[i];
@@ -401,6 +402,7 @@ async function suggest() {
     const answer = await postJSON(`/api/guide/${guide.photo.id}/suggest`, { x: h.x, y: h.y, hints: others });
     if (guide.hints[guide.selected] !== h) return; // another hint, or a newer state, meanwhile
     box.replaceChildren(...answer.suggestions.map((s) => swatch(s)));
+    box.dataset.point = `${h.x},${h.y}`; // which hint they are for (the browser tests wait for it)
   } catch (e) {
     showError("guide-error", e.message);
   }
