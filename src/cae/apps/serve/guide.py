@@ -111,7 +111,7 @@ def guided_colorizer(cfg: ServeConfig, model_id: str) -> Colorizer:
 
 def upload_answer(cfg: ServeConfig, photos: PhotoStore, model_id: str, data: bytes, filename: str) -> dict:
     """Keep an uploaded photo for guiding: its id, sizes, and the preview colorized without hints."""
-    colorizer = guided_colorizer(cfg, model_id)
+    guided_colorizer(cfg, model_id)  # an unlisted model is refused (and a listed one loaded) before decoding
     with cfg.budget.reserve(job_bytes(cfg, data, CHROMA_BYTES_PER_PIXEL, f"the model {model_id}")):
         img = open_image(data, cfg.max_pixels)
         width, height = img.size

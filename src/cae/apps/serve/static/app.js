@@ -349,7 +349,8 @@ function deleteSelected() {
 function nudge(dx, dy) {
   // one step = one CSS pixel of the canvas, in the original's pixels
   const canvas = $("guide-canvas"), p = guide.photo, h = guide.hints[guide.selected];
-  const sx = Math.max(1, Math.round(p.width / canvas.clientWidth)), sy = Math.max(1, Math.round(p.height / canvas.clientHeight));
+  const sx = Math.max(1, Math.round(p.width / canvas.clientWidth));
+  const sy = Math.max(1, Math.round(p.height / canvas.clientHeight));
   const hints = guide.hints.map(plainHint);
   hints[guide.selected] = { ...h, x: Math.min(p.width - 1, Math.max(0, h.x + dx * sx)),
                             y: Math.min(p.height - 1, Math.max(0, h.y + dy * sy)) };
