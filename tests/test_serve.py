@@ -539,3 +539,103 @@ def test_the_card_of_a_shipped_model_is_its_model_card_md(client) -> None:  # no
     for bad in ("shipped/../../etc", "", "shipped/nope"):
         answer = client.get("/api/card", params={"model": bad})
         assert answer.status_code == 400 and "pick one of the page's models" in answer.json()["error"]
+
+
+# --- the Guide mode: a photo kept on the server, hints as JSON -------------------------------------
+
+GUIDED = "shipped/guided"
+
+
+def guide_photo(client, data: bytes, name: str = "photo.png"):  # noqa: ANN001, ANN201
+    require(shipped_model_dir("guided").is_dir(), "no shipped guided colorizer in src/cae/weights/guided")
+    return client.post("/api/guide/photo", data={"model": GUIDED}, files={"file": (name, data, "image/png")})
+
+
+def test_the_guide_mode_lists_guided_models_apart(client) -> None:  # noqa: ANN001
+    require(shipped_model_dir("guided").is_dir(), "no shipped guided colorizer in src/cae/weights/guided")
+    answer = client.get("/api/models").json()
+    assert [m["id"] for m in answer["guide"]] == [GUIDED]
+    assert GUIDED not in [m["id"] for m in answer["colorize"]]
+    r = client.post("/api/guide/photo", data={"model": "shipped/colorizer"}, files={"file": ("a.png", png(8, 8))})
+    assert r.status_code == 400 and "unknown guide model" in r.json()["error"]  # not trained with hints
+
+
+def test_a_guided_photo_is_kept_and_recoloured_by_hints(client) -> None:  # noqa: ANN001
+    """Upload once, then each hints document gives a preview: the same hints the same bytes, a
+    hint changes the image; the full-resolution render lands in the result store."""
+    r = guide_photo(client, png(30, 50), "my photo.png")
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert (a["width"], a["height"], a["preview_width"], a["preview_height"]) == (50, 30, 50, 30)
+    assert a["hints"] == {"version": 1, "hints": []}
+    doc = {"version": 1, "radius": 3, "hints": [{"x": 10, "y": 12.5, "color": "#FF0000"}]}
+    one, two = (client.post(f"/api/guide/{a['id']}", json=doc).json() for _ in range(2))
+    assert one["result"] == two["result"] != a["result"]
+    assert one["hints"] == {"version": 1, "hints": [{"x": 10, "y": 12.5, "color": "#ff0000", "radius": 3}]}
+    s = client.post(f"/api/guide/{a['id']}/suggest", json={"x": 20, "y": 5, "hints": doc["hints"]}).json()
+    assert len(s["suggestions"]) == 5 and all(x["color"].startswith("#") for x in s["suggestions"])
+    full = client.post(f"/api/guide/{a['id']}/render", json=doc).json()
+    assert full["filename"] == "my_photo-guided.png"
+    png_file = client.get(full["download"])
+    assert png_file.status_code == 200 and Image.open(io.BytesIO(png_file.content)).size == (50, 30)
+
+
+def test_guide_requests_are_refused_with_their_reason(client) -> None:  # noqa: ANN001
+    """Foreign origin 403; a bad hint 400 naming the entry and field; an unknown photo 404; a
+    body past the limit 413; a point outside the photo 400."""
+    key = guide_photo(client, png(20, 40)).json()["id"]
+    foreign = client.post(f"/api/guide/{key}", json={"version": 1, "hints": []}, headers={"Origin": "http://evil.test"})
+    assert foreign.status_code == 403, foreign.text
+    upload = client.post("/api/guide/photo", data={"model": GUIDED}, files={"file": ("a.png", png(8, 8))},
+                         headers={"Origin": "http://evil.test"})
+    assert upload.status_code == 403
+    bad = {"version": 1, "hints": [{"x": 1, "y": 1, "color": "#00ff00"}, {"x": 1, "y": 1, "color": "red"}]}
+    for route in (f"/api/guide/{key}", f"/api/guide/{key}/render"):
+        r = client.post(route, json=bad)
+        assert r.status_code == 400 and r.json()["error"] == 'hints[1].color must be a hex colour "#rrggbb", got "red"'
+    outside = client.post(f"/api/guide/{key}", json={"version": 1, "hints": [{"x": 40, "y": 0, "color": "#000000"}]})
+    assert outside.status_code == 400 and outside.json()["error"].startswith("hints[0].x = 40 is outside the photo")
+    suggest = client.post(f"/api/guide/{key}/suggest", json={"x": -1, "y": 0})
+    assert suggest.status_code == 400 and "x must be >= 0" in suggest.json()["error"]
+    junk = client.post(f"/api/guide/{key}", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert junk.status_code == 400 and "not JSON" in junk.json()["error"]
+    for unknown in ("A" * 32, "not-an-id"):
+        r = client.post(f"/api/guide/{unknown}", json={"version": 1, "hints": []})
+        assert r.status_code == 404 and "choose the photo again" in r.json()["error"], unknown
+    huge = client.post(f"/api/guide/{key}", content=b" " * (2**20 + 1), headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413 and "larger than the limit" in huge.json()["error"]
+    assert client.post(f"/api/guide/{key}", json={"version": 1, "hints": []}).status_code == 200  # still there
+
+
+def test_an_oversize_guide_upload_is_413(runs_dir: Path) -> None:
+    require(has_serve_extra(), "the serve extra is not installed")
+    require(shipped_model_dir("guided").is_dir(), "no shipped guided colorizer in src/cae/weights/guided")
+    from starlette.testclient import TestClient
+
+    from cae.apps.serve.app import create_app
+
+    with TestClient(create_app(runs_dir, max_bytes=20_000), base_url=BASE_URL) as c:
+        r = guide_photo(c, png(120, 120))
+        assert r.status_code == 413 and "larger than the limit" in r.json()["error"]
+
+
+def test_the_guided_photos_are_bounded_least_recently_used_first() -> None:
+    from cae.apps.serve.guide import GuidePhoto, PhotoStore, UnknownPhoto
+
+    now = [0.0]
+    store = PhotoStore(max_count=2, max_bytes=10**6, max_seconds=100, clock=lambda: now[0])
+
+    def photo(nbytes: int = 10) -> GuidePhoto:
+        return GuidePhoto(b"x" * nbytes, Image.new("RGB", (4, 4)), 4, 4, GUIDED, "p", 0.0)
+
+    a, b = store.put(photo()), store.put(photo())
+    store.get(a)  # a is now the more recently used
+    c = store.put(photo())
+    assert store.get(a) and store.get(c)
+    with pytest.raises(UnknownPhoto):
+        store.get(b)
+    now[0] = 101
+    with pytest.raises(UnknownPhoto):
+        store.get(a)  # idle past the age bound
+    big = store.put(photo(2 * 10**6))  # larger than the byte bound alone: kept, the others go
+    assert store.get(big) and list(store.items) == [big]

@@ -34,7 +34,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cae.apps.serve import jobs
+from cae.apps.serve import guide, jobs
 from cae.apps.serve.cards import card_answer
 from cae.apps.serve.models import ModelCache, RunsIndex
 from cae.apps.serve.samples import SampleGrid
@@ -48,6 +48,7 @@ HEAVY_JOBS = 2  # model calls at once; each already spreads over the cores with 
 QUEUE_LENGTH = 8  # POSTs waiting for a job slot beyond the running ones; more are answered 503
 RETRY_SECONDS = 10  # the Retry-After of a 503
 MEMORY_BUDGET = MAX_PIXELS * jobs.CHROMA_BYTES_PER_PIXEL  # bytes the jobs in flight hold together
+HINTS_BYTES = 2**20  # a Guide-mode request's JSON body (hints) at most
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # requests that change nothing and start no work
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")  # the latter: a grid pick, no file
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
@@ -83,6 +84,10 @@ def create_app(runs_dir: str | Path | None = None, data_dir: str | Path | None =
         Route("/api/colorize", api_colorize, methods=["POST"]),
         Route("/api/reconstruct", api_reconstruct, methods=["POST"]),
         Route("/api/result/{key}", api_result),
+        Route("/api/guide/photo", api_guide_photo, methods=["POST"]),
+        Route("/api/guide/{key}", api_guide_preview, methods=["POST"]),
+        Route("/api/guide/{key}/suggest", api_guide_suggest, methods=["POST"]),
+        Route("/api/guide/{key}/render", api_guide_render, methods=["POST"]),
         Route("/report", report), Route("/report/{name}", report),
         Route("/api/card", api_card),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -93,6 +98,7 @@ def create_app(runs_dir: str | Path | None = None, data_dir: str | Path | None =
                                      HTTPException: on_http_error, Exception: on_bug}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan)
     app.state.cfg = cfg
+    app.state.photos = guide.PhotoStore()  # the Guide mode's photos, bounded (`guide`)
     app.state.limiter = None  # set at startup: an anyio limiter belongs to the running event loop
     app.state.pending, app.state.max_pending = 0, HEAVY_JOBS + queue_length  # POSTs admitted, at most
     return app
@@ -190,6 +196,60 @@ async def api_result(request: Request) -> Response:
     if stored is None:
         raise RequestError(404, "no such result (results are kept for an hour); colorize the photo again")
     return FileResponse(stored.path, media_type="image/png", filename=stored.filename)
+
+
+async def api_guide_photo(request: Request) -> Response:
+    """Keep a photo for the Guide mode: its id, sizes and the preview without hints."""
+    cfg: jobs.ServeConfig = request.app.state.cfg
+    async with admitted(request):
+        form = await read_form(request, cfg.max_bytes)
+        try:
+            model_id = text_field(form, "model")
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise RequestError(400, "no photo in the request; choose or drop an image file")
+            data = await upload.read()
+            answer = await run_heavy(request, guide.upload_answer, cfg, request.app.state.photos, model_id, data,
+                                     upload.filename or "")
+        finally:
+            await form.close()
+    return JSONResponse(answer)
+
+
+async def guide_job(request: Request, fn: Callable[..., dict]) -> Response:
+    """A Guide-mode job on a kept photo with the JSON body (hints), in a job slot."""
+    async with admitted(request):
+        body = guide.hints_json(await read_json(request, HINTS_BYTES))
+        answer = await run_heavy(request, fn, request.app.state.cfg, request.app.state.photos,
+                                 request.path_params["key"], body)
+    return JSONResponse(answer)
+
+
+async def api_guide_preview(request: Request) -> Response:
+    return await guide_job(request, guide.preview_answer)
+
+
+async def api_guide_suggest(request: Request) -> Response:
+    return await guide_job(request, guide.suggest_answer)
+
+
+async def api_guide_render(request: Request) -> Response:
+    return await guide_job(request, guide.render_answer)
+
+
+async def read_json(request: Request, max_bytes: int) -> bytes:
+    """A JSON request's body, refused with 413 past `max_bytes` (while it is read)."""
+    too_large = RequestError(413, f"the request is larger than the limit of {size_text(max_bytes)}")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        await drain(request, max_bytes)
+        raise too_large
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    return body
 
 
 async def api_card(request: Request) -> Response:
@@ -319,7 +379,8 @@ async def on_request_error(request: Request, exc: Exception) -> Response:
 
 async def on_user_error(request: Request, exc: Exception) -> Response:
     # a model's or the data's message may name server files: the page gets it without them
-    return error_response(413 if isinstance(exc, ImageTooLarge) else 400, jobs.public_text(str(exc)))
+    status = 413 if isinstance(exc, ImageTooLarge) else 404 if isinstance(exc, guide.UnknownPhoto) else 400
+    return error_response(status, jobs.public_text(str(exc)))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

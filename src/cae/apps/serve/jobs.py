@@ -66,11 +66,11 @@ def public_text(message: str) -> str:
 
 def models_answer(cfg: ServeConfig) -> dict:
     """The page's selects, report links and limits."""
-    entries, reports = cfg.index.models(), cfg.index.reports()
+    reports = cfg.index.reports()
     runs_name = cfg.index.runs_dir.name if cfg.index.runs_dir else ""
     return {
-        **{task: [{"id": e.id, "label": e.label} for e in entries if e.task == task]
-           for task in ("colorize", "reconstruct")},
+        **{task: [{"id": e.id, "label": e.label} for e in cfg.index.listed(task)]
+           for task in ("colorize", "guide", "reconstruct")},
         "reports": [{"name": name or runs_name, "url": report_url(name)} for name in reports],
         "limits": {"bytes": cfg.max_bytes, "pixels": cfg.max_pixels},
     }

@@ -27,6 +27,8 @@ from cae.errors import CaeError
 
 TASKS = ("colorize", "reconstruct")
 SHIPPED = {"colorize": "colorizer", "reconstruct": "reference"}  # task -> folder in cae/weights
+SHIPPED_GUIDED = "guided"  # the guided colorizer's folder in cae/weights (the Guide mode's model)
+GUIDE = "guide"  # the Guide mode's models: colorize runs trained with hints (color.hints)
 MAX_DEPTH = 4  # runs/<study>/<variant>/<seed>/ is as deep as cae's own layouts go
 MAX_FOLDERS = 5000  # stop scanning a huge --runs tree instead of stalling the page
 CACHE_SIZE = 4  # loaded models kept; each is small, but a --runs tree may hold hundreds
@@ -43,6 +45,7 @@ class ModelEntry:
     task: str  # 'colorize' or 'reconstruct'
     label: str
     run_dir: Path
+    guided: bool = False  # a colorizer trained with hints: listed for the Guide mode, not Colorize
 
 
 @dataclass
@@ -70,7 +73,7 @@ class RunsIndex:
         self._min_interval, self._clock = min_interval, clock
         self._lock = threading.Lock()
         self._shipped = [e for e in (model_entry(shipped_model_dir(name), f"shipped/{name}", f"shipped {name}")
-                                     for name in SHIPPED.values()) if e is not None]
+                                     for name in (*SHIPPED.values(), SHIPPED_GUIDED)) if e is not None]
         self._parsed: dict[Path, tuple[tuple, ModelEntry | None]] = {}  # run folder -> (stamp, entry)
         self._entries: list[ModelEntry] = list(self._shipped)
         self._reports: dict[str, Path] = {}
@@ -86,9 +89,13 @@ class RunsIndex:
         self._refresh()
         return self._reports
 
+    def listed(self, task: str) -> list[ModelEntry]:
+        """The models of `task`: 'colorize' (automatic colorizers), 'guide' (guided ones), 'reconstruct'."""
+        return [e for e in self.models() if (e.guided if task == GUIDE else e.task == task and not e.guided)]
+
     def find(self, model_id: str, task: str) -> ModelEntry:
         """The listed model `model_id` of `task`; anything else is refused with the valid ids."""
-        listed = [e for e in self.models() if e.task == task]
+        listed = self.listed(task)
         for e in listed:
             if e.id == model_id:
                 return e
@@ -149,7 +156,8 @@ def model_entry(run_dir: Path, model_id: str, name: str) -> ModelEntry | None:
         return None
     what = f"{cfg.arch}, {cfg.target}" if cfg.task == "colorize" else cfg.arch
     score = f", test PSNR {psnr:.2f} dB" if isinstance(psnr, (int, float)) else ""
-    return ModelEntry(model_id, cfg.task, f"{name} ({what}{score})", run_dir)
+    guided = cfg.task == "colorize" and bool(cfg.color.hints)
+    return ModelEntry(model_id, cfg.task, f"{name} ({what}{', guided' if guided else ''}{score})", run_dir, guided)
 
 
 class ModelCache:
