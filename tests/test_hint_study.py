@@ -53,6 +53,7 @@ def test_a_tiny_study_writes_its_rows_and_summary_and_hints_beat_gray(tmp_path) 
     result = run_hint_study(tmp_path / "out", photos=photos, cifar=cifar, counts=(0, 1, 10), draws=2,
                             log=lambda _: None)
     rows = (tmp_path / "out" / "hint_study.csv").read_text().splitlines()
+    assert (tmp_path / "out" / "hint_study.png").is_file()
     assert len(rows) == 1 + (2 + 3) * 2 * 3 * 2  # header; images x draws x counts x methods
     saved = json.loads((tmp_path / "out" / "hint_study.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -87,3 +88,45 @@ def test_the_command_reads_its_hint_counts_or_refuses_them_in_one_line() -> None
     for bad in ("", "a,1", "5,-1"):
         with pytest.raises(CaeError, match="--counts is a comma-separated list"):
             parse_counts(bad)
+
+
+def summary_of(gains: dict[str, dict[int, float]], cifar: bool = False) -> list[dict]:
+    """A study summary whose gains are the chosen numbers (as hint_study.json holds them)."""
+    rows = []
+    for method, by_count in gains.items():
+        for n, g in by_count.items():
+            row = {"method": method, "hints": n, "items": 4, "mean_gain_db": g, "std_gain_db": 0.5,
+                   "worst_gain_db": g - 1, "colorfulness_ratio": 0.8}
+            if cifar:  # the gain that is plotted on CIFAR-10 is the mean MSE's, not the mean gain
+                row.update(mean_gain_db=g + 100, psnr=22.0 + g, psnr_gray=22.0, gain_of_mean_mse_db=g)
+            rows.append(row)
+    return rows
+
+
+def test_the_plot_has_a_panel_per_set_and_a_line_per_method(tmp_path) -> None:
+    from cae.experiments.hint_study import plot_hint_study
+
+    photos = {"levin": {0: 0.0, 1: 0.4, 50: 3.1}, "idw": {0: 0.0, 1: 0.3, 50: 2.2}, "automatic": {0: -0.6},
+              "guided": {0: -0.5, 1: 0.9, 50: 2.7}}
+    cifar = {"levin": {0: 0.0, 5: 1.5}, "guided": {0: 0.2, 5: 2.5}}
+    fig = plot_hint_study({"photos": summary_of(photos), "cifar10-test": summary_of(cifar, cifar=True)},
+                          tmp_path / "hint_study.png")
+    assert (tmp_path / "hint_study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = fig.get_axes()
+    assert [ax.get_title() for ax in panels] == ["photos", "CIFAR-10 test images"]
+    for ax, gains in zip(panels, (photos, cifar)):
+        lines = lines_of(ax)
+        assert sorted(lines) == sorted(gains)
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]  # a fixed order: the same colour per method
+        assert legend == (["idw", "levin", "automatic", "guided"] if gains is photos else ["levin", "guided"])
+        for method, by_count in gains.items():
+            xs, ys = lines[method].get_data()
+            if len(by_count) > 1:  # CIFAR-10: the gain of the mean MSE, not the mean of the gains
+                assert list(xs) == list(by_count) and list(ys) == pytest.approx(list(by_count.values()))
+        assert ax.get_xscale() == "symlog"  # 0 hints is on the axis
+    xs, ys = lines_of(panels[0])["automatic"].get_data()
+    assert list(xs) == [0, 50] and list(ys) == [-0.6, -0.6]  # scored at 0 hints: a level across the counts
+
+
+def lines_of(ax) -> dict:  # noqa: ANN001 - a matplotlib Axes
+    return {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
