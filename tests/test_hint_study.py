@@ -130,3 +130,19 @@ def test_the_plot_has_a_panel_per_set_and_a_line_per_method(tmp_path) -> None:
 
 def lines_of(ax) -> dict:  # noqa: ANN001 - a matplotlib Axes
     return {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
+
+
+def test_a_smaller_study_scores_the_first_photos_with_the_baselines_asked_for(tmp_path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(halves(24, 16, (200, 40, 40), (40, 60, 200))).save(photos / "a.png")
+    Image.fromarray(halves(20, 20, (30, 160, 60), (220, 200, 60))).save(photos / "b.png")
+    cifar = torch.from_numpy(np.stack([halves(32, 32, (200, 40, 40), (40, 200, 40)).transpose(2, 0, 1)] * 2))
+    result = run_hint_study(tmp_path / "out", photos=photos, cifar=cifar, counts=(0, 5), draws=1, log=lambda _: None,
+                            photo_limit=1, photo_names=["idw"])
+    assert result["photo_images"] == 1 and result["cifar_images"] == 2
+    assert {s["method"] for s in result["summary"]["photos"]} == {"idw"}
+    assert {s["method"] for s in result["summary"]["cifar10-test"]} == {"idw", "levin"}
+    names = {r.split(",")[1] for r in (tmp_path / "out" / "hint_study.csv").read_text().splitlines()[1:]
+             if r.startswith("photos,")}
+    assert names == {"a.png"}

@@ -461,6 +461,24 @@ def test_report_without_a_guided_model_compares_the_baselines(tmp_path: Path) ->
             "distance +1.02 dB over gray.") in section
 
 
+def test_report_names_a_method_left_out_of_a_set_and_compares_with_the_others(tmp_path: Path) -> None:
+    """The default reproduce study leaves Levin out on the photos: the section says so, and the
+    photos' finding sets the guided model against inverse distance."""
+    from cae.core.runs import write_json
+
+    photos = {"idw": {0: 0.0, 5: 0.61}, "guided": {0: 0.12, 5: 0.47}}
+    cifar = {"idw": {0: 0.0, 5: 0.3}, "levin": {0: 0.0, 5: 0.9}, "guided": {0: 0.2, 5: 1.1}}
+    write_json(tmp_path / "hints" / "hint_study.json", {
+        "photos": "kodak", "photo_images": 12, "cifar_images": 200, "counts": [0, 5], "draws": 1, "seed": 0,
+        "patch": 7, "summary": {"photos": _hint_rows(photos), "cifar10-test": _hint_rows(cifar, True)}})
+    section = _hints_section(write_report(tmp_path)[1].read_text())
+    assert "Not scored on the photos: `levin`" in section and "Not scored on CIFAR-10" not in section
+    assert ("On the photos, the guided model beats inverse distance at 0 hints (by up to 0.12 dB, at 0); inverse "
+            "distance is ahead at 5 (by up to 0.14 dB, at 5).") in section
+    assert "On CIFAR-10, the guided model beats Levin at 0 and 5 hints" in section
+    assert "| 5 | +0.61 | +0.47 | 20.30 | 20.90 | 21.10 | 20.00 |" in section
+
+
 class _Data:
     """A stand-in for the CIFAR-10 files: 10 images of each class."""
 

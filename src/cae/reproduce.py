@@ -99,7 +99,8 @@ STEPS: tuple[Step, ...] = (
     Step("frontier", "frontier study", 50.0, 1.5, trains=True, option="--frontier"),
     # its runs are trained in the study step; the shipped colorizer is evaluated here
     Step("colorize", "colorization study", 0.3, 2.5),
-    Step("hints", "hint study", 0.5, 0.5, full_option="--hints", full_cost=5.0),
+    # not timed in a pipeline run yet: its CPU seconds per image and method (docs/guided.md) added up
+    Step("hints", "hint study", 0.25, 0.15, full_option="--hints", full_cost=6.0),
     Step("report", "report", 0.01, 0.05),
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
@@ -119,12 +120,15 @@ class HintsSize:
     cifar: int | None  # CIFAR-10 test images scored (None: the study's own CIFAR_LIMIT)
     photos: int  # photos of the folder scored, the first by name (0: all)
     draws: int | None  # hint draws per image (None: the study's own DRAWS)
+    photo_methods: tuple[str, ...] | None = None  # the baselines scored on the photos (None: all)
 
 
 # The full study costs minutes on 2 cores (docs/guided.md, "The hint study in cae reproduce"), more than
-# the main job's time budget leaves, so by default the step scores fewer CIFAR-10 images, with one draw;
+# the main job's time budget leaves: by default the step scores 100 CIFAR-10 images with one draw each,
+# and leaves Levin (a sparse solve per photo and count, the study's dearest part) out on the photos;
 # --hints runs `cae hint-study`'s own defaults. Quick mode: a handful of images, to see that it runs.
-HINTS_SIZES = {"quick": HintsSize(cifar=20, photos=2, draws=1), "default": HintsSize(cifar=200, photos=0, draws=1),
+HINTS_SIZES = {"quick": HintsSize(cifar=10, photos=1, draws=1, photo_methods=("idw",)),
+               "default": HintsSize(cifar=100, photos=0, draws=1, photo_methods=("idw",)),
                "full": HintsSize(cifar=None, photos=0, draws=None)}
 GUIDED_WEIGHTS = "guided"  # the shipped guided colorizer's weights (cae/weights/guided)
 
@@ -458,7 +462,7 @@ class _Pipeline:
                     if photos else " (no photo folder)"))
         run_hint_study(self.out / "hints", photos=photos, cifar=cifar, draws=DRAWS if size.draws is None else size.draws,
                        model_dir=runs.shipped_run("colorizer"), guided_dir=self._guided_dir(), log=self.log,
-                       photo_limit=size.photos)
+                       photo_limit=size.photos, photo_names=size.photo_methods)
         self.state["steps"]["hints"]["size"] = self.hints  # saved with the step's "done"
 
     def _guided_dir(self) -> Path | None:

@@ -165,9 +165,10 @@ def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIM
 def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: torch.Tensor | None = None,
                    names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS, draws: int = DRAWS,
                    seed: int = SEED, model_dir: str | Path | None = None, log: Log = print,
-                   guided_dir: str | Path | None = None, photo_limit: int = 0) -> dict:
-    """The study on a photo folder (its first `photo_limit` photos; 0: all) and/or CIFAR-10 test
-    images: writes hint_study.csv (a row per image, draw, method and count), hint_study.json
+                   guided_dir: str | Path | None = None, photo_limit: int = 0,
+                   photo_names: Sequence[str] | None = None) -> dict:
+    """The study on a photo folder (its first `photo_limit` photos; 0: all; the baselines
+    `photo_names` there, None: `names`) and/or CIFAR-10 test images: writes hint_study.csv (a row per image, draw, method and count), hint_study.json
     (settings and the summary per set, method and count) and hint_study.png (`plot_hint_study`).
     Returns the JSON's content."""
     from cae.core.runs import write_csv, write_json
@@ -178,8 +179,8 @@ def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: tor
         raise CaeError(f"hint counts must be >= 0 and draws >= 1, got {list(counts)} and {draws}")
     rows, summary = [], {}
     if photos is not None:
-        rows += (r := study_photos(photos, names, counts, draws, seed, model_dir, log=log, guided_dir=guided_dir,
-                                   limit=photo_limit))
+        rows += (r := study_photos(photos, names if photo_names is None else photo_names, counts, draws, seed,
+                                   model_dir, log=log, guided_dir=guided_dir, limit=photo_limit))
         summary["photos"] = summarize(r)
     if cifar is not None:
         rows += (r := study_cifar(cifar, names, counts, draws, seed, model_dir, log=log, guided_dir=guided_dir))

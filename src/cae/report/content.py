@@ -434,21 +434,33 @@ def _hints(b: _Builder) -> None:
         return
     curves = {name: gain_curves(table) for name, table in result["summary"].items()}
     methods = list(dict.fromkeys(m for c in curves.values() for m in c))
-    where = [f"the {number(result['cifar_images'])} first CIFAR-10 test images" if result.get("cifar_images") else "",
-             f"{number(result.get('photo_images')) if result.get('photo_images') else 'the'} photos of "
-             f"`{Path(result['photos']).name}`" if result.get("photos") else ""]
-    b.add(Para(f"Hints are colours given at points of the gray image (docs/guided.md). Each image gets "
-               f"{result['draws']} draw(s) of random points (seed {result['seed']}), each revealing the mean colour "
-               f"of the {result['patch']}×{result['patch']} patch of the true image around it; the first N points "
-               f"of a draw are its N hints. Methods: " + ", ".join(f"`{m}`" for m in methods)
-               + f"; scored on {' and '.join(w for w in where if w)} by the PSNR gain over the gray copy "
-               "(on CIFAR-10, the PSNR of the mean MSE over the images, as the runs report it)."
-               + ("" if "guided" in methods else " No guided model was scored (no guided weights were given).")))
+    b.add(Para(_hints_intro(result, curves, methods)))
     b.figure("hints/hint_study.png", "PSNR gain over gray against the number of hints, per method; the automatic "
              "colorizer, which takes no hints, is scored at 0 and drawn as a level.")
     _hints_table(b, result["summary"], curves, methods)
     for name, c in curves.items():
         b.add(Para(_hint_finding(HINT_SETS.get(name, name), c)))
+
+
+def _hints_intro(result: dict, curves: dict, methods: list[str]) -> str:
+    """The protocol, the images and the methods of hint_study.json, and the methods a set lacks."""
+    where = [f"the {number(result['cifar_images'])} first CIFAR-10 test images" if result.get("cifar_images") else "",
+             f"{number(result.get('photo_images')) if result.get('photo_images') else 'the'} photos of "
+             f"`{Path(result['photos']).name}`" if result.get("photos") else ""]
+    text = (f"Hints are colours given at points of the gray image (docs/guided.md). Each image gets "
+            f"{result['draws']} draw(s) of random points (seed {result['seed']}), each revealing the mean colour "
+            f"of the {result['patch']}×{result['patch']} patch of the true image around it; the first N points "
+            f"of a draw are its N hints. Methods: " + ", ".join(f"`{m}`" for m in methods)
+            + f"; scored on {' and '.join(w for w in where if w)} by the PSNR gain over the gray copy "
+            "(on CIFAR-10, the PSNR of the mean MSE over the images, as the runs report it).")
+    if "guided" not in methods:
+        text += " No guided model was scored (no guided weights were given)."
+    for name, c in curves.items():
+        missing = [m for m in methods if m not in c]
+        if missing:
+            text += (f" Not scored on {HINT_SETS.get(name, name)}: " + ", ".join(f"`{m}`" for m in missing)
+                     + " (a smaller study; `cae reproduce --hints` or `cae hint-study` scores every method).")
+    return text
 
 
 def _hints_table(b: _Builder, summary: dict, curves: dict, methods: list[str]) -> None:
@@ -474,10 +486,12 @@ EVEN_DB = 0.005  # gains closer than this read as even: the table prints two dec
 
 
 def _hint_finding(where: str, curves: dict[str, list[tuple[int, float]]]) -> str:
-    """Where the learned guided model stands against Levin (without a guided model: Levin
-    against inverse distance), count by count, from the study's numbers."""
-    a, c = ("guided", "levin") if "guided" in curves else ("levin", "idw")
-    if a not in curves or c not in curves:
+    """Where the learned guided model stands against Levin (without one of them: the guided model
+    against inverse distance, or Levin against it), count by count, from the study's numbers."""
+    baselines = [m for m in ("levin", "idw") if m in curves]  # the stronger first
+    a = "guided" if "guided" in curves else baselines[0] if baselines else ""
+    c = next((m for m in baselines if m != a), "")
+    if not (a and c):
         return f"On {where}: " + "; ".join(f"{_method_name(m)} {pts[-1][1]:+.2f} dB with {pts[-1][0]} hints"
                                           for m, pts in curves.items()) + "."
     ga, gc = dict(curves[a]), dict(curves[c])
