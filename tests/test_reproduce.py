@@ -17,7 +17,7 @@ from cae.errors import CaeError
 from cae.experiments.study import correlation_sentence as correlation_conclusion
 from cae.report import SECTIONS, write_report
 from cae.experiments.study import study_file
-from cae.reproduce import QUICK_LIMIT, QUICK_VARIANTS, STEPS, STUDY_NAME, quick_study, reproduce
+from cae.reproduce import HINTS_SIZES, QUICK_LIMIT, QUICK_VARIANTS, STEPS, STUDY_NAME, quick_study, reproduce
 
 SLOW = pytest.mark.slow
 
@@ -38,11 +38,14 @@ def test_every_step_finished_and_recorded(quick_reproduce: QuickRun) -> None:
         assert rec["status"] == "done", s.key
         assert rec["seconds"] >= 0
     for i, s in enumerate(STEPS, 1):  # the overall progress line of every step
-        assert re.search(rf"\[step {i}/{len(STEPS)}\] {s.title} — elapsed \S+, estimated time left \S+", quick_reproduce.stdout)
+        assert re.search(rf"\[step {i}/{len(STEPS)}\] {s.title} — elapsed \S+, estimated time left \S+",
+                         quick_reproduce.stdout)
     for rel in ("data.json", "latent.json", "reference/test_metrics.json", "study/results.csv",
                 "frontier/frontier.csv", "frontier/frontier_mse.png", "colorize/results.csv", "hints/hint_study.json",
                 "hints/hint_study.png", "report.html", "report.md", "reproducibility.json"):
         assert (out / rel).is_file(), rel
+    hints = json.loads((out / "hints/hint_study.json").read_text())  # the quick size, a tiny study
+    assert hints["cifar_images"] == HINTS_SIZES["quick"].cifar and state["steps"]["hints"]["size"] == "quick"
 
 
 @SLOW
@@ -501,7 +504,8 @@ def test_the_hints_step_runs_its_study_then_the_report_and_is_skipped_when_done(
     done = {"status": "done", "seconds": 1.0}
     write_json(tmp_path / "steps.json", {
         "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
-        "steps": {**{s.key: done for s in STEPS if s.key not in ("hints", "frontier")}, "frontier": {"status": "skipped"}}})
+        "steps": {**{s.key: done for s in STEPS if s.key not in ("hints", "frontier")},
+                  "frontier": {"status": "skipped"}}})
     monkeypatch.setitem(rep.HINTS_SIZES, "quick", rep.HintsSize(cifar=3, photos=1, draws=1))
     monkeypatch.setattr(rep, "GUIDED_WEIGHTS", "no-such-weights")
     monkeypatch.setattr(rep._Pipeline, "data", lambda self: _Data())

@@ -26,8 +26,8 @@ asking for the full hint study on a folder whose hints step ran the smaller one.
 versions, machine, seeds and wall times go to OUT/reproducibility.json.
 
 `quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
-a QUICK_VARIANTS-variant slice of the study file, a hint study of HINTS_SIZES["quick"]): a check that the pipeline works end to end,
-not figures to quote.
+a QUICK_VARIANTS-variant slice of the study file, the hint study at HINTS_SIZES["quick"]): a check
+that the pipeline works end to end, not figures to quote.
 
 The study file ships inside the package, `cae/studies/architecture.toml` (see `study_file`), so
 an installed wheel runs the whole pipeline.
@@ -100,7 +100,7 @@ STEPS: tuple[Step, ...] = (
     # its runs are trained in the study step; the shipped colorizer is evaluated here
     Step("colorize", "colorization study", 0.3, 2.5),
     # not timed in a pipeline run yet: its CPU seconds per image and method (docs/guided.md) added up
-    Step("hints", "hint study", 0.25, 0.15, full_option="--hints", full_cost=6.0),
+    Step("hints", "hint study", 0.25, 0.15, full_option="--hints", full_cost=15.0),
     Step("report", "report", 0.01, 0.05),
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
@@ -460,7 +460,8 @@ class _Pipeline:
         self.log(f"hint study ({self.hints}): {len(cifar)} CIFAR-10 test images"
                  + (f" and {'all' if not size.photos else f'the first {size.photos}'} photos of {photos}"
                     if photos else " (no photo folder)"))
-        run_hint_study(self.out / "hints", photos=photos, cifar=cifar, draws=DRAWS if size.draws is None else size.draws,
+        draws = DRAWS if size.draws is None else size.draws
+        run_hint_study(self.out / "hints", photos=photos, cifar=cifar, draws=draws,
                        model_dir=runs.shipped_run("colorizer"), guided_dir=self._guided_dir(), log=self.log,
                        photo_limit=size.photos, photo_names=size.photo_methods)
         self.state["steps"]["hints"]["size"] = self.hints  # saved with the step's "done"

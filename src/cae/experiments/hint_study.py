@@ -150,7 +150,8 @@ def cifar_psnr(rows: list[dict]) -> list[dict]:
     return out
 
 
-def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIMIT, data=None) -> torch.Tensor:  # noqa: ANN001
+def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIMIT,
+                      data=None) -> torch.Tensor:  # noqa: ANN001 - a Cifar10
     """The first `limit` (0: all) images (N,3,32,32) uint8 of the CIFAR-10 test split the runs use
     (`split_indices` at the default split seed: a seeded, class-balanced sample of the 60,000);
     `data`: the dataset already loaded (a `cae.core.data.Cifar10`), else it is read from `data_dir`."""
@@ -167,10 +168,10 @@ def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: tor
                    seed: int = SEED, model_dir: str | Path | None = None, log: Log = print,
                    guided_dir: str | Path | None = None, photo_limit: int = 0,
                    photo_names: Sequence[str] | None = None) -> dict:
-    """The study on a photo folder (its first `photo_limit` photos; 0: all; the baselines
-    `photo_names` there, None: `names`) and/or CIFAR-10 test images: writes hint_study.csv (a row per image, draw, method and count), hint_study.json
-    (settings and the summary per set, method and count) and hint_study.png (`plot_hint_study`).
-    Returns the JSON's content."""
+    """The study on a photo folder (its first `photo_limit` photos, 0: all; there the baselines
+    `photo_names`, None: `names`) and/or CIFAR-10 test images: writes hint_study.csv (a row per
+    image, draw, method and count), hint_study.json (settings and the summary per set, method and
+    count) and hint_study.png (`plot_hint_study`). Returns the JSON's content."""
     from cae.core.runs import write_csv, write_json
 
     if photos is None and cifar is None:
