@@ -109,8 +109,8 @@ def test_the_plot_has_a_panel_per_set_and_a_line_per_method(tmp_path) -> None:
     photos = {"levin": {0: 0.0, 1: 0.4, 50: 3.1}, "idw": {0: 0.0, 1: 0.3, 50: 2.2}, "automatic": {0: -0.6},
               "guided": {0: -0.5, 1: 0.9, 50: 2.7}}
     cifar = {"levin": {0: 0.0, 5: 1.5}, "guided": {0: 0.2, 5: 2.5}}
-    fig = plot_hint_study({"photos": summary_of(photos), "cifar10-test": summary_of(cifar, cifar=True)},
-                          tmp_path / "hint_study.png")
+    fig = plot_hint_study({"cifar10-test": summary_of(cifar, cifar=True), "photos": summary_of(photos)},
+                          tmp_path / "hint_study.png")  # as hint_study.json keeps them (sorted keys)
     assert (tmp_path / "hint_study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     panels = fig.get_axes()
     assert [ax.get_title() for ax in panels] == ["photos", "CIFAR-10 test images"]
@@ -124,6 +124,8 @@ def test_the_plot_has_a_panel_per_set_and_a_line_per_method(tmp_path) -> None:
             if len(by_count) > 1:  # CIFAR-10: the gain of the mean MSE, not the mean of the gains
                 assert list(xs) == list(by_count) and list(ys) == pytest.approx(list(by_count.values()))
         assert ax.get_xscale() == "symlog"  # 0 hints is on the axis
+    for method in cifar:  # a method keeps its colour from panel to panel
+        assert lines_of(panels[0])[method].get_color() == lines_of(panels[1])[method].get_color()
     xs, ys = lines_of(panels[0])["automatic"].get_data()
     assert list(xs) == [0, 50] and list(ys) == [-0.6, -0.6]  # scored at 0 hints: a level across the counts
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import QuickRun, run_cae
 
+from cae.core.device import torch_threads
 from cae.core.spec import trace
 from cae.core.text import duration, first_line, number
 from cae.errors import CaeError
@@ -441,7 +442,7 @@ def test_report_shows_the_hint_study_read_from_its_file(tmp_path: Path) -> None:
     assert "| hints | idw: photos, gain dB | levin: photos, gain dB | automatic: photos, gain dB |" in section
     assert "| 5 | +0.52 | +0.93 | — | +1.21 | 20.44 | 20.61 | 21.47 | 20.00 |" in section
     assert "| 0 | +0.00 | +0.00 | -0.41 | -0.29 | 20.00 | 20.00 | 20.36 | 20.00 |" in section
-    assert "12 photos of `kodak-dev`" in section and "300 first CIFAR-10 test images" in section
+    assert "Each image gets 1 draw of random points" in section and "12 photos of `kodak-dev`" in section and "first 300 CIFAR-10 test images" in section
     assert ("On the photos, the guided model beats Levin at 1 and 5 hints (by up to 0.66 dB, at 1); Levin is "
             "ahead at 0 and 50 (by up to 0.73 dB, at 50). With 50 hints: the guided model +2.64 dB, Levin +3.37 dB "
             "over gray; the automatic colorizer, without hints, -0.41 dB.") in section
@@ -521,6 +522,27 @@ def test_the_hints_step_runs_its_study_then_the_report_and_is_skipped_when_done(
     before = _mtimes(tmp_path)
     reproduce(tmp_path, quick=True, photos=None, log=lambda s: None)
     assert _mtimes(tmp_path) == before
+
+
+def test_the_hints_step_runs_its_study_on_one_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its pieces are too small to split, and a second thread spins on a busy machine; the thread
+    count is restored after it."""
+    import torch
+
+    import cae.experiments.hint_study as hs
+    from cae import reproduce as rep
+
+    seen: list[int] = []
+    monkeypatch.setattr(hs, "run_hint_study", lambda *a, **k: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(rep._Pipeline, "data", lambda self: _Data())
+    settings = rep.Settings(quick=True, epochs=None, limit=QUICK_LIMIT)
+    pipe = rep._Pipeline(tmp_path, settings, None, False, lambda s: None, rep._load_state(tmp_path, settings, False),
+                         photos=None, guided=None)
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        pipe.step_hints()
+        assert torch.get_num_threads() == 2
+    assert seen == [1] and torch.get_num_threads() == before
 
 
 def test_the_full_hint_study_asked_later_runs_the_step_and_the_report_again(

@@ -51,7 +51,7 @@ from typing import Any
 import tomli_w
 
 from cae.core import runs
-from cae.core.device import describe_cpu
+from cae.core.device import describe_cpu, torch_threads
 from cae.core.text import Log, duration
 from cae.errors import CaeError
 
@@ -461,9 +461,12 @@ class _Pipeline:
                  + (f" and {'all' if not size.photos else f'the first {size.photos}'} photos of {photos}"
                     if photos else " (no photo folder)"))
         draws = DRAWS if size.draws is None else size.draws
-        run_hint_study(self.out / "hints", photos=photos, cifar=cifar, draws=draws,
-                       model_dir=runs.shipped_run("colorizer"), guided_dir=self._guided_dir(), log=self.log,
-                       photo_limit=size.photos, photo_names=size.photo_methods)
+        # one thread: the study's work comes in small pieces (a 32x32 prediction, a photo's sparse
+        # solve in scipy) that a second thread cannot split, and that spins on a busy machine
+        with torch_threads(1):
+            run_hint_study(self.out / "hints", photos=photos, cifar=cifar, draws=draws,
+                           model_dir=runs.shipped_run("colorizer"), guided_dir=self._guided_dir(), log=self.log,
+                           photo_limit=size.photos, photo_names=size.photo_methods)
         self.state["steps"]["hints"]["size"] = self.hints  # saved with the step's "done"
 
     def _guided_dir(self) -> Path | None:

@@ -206,11 +206,22 @@ def plotted_gain(s: dict) -> float:
     return s.get("gain_of_mean_mse_db", s["mean_gain_db"])
 
 
-def gain_curves(table: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    """A set's summary as (hints, gain) points per method, by hints; methods in a fixed order
-    (the baselines, the automatic colorizer, the guided one), so each keeps its colour."""
+def method_rank(method: str) -> tuple[int, str]:
+    """A method's place in the study's fixed order: the baselines, the automatic colorizer, the
+    guided one (then any other by name); its colour in the plot, its column in the report."""
     order = [*METHODS, AUTOMATIC, GUIDED]
-    names = sorted({s["method"] for s in table}, key=lambda m: (order.index(m) if m in order else len(order), m))
+    return (order.index(method) if method in order else len(order), method)
+
+
+def ordered_sets(summary: dict[str, list[dict]]) -> list[tuple[str, list[dict]]]:
+    """The summary's sets in SET_TITLES' order (the photos first), whatever order a file kept."""
+    order = list(SET_TITLES)
+    return sorted(summary.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+
+
+def gain_curves(table: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """A set's summary as (hints, gain) points per method, by hints; methods in their fixed order."""
+    names = sorted({s["method"] for s in table}, key=method_rank)
     return {m: sorted((s["hints"], plotted_gain(s)) for s in table if s["method"] == m) for m in names}
 
 
@@ -222,18 +233,20 @@ def plot_hint_study(summary: dict[str, list[dict]], path: Path):  # noqa: ANN201
 
     fig = figure(figsize=(5 * len(summary), 4))
     axes = fig.subplots(1, len(summary), squeeze=False)[0]
-    for ax, (name, table) in zip(axes, summary.items()):
+    everyone = sorted({s["method"] for table in summary.values() for s in table}, key=method_rank)
+    for ax, (name, table) in zip(axes, ordered_sets(summary)):
         curves = gain_curves(table)
         counts = sorted({n for pts in curves.values() for n, _ in pts})
-        for i, (method, pts) in enumerate(curves.items()):
+        for method, pts in curves.items():
             xs, ys = zip(*pts)
+            style = {"color": palette()(everyone.index(method)), "label": method, "gid": method, "ms": 5}
             if len(pts) == 1 and counts[-1] > xs[0]:  # one count (automatic): its level across the counts
-                xs, ys = (xs[0], counts[-1]), (ys[0], ys[0])
-                ax.plot(xs, ys, ":", marker="o", markevery=[0], color=palette()(i), label=method, gid=method)
+                ax.plot((xs[0], counts[-1]), (ys[0], ys[0]), ":", marker="o", markevery=[0], **style)
             else:
-                ax.plot(xs, ys, "-o", color=palette()(i), label=method, gid=method, ms=4)
+                ax.plot(xs, ys, "-o", **style)
         ax.axhline(0, color="0.5", lw=0.8)  # the gray copy
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.3, counts[-1] * 1.15)  # symlog would leave room for negative counts
         ax.set_xticks(counts, [str(n) for n in counts])
         ax.set_xlabel("hints (random points, each the colour of its 7x7 patch)")
         ax.set_ylabel("PSNR gain over gray, dB" + (" (of the mean MSE)" if name == "cifar10-test" else ""))

@@ -426,14 +426,14 @@ METHOD_NAMES = {"idw": "inverse distance", "levin": "Levin", "automatic": "the a
 def _hints(b: _Builder) -> None:
     """The hint study (`cae reproduce`'s hints step, or `cae hint-study --out DIR/hints`): its
     plot, the gain per method and number of hints, and a finding read off those numbers."""
-    from cae.experiments.hint_study import gain_curves
+    from cae.experiments.hint_study import gain_curves, method_rank, ordered_sets
 
     result = b.json("hints/hint_study.json")
     if result is None:
         b.add(Missing(f"hint study: {NOT_RUN} (the hints step of `cae reproduce` writes hints/hint_study.json)"))
         return
-    curves = {name: gain_curves(table) for name, table in result["summary"].items()}
-    methods = list(dict.fromkeys(m for c in curves.values() for m in c))
+    curves = {name: gain_curves(table) for name, table in ordered_sets(result["summary"])}
+    methods = sorted({m for c in curves.values() for m in c}, key=method_rank)
     b.add(Para(_hints_intro(result, curves, methods)))
     b.figure("hints/hint_study.png", "PSNR gain over gray against the number of hints, per method; the automatic "
              "colorizer, which takes no hints, is scored at 0 and drawn as a level.")
@@ -444,11 +444,12 @@ def _hints(b: _Builder) -> None:
 
 def _hints_intro(result: dict, curves: dict, methods: list[str]) -> str:
     """The protocol, the images and the methods of hint_study.json, and the methods a set lacks."""
-    where = [f"the {number(result['cifar_images'])} first CIFAR-10 test images" if result.get("cifar_images") else "",
+    draws = result["draws"]
+    where = [f"the first {number(result['cifar_images'])} CIFAR-10 test images" if result.get("cifar_images") else "",
              f"{number(result.get('photo_images')) if result.get('photo_images') else 'the'} photos of "
              f"`{Path(result['photos']).name}`" if result.get("photos") else ""]
     text = (f"Hints are colours given at points of the gray image (docs/guided.md). Each image gets "
-            f"{result['draws']} draw(s) of random points (seed {result['seed']}), each revealing the mean colour "
+            f"{draws} draw{'s' if draws != 1 else ''} of random points (seed {result['seed']}), each revealing the mean colour "
             f"of the {result['patch']}×{result['patch']} patch of the true image around it; the first N points "
             f"of a draw are its N hints. Methods: " + ", ".join(f"`{m}`" for m in methods)
             + f"; scored on {' and '.join(w for w in where if w)} by the PSNR gain over the gray copy "
