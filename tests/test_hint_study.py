@@ -53,6 +53,7 @@ def test_a_tiny_study_writes_its_rows_and_summary_and_hints_beat_gray(tmp_path) 
     result = run_hint_study(tmp_path / "out", photos=photos, cifar=cifar, counts=(0, 1, 10), draws=2,
                             log=lambda _: None)
     rows = (tmp_path / "out" / "hint_study.csv").read_text().splitlines()
+    assert (tmp_path / "out" / "hint_study.png").is_file()
     assert len(rows) == 1 + (2 + 3) * 2 * 3 * 2  # header; images x draws x counts x methods
     saved = json.loads((tmp_path / "out" / "hint_study.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -100,3 +101,63 @@ def test_the_guided_colorizer_is_scored_at_every_count_and_hints_raise_its_psnr(
     assert table["guided", 20]["psnr"] > table["guided", 0]["psnr"] + 3  # the hints' colours are followed
     with pytest.raises(CaeError, match="trained without hints"):
         run_hint_study(tmp_path / "x", cifar=cifar, names=[], guided_dir=shipped_run("colorizer"))
+
+
+def summary_of(gains: dict[str, dict[int, float]], cifar: bool = False) -> list[dict]:
+    """A study summary whose gains are the chosen numbers (as hint_study.json holds them)."""
+    rows = []
+    for method, by_count in gains.items():
+        for n, g in by_count.items():
+            row = {"method": method, "hints": n, "items": 4, "mean_gain_db": g, "std_gain_db": 0.5,
+                   "worst_gain_db": g - 1, "colorfulness_ratio": 0.8}
+            if cifar:  # the gain that is plotted on CIFAR-10 is the mean MSE's, not the mean gain
+                row.update(mean_gain_db=g + 100, psnr=22.0 + g, psnr_gray=22.0, gain_of_mean_mse_db=g)
+            rows.append(row)
+    return rows
+
+
+def test_the_plot_has_a_panel_per_set_and_a_line_per_method(tmp_path) -> None:
+    from cae.experiments.hint_study import plot_hint_study
+
+    photos = {"levin": {0: 0.0, 1: 0.4, 50: 3.1}, "idw": {0: 0.0, 1: 0.3, 50: 2.2}, "automatic": {0: -0.6},
+              "guided": {0: -0.5, 1: 0.9, 50: 2.7}}
+    cifar = {"levin": {0: 0.0, 5: 1.5}, "guided": {0: 0.2, 5: 2.5}}
+    fig = plot_hint_study({"cifar10-test": summary_of(cifar, cifar=True), "photos": summary_of(photos)},
+                          tmp_path / "hint_study.png")  # as hint_study.json keeps them (sorted keys)
+    assert (tmp_path / "hint_study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panels = fig.get_axes()
+    assert [ax.get_title() for ax in panels] == ["photos", "CIFAR-10 test images"]
+    for ax, gains in zip(panels, (photos, cifar)):
+        lines = lines_of(ax)
+        assert sorted(lines) == sorted(gains)
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]  # a fixed order: the same colour per method
+        assert legend == (["idw", "levin", "automatic", "guided"] if gains is photos else ["levin", "guided"])
+        for method, by_count in gains.items():
+            xs, ys = lines[method].get_data()
+            if len(by_count) > 1:  # CIFAR-10: the gain of the mean MSE, not the mean of the gains
+                assert list(xs) == list(by_count) and list(ys) == pytest.approx(list(by_count.values()))
+        assert ax.get_xscale() == "symlog"  # 0 hints is on the axis
+    for method in cifar:  # a method keeps its colour from panel to panel
+        assert lines_of(panels[0])[method].get_color() == lines_of(panels[1])[method].get_color()
+    xs, ys = lines_of(panels[0])["automatic"].get_data()
+    assert list(xs) == [0, 50] and list(ys) == [-0.6, -0.6]  # scored at 0 hints: a level across the counts
+
+
+def lines_of(ax) -> dict:  # noqa: ANN001 - a matplotlib Axes
+    return {line.get_gid(): line for line in ax.get_lines() if line.get_gid()}
+
+
+def test_a_smaller_study_scores_the_first_photos_with_the_baselines_asked_for(tmp_path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(halves(24, 16, (200, 40, 40), (40, 60, 200))).save(photos / "a.png")
+    Image.fromarray(halves(20, 20, (30, 160, 60), (220, 200, 60))).save(photos / "b.png")
+    cifar = torch.from_numpy(np.stack([halves(32, 32, (200, 40, 40), (40, 200, 40)).transpose(2, 0, 1)] * 2))
+    result = run_hint_study(tmp_path / "out", photos=photos, cifar=cifar, counts=(0, 5), draws=1, log=lambda _: None,
+                            photo_limit=1, photo_names=["idw"])
+    assert result["photo_images"] == 1 and result["cifar_images"] == 2
+    assert {s["method"] for s in result["summary"]["photos"]} == {"idw"}
+    assert {s["method"] for s in result["summary"]["cifar10-test"]} == {"idw", "levin"}
+    names = {r.split(",")[1] for r in (tmp_path / "out" / "hint_study.csv").read_text().splitlines()[1:]
+             if r.startswith("photos,")}
+    assert names == {"a.png"}

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from conftest import QuickRun, run_cae
 
+from cae.core.device import torch_threads
 from cae.core.spec import trace
 from cae.core.text import duration, first_line, number
 from cae.errors import CaeError
 from cae.experiments.study import correlation_sentence as correlation_conclusion
 from cae.report import SECTIONS, write_report
 from cae.experiments.study import study_file
-from cae.reproduce import QUICK_LIMIT, QUICK_VARIANTS, STEPS, STUDY_NAME, quick_study, reproduce
+from cae.reproduce import HINTS_SIZES, QUICK_LIMIT, QUICK_VARIANTS, STEPS, STUDY_NAME, quick_study, reproduce
 
 SLOW = pytest.mark.slow
 
@@ -32,17 +33,20 @@ def test_every_step_finished_and_recorded(quick_reproduce: QuickRun) -> None:
     out = quick_reproduce.out
     state = json.loads((out / "steps.json").read_text())
     assert state["settings"] == {"quick": True, "epochs": None, "limit": QUICK_LIMIT}
-    assert [s.key for s in STEPS] == ["data", "latent", "study", "reference", "frontier", "colorize", "report"]
+    assert [s.key for s in STEPS] == ["data", "latent", "study", "reference", "frontier", "colorize", "hints", "report"]
     for s in STEPS:
         rec = state["steps"][s.key]
         assert rec["status"] == "done", s.key
         assert rec["seconds"] >= 0
     for i, s in enumerate(STEPS, 1):  # the overall progress line of every step
-        assert re.search(rf"\[step {i}/7\] {s.title} — elapsed \S+, estimated time left \S+", quick_reproduce.stdout)
+        assert re.search(rf"\[step {i}/{len(STEPS)}\] {s.title} — elapsed \S+, estimated time left \S+",
+                         quick_reproduce.stdout)
     for rel in ("data.json", "latent.json", "reference/test_metrics.json", "study/results.csv",
-                "frontier/frontier.csv", "frontier/frontier_mse.png", "colorize/results.csv", "report.html",
-                "report.md", "reproducibility.json"):
+                "frontier/frontier.csv", "frontier/frontier_mse.png", "colorize/results.csv", "hints/hint_study.json",
+                "hints/hint_study.png", "report.html", "report.md", "reproducibility.json"):
         assert (out / rel).is_file(), rel
+    hints = json.loads((out / "hints/hint_study.json").read_text())  # the quick size, a tiny study
+    assert hints["cifar_images"] == HINTS_SIZES["quick"].cifar and state["steps"]["hints"]["size"] == "quick"
 
 
 @SLOW
@@ -147,10 +151,10 @@ def test_cae_report_regenerates_without_training(quick_reproduce: QuickRun) -> N
     proc = run_cae("report", str(out))
     assert proc.returncode == 0, proc.stderr
     assert (out / "report.html").is_file()
-    # sections 1-5 are the same; the header and section 6 now also count the report step as done
+    # sections 1-6 are the same; the header and section 7 now also count the report step as done
     new = (out / "report.md").read_text()
-    assert "## 6 Reproducibility" in new and "| 7 | report | done |" in new
-    body = lambda t: t[t.index("## 1 "):t.index("## 6 ")]  # noqa: E731
+    assert "## 7 Reproducibility" in new and "| 8 | report | done |" in new
+    body = lambda t: t[t.index("## 1 "):t.index("## 7 ")]  # noqa: E731
     assert body(new) == body(md)
     assert {k: v for k, v in _mtimes(out).items() if not k.startswith("report.")} == results
 
@@ -198,7 +202,7 @@ def test_corrupt_results_file_spoils_only_its_section(tmp_path: Path) -> None:
     _, md = write_report(tmp_path)
     text = md.read_text()
     assert "could not be read" in text and "corrupt" in text
-    assert "## 6 Reproducibility" in text
+    assert "## 7 Reproducibility" in text
 
 
 @pytest.mark.parametrize("r,p,words", [
@@ -262,17 +266,17 @@ def test_only_unfinished_steps_run(tmp_path: Path) -> None:
     write_json(tmp_path / "steps.json", {
         "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
         "steps": {"data": done, "reference": done, "latent": {"status": "running"}, "study": done,
-                  "colorize": done, "report": {"status": "pending"}}})
+                  "colorize": done, "hints": {**done, "size": "quick"}, "report": {"status": "pending"}}})
     lines: list[str] = []
     state = reproduce(tmp_path, quick=True, log=lines.append)  # loads no data, trains nothing
     assert all(v["status"] == "done" for k, v in state["steps"].items() if k != "frontier")
     assert state["steps"]["frontier"]["status"] == "skipped"  # not asked for
-    assert sum("skipped" in line for line in lines) == 5
+    assert sum("skipped" in line for line in lines) == 6
     assert json_load(tmp_path / "latent.json")["latent_size"] == trace("reference").latent_size
     assert (tmp_path / "report.html").is_file()
     # the optional step not asked for reads as that, with the command that adds it, not as a failure
     report = (tmp_path / "report.md").read_text()
-    assert "Pipeline steps finished: 6 of the 6 asked for." in report
+    assert "Pipeline steps finished: 7 of the 7 asked for." in report
     assert "Optional and not asked for: the frontier study (--frontier)" in report
     assert re.search(r"run `[^`]+ --frontier`; finished steps are not run again", report)
     assert "not asked for (--frontier)" in report  # its row in the wall-time table
@@ -290,7 +294,7 @@ def test_frontier_asked_later_runs_it_and_the_report_again(tmp_path: Path, monke
     write_json(tmp_path / "steps.json", {
         "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
         "steps": {"data": done, "reference": done, "latent": done, "study": done, "frontier": {"status": "skipped"},
-                  "colorize": done, "report": done}})
+                  "colorize": done, "hints": {**done, "size": "quick"}, "report": done}})
     ran: list[str] = []
     monkeypatch.setattr(rep._Pipeline, "step_frontier", lambda self: ran.append("frontier"))
     monkeypatch.setattr(rep._Pipeline, "step_report", lambda self: ran.append("report"))
@@ -314,7 +318,7 @@ def test_an_interrupted_step_is_recorded_and_resumed(tmp_path: Path, monkeypatch
     write_json(tmp_path / "steps.json", {
         "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
         "steps": {"data": done, "reference": done, "latent": {"status": "pending"}, "study": done,
-                  "colorize": done, "report": {"status": "pending"}}})
+                  "colorize": done, "hints": done, "report": {"status": "pending"}}})
 
     def interrupted(self: object) -> None:
         raise KeyboardInterrupt
@@ -403,3 +407,169 @@ def test_the_speed_check_times_a_study_step_and_leaves_no_trace() -> None:
     seconds = train_step_seconds(reference, threads=1, steps=2, rounds=2, warmup=1)
     assert 0 < seconds < 5
     assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), state)
+
+
+# ----------------------------------------------------------------------------- the hint study
+def _hint_rows(gains: dict[str, dict[int, float]], cifar: bool = False) -> list[dict]:
+    """hint_study.json's summary rows with the chosen gains (CIFAR-10: PSNR = 20 dB + gain)."""
+    rows = []
+    for method, by_count in gains.items():
+        for n, g in by_count.items():
+            row = {"method": method, "hints": n, "items": 6, "mean_gain_db": g, "std_gain_db": 0.4,
+                   "worst_gain_db": g - 2, "colorfulness_ratio": 0.7}
+            rows.append({**row, "mean_gain_db": g + 50, "psnr": 20 + g, "psnr_gray": 20.0,
+                         "gain_of_mean_mse_db": g} if cifar else row)
+    return rows
+
+
+def _hints_section(md: str) -> str:
+    return md[md.index("## 6 Guided colorization"):md.index("## 7 Reproducibility")]
+
+
+def test_report_shows_the_hint_study_read_from_its_file(tmp_path: Path) -> None:
+    """The section's table and finding come from hint_study.json: chosen numbers appear, and the
+    counts where the guided model beats Levin are the ones where the file says so."""
+    from cae.core.runs import write_json
+
+    photos = {"idw": {0: 0.0, 1: 0.11, 5: 0.52, 50: 1.93}, "levin": {0: 0.0, 1: 0.17, 5: 0.93, 50: 3.37},
+              "automatic": {0: -0.41}, "guided": {0: -0.29, 1: 0.83, 5: 1.21, 50: 2.64}}
+    cifar = {"idw": {0: 0.0, 1: 0.07, 5: 0.44, 50: 2.08}, "levin": {0: 0.0, 1: 0.09, 5: 0.61, 50: 2.86},
+             "guided": {0: 0.36, 1: 0.73, 5: 1.47, 50: 3.02}}
+    write_json(tmp_path / "hints" / "hint_study.json", {
+        "photos": "/data/kodak-dev", "photo_images": 12, "cifar_images": 300, "counts": [0, 1, 5, 50], "draws": 1,
+        "seed": 0, "patch": 7, "summary": {"photos": _hint_rows(photos), "cifar10-test": _hint_rows(cifar, True)}})
+    section = _hints_section(write_report(tmp_path)[1].read_text())
+    assert "| hints | idw: photos, gain dB | levin: photos, gain dB | automatic: photos, gain dB |" in section
+    assert "| 5 | +0.52 | +0.93 | — | +1.21 | 20.44 | 20.61 | 21.47 | 20.00 |" in section
+    assert "| 0 | +0.00 | +0.00 | -0.41 | -0.29 | 20.00 | 20.00 | 20.36 | 20.00 |" in section
+    assert "Each image gets 1 draw of random points" in section and "12 photos of `kodak-dev`" in section and "first 300 CIFAR-10 test images" in section
+    assert ("On the photos, the guided model beats Levin at 1 and 5 hints (by up to 0.66 dB, at 1); Levin is "
+            "ahead at 0 and 50 (by up to 0.73 dB, at 50). With 50 hints: the guided model +2.64 dB, Levin +3.37 dB "
+            "over gray; the automatic colorizer, without hints, -0.41 dB.") in section
+    assert "On CIFAR-10, the guided model beats Levin at 0, 1, 5 and 50 hints (by up to 0.86 dB, at 5)." in section
+    assert "hints/hint_study.png: not run yet" in section  # the figure is the study's; none was written here
+
+
+def test_report_without_a_guided_model_compares_the_baselines(tmp_path: Path) -> None:
+    from cae.core.runs import write_json
+
+    assert "hint study: not run yet" in _hints_section(write_report(tmp_path)[1].read_text())
+    photos = {"idw": {0: 0.0, 2: 0.31, 10: 1.02}, "levin": {0: 0.0, 2: 0.25, 10: 1.4}}
+    write_json(tmp_path / "hints" / "hint_study.json", {
+        "photos": "kodak", "photo_images": 2, "cifar_images": 0, "counts": [0, 2, 10], "draws": 2, "seed": 0,
+        "patch": 7, "summary": {"photos": _hint_rows(photos)}})
+    section = _hints_section(write_report(tmp_path)[1].read_text())
+    assert "No guided model was scored" in section and "CIFAR-10 PSNR" not in section
+    assert ("On the photos, Levin beats inverse distance at 10 hints (by up to 0.38 dB, at 10); inverse distance is "
+            "ahead at 2 (by up to 0.06 dB, at 2); the two are even at 0. With 10 hints: Levin +1.40 dB, inverse "
+            "distance +1.02 dB over gray.") in section
+
+
+def test_report_names_a_method_left_out_of_a_set_and_compares_with_the_others(tmp_path: Path) -> None:
+    """The default reproduce study leaves Levin out on the photos: the section says so, and the
+    photos' finding sets the guided model against inverse distance."""
+    from cae.core.runs import write_json
+
+    photos = {"idw": {0: 0.0, 5: 0.61}, "guided": {0: 0.12, 5: 0.47}}
+    cifar = {"idw": {0: 0.0, 5: 0.3}, "levin": {0: 0.0, 5: 0.9}, "guided": {0: 0.2, 5: 1.1}}
+    write_json(tmp_path / "hints" / "hint_study.json", {
+        "photos": "kodak", "photo_images": 12, "cifar_images": 200, "counts": [0, 5], "draws": 1, "seed": 0,
+        "patch": 7, "summary": {"photos": _hint_rows(photos), "cifar10-test": _hint_rows(cifar, True)}})
+    section = _hints_section(write_report(tmp_path)[1].read_text())
+    assert "Not scored on the photos: `levin`" in section and "Not scored on CIFAR-10" not in section
+    assert ("On the photos, the guided model beats inverse distance at 0 hints (by up to 0.12 dB, at 0); inverse "
+            "distance is ahead at 5 (by up to 0.14 dB, at 5).") in section
+    assert "On CIFAR-10, the guided model beats Levin at 0 and 5 hints" in section
+    assert "| 5 | +0.61 | +0.47 | 20.30 | 20.90 | 21.10 | 20.00 |" in section
+
+
+class _Data:
+    """A stand-in for the CIFAR-10 files: 10 images of each class."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.labels = torch.arange(100) % 10
+        self.images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8,
+                                    generator=torch.Generator().manual_seed(0))
+
+
+def test_the_hints_step_runs_its_study_then_the_report_and_is_skipped_when_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quick folder whose other steps are done: the hints step writes the study at quick mode's
+    size (here 3 CIFAR-10 images), notes that no guided model is shipped, and the report shows it;
+    run again, nothing runs."""
+    from cae import reproduce as rep
+    from cae.core.runs import write_json
+
+    done = {"status": "done", "seconds": 1.0}
+    write_json(tmp_path / "steps.json", {
+        "settings": {"quick": True, "epochs": None, "limit": QUICK_LIMIT},
+        "steps": {**{s.key: done for s in STEPS if s.key not in ("hints", "frontier")},
+                  "frontier": {"status": "skipped"}}})
+    monkeypatch.setitem(rep.HINTS_SIZES, "quick", rep.HintsSize(cifar=3, photos=1, draws=1))
+    monkeypatch.setattr(rep, "GUIDED_WEIGHTS", "no-such-weights")
+    monkeypatch.setattr(rep._Pipeline, "data", lambda self: _Data())
+    lines: list[str] = []
+    state = reproduce(tmp_path, quick=True, photos=None, log=lines.append)
+    assert state["steps"]["hints"]["status"] == "done" and state["steps"]["hints"]["size"] == "quick"
+    result = json_load(tmp_path / "hints" / "hint_study.json")
+    assert result["cifar_images"] == 3 and result["draws"] == 1 and result["photos"] is None
+    assert {s["method"] for s in result["summary"]["cifar10-test"]} == {"idw", "levin", "automatic"}
+    assert any("no guided colorizer is shipped" in line for line in lines)
+    assert (tmp_path / "hints" / "hint_study.png").is_file()
+    assert "| 50 |" in _hints_section((tmp_path / "report.md").read_text())  # the report ran after it
+    before = _mtimes(tmp_path)
+    reproduce(tmp_path, quick=True, photos=None, log=lambda s: None)
+    assert _mtimes(tmp_path) == before
+
+
+def test_the_hints_step_runs_its_study_on_one_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its pieces are too small to split, and a second thread spins on a busy machine; the thread
+    count is restored after it."""
+    import torch
+
+    import cae.experiments.hint_study as hs
+    from cae import reproduce as rep
+
+    seen: list[int] = []
+    monkeypatch.setattr(hs, "run_hint_study", lambda *a, **k: seen.append(torch.get_num_threads()))
+    monkeypatch.setattr(rep._Pipeline, "data", lambda self: _Data())
+    settings = rep.Settings(quick=True, epochs=None, limit=QUICK_LIMIT)
+    pipe = rep._Pipeline(tmp_path, settings, None, False, lambda s: None, rep._load_state(tmp_path, settings, False),
+                         photos=None, guided=None)
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        pipe.step_hints()
+        assert torch.get_num_threads() == 2
+    assert seen == [1] and torch.get_num_threads() == before
+
+
+def test_the_full_hint_study_asked_later_runs_the_step_and_the_report_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished full-mode folder whose hints step ran the default size: --hints runs it again
+    at the full size, then the report; asked again, or not asked, nothing runs."""
+    from cae import reproduce as rep
+    from cae.core.runs import write_json
+
+    done = {"status": "done", "seconds": 1.0}
+    write_json(tmp_path / "steps.json", {
+        "settings": {"quick": False, "epochs": None, "limit": 0},
+        "steps": {**{s.key: done for s in STEPS}, "frontier": {"status": "skipped"},
+                  "hints": {**done, "size": "default"}}})
+    ran: list[str] = []
+
+    def hints(self: rep._Pipeline) -> None:
+        ran.append(f"hints {self.hints}")
+        self.state["steps"]["hints"]["size"] = self.hints
+
+    monkeypatch.setattr(rep._Pipeline, "step_hints", hints)
+    monkeypatch.setattr(rep._Pipeline, "step_report", lambda self: ran.append("report"))
+    reproduce(tmp_path, log=lambda s: None)
+    assert ran == []
+    state = reproduce(tmp_path, hints=True, log=lambda s: None)
+    assert ran == ["hints full", "report"] and state["steps"]["hints"]["size"] == "full"
+    ran.clear()
+    reproduce(tmp_path, hints=True, log=lambda s: None)
+    reproduce(tmp_path, log=lambda s: None)  # the full study done: the default does not replace it
+    assert ran == []

@@ -186,7 +186,7 @@ def cmd_reproduce(a: argparse.Namespace) -> int:
     from cae.reproduce import reproduce
 
     reproduce(a.out, quick=a.quick, epochs=a.epochs, data_dir=a.data, force=a.force, photos=a.photos or "auto",
-              frontier=a.frontier)
+              frontier=a.frontier, hints=a.hints)
     return 0
 
 
@@ -403,6 +403,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from cae.experiments.hint_study import CIFAR_LIMIT, DRAWS
+
     r = sub.add_parser("reproduce", help="the whole study, resumably, ending in report.html")
     r.add_argument("--out", required=True)
     r.add_argument("--quick", action="store_true", help="small subset, few epochs (minutes)")
@@ -412,6 +414,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
                    "(default: kodak-dev beside the data, when present)")
     r.add_argument("--frontier", action="store_true", help="also run the frontier study (CAE against PCA "
                    "over latent sizes 16-1024; about 1-1.5 hours on 2 cores), added to a finished folder if given later")
+    r.add_argument("--hints", action="store_true", help=f"the full hint study (as cae hint-study: {CIFAR_LIMIT} "
+                   f"CIFAR-10 images, {DRAWS} draws, Levin on the photos too; about 20 minutes on 2 cores) instead of "
+                   "the smaller default (docs/guided.md), run on a finished folder if given later")
     r.add_argument("--force", action="store_true")
     r.set_defaults(func=cmd_reproduce)
 

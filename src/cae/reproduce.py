@@ -1,4 +1,4 @@
-"""`cae reproduce`: the whole study in seven resumable steps, ending in report.html.
+"""`cae reproduce`: the whole study in eight resumable steps, ending in report.html.
 
     1 data        split sizes, class balance, normalization       -> OUT/data.json
     2 latent      the reference's shape trace and latent size       -> OUT/latent.json
@@ -10,19 +10,24 @@
                   (cae/studies/frontier.toml), CAE against PCA    -> OUT/frontier/
     6 colorize    the colorization study (its runs' evaluation, the shipped colorizer's,
                   tables, photos)                                   -> OUT/colorize/
-    7 report      report.html (self-contained) and report.md        -> OUT/report.*
+    7 hints       the hint study (cae.experiments.hint_study): the guided baselines, the
+                  shipped colorizer and the shipped guided one against the number of hints,
+                  on the photos and on CIFAR-10 test images; smaller than `cae hint-study`
+                  unless `hints=True` (--hints) asks for the full one  -> OUT/hints/
+    8 report      report.html (self-contained) and report.md        -> OUT/report.*
 
 Each step's status and wall time are recorded atomically in OUT/steps.json. A finished step
 is never run again; an interrupted one (status "interrupted", its time so far kept) is simply
 run again and picks up where it stopped, because the training runs under it resume from their
 last finished epoch. `force` starts every step over (the colorization folder is emptied first,
 as run_colorization_study has no force flag of its own). The frontier step is skipped unless
-asked for; asking for it on a finished folder runs it, then the report again. The command,
+asked for; asking for it on a finished folder runs it, then the report again, and so does
+asking for the full hint study on a folder whose hints step ran the smaller one. The command,
 versions, machine, seeds and wall times go to OUT/reproducibility.json.
 
 `quick=True` runs the same pipeline on a stratified subset (QUICK_LIMIT images, one epoch,
-a QUICK_VARIANTS-variant slice of the study file): a check that the pipeline works end to end,
-not figures to quote.
+a QUICK_VARIANTS-variant slice of the study file, the hint study at HINTS_SIZES["quick"]): a check
+that the pipeline works end to end, not figures to quote.
 
 The study file ships inside the package, `cae/studies/architecture.toml` (see `study_file`), so
 an installed wheel runs the whole pipeline.
@@ -46,7 +51,7 @@ from typing import Any
 import tomli_w
 
 from cae.core import runs
-from cae.core.device import describe_cpu
+from cae.core.device import describe_cpu, torch_threads
 from cae.core.text import Log, duration
 from cae.errors import CaeError
 
@@ -78,6 +83,8 @@ class Step:
     trains: bool = False  # its cost is mostly training, so it scales with --epochs
     fixed: float = 0.0  # the share of the full cost that does not (each run's preparation and test, PCA)
     option: str = ""  # an optional step's command-line flag: it runs only when asked for
+    full_option: str = ""  # the flag that asks for the full version of a step run smaller by default
+    full_cost: float = 0.0  # the cost of that full version
 
 
 # Each cost is the step's wall time over the reference run's, rounded, from timing the steps once
@@ -92,6 +99,8 @@ STEPS: tuple[Step, ...] = (
     Step("frontier", "frontier study", 50.0, 1.5, trains=True, option="--frontier"),
     # its runs are trained in the study step; the shipped colorizer is evaluated here
     Step("colorize", "colorization study", 0.3, 2.5),
+    # not timed in a pipeline run yet: its CPU seconds per image and method (docs/guided.md) added up
+    Step("hints", "hint study", 0.25, 0.15, full_option="--hints", full_cost=12.0),
     Step("report", "report", 0.01, 0.05),
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
@@ -102,6 +111,26 @@ STEPS: tuple[Step, ...] = (
 PRIOR_RATE = {False: 100.0, True: 20.0}
 PRIOR_STEP_SECONDS = 0.019
 PRIOR_JOBS = 2
+
+
+@dataclass(frozen=True)
+class HintsSize:
+    """How much of the hint study the hints step runs."""
+
+    cifar: int | None  # CIFAR-10 test images scored (None: the study's own CIFAR_LIMIT)
+    photos: int  # photos of the folder scored, the first by name (0: all)
+    draws: int | None  # hint draws per image (None: the study's own DRAWS)
+    photo_methods: tuple[str, ...] | None = None  # the baselines scored on the photos (None: all)
+
+
+# The full study costs minutes on 2 cores (docs/guided.md, "The hint study in cae reproduce"), more than
+# the main job's time budget leaves: by default the step scores 100 CIFAR-10 images with one draw each,
+# and leaves Levin (a sparse solve per photo and count, the study's dearest part) out on the photos;
+# --hints runs `cae hint-study`'s own defaults. Quick mode: a handful of images, to see that it runs.
+HINTS_SIZES = {"quick": HintsSize(cifar=10, photos=1, draws=1, photo_methods=("idw",)),
+               "default": HintsSize(cifar=100, photos=0, draws=1, photo_methods=("idw",)),
+               "full": HintsSize(cifar=None, photos=0, draws=None)}
+GUIDED_WEIGHTS = "guided"  # the shipped guided colorizer's weights (cae/weights/guided)
 
 
 @dataclass
@@ -119,14 +148,16 @@ class Settings:
 # ----------------------------------------------------------------------------- public API
 def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, data_dir: str | None = None,
               force: bool = False, log: Log = print, photos: str | Path | None = "auto",
-              frontier: bool = False) -> dict[str, Any]:
+              frontier: bool = False, hints: bool = False, guided: str | Path | None = "shipped") -> dict[str, Any]:
     """Run the whole study into `out`, resumably; return the final steps.json content.
 
     `epochs` overrides the epochs of every training step (reference, study, colorization);
     `data_dir` is the CIFAR-10 folder (else $CAE_DATA_DIR / the user cache / a download);
     `force` starts every step (and every training run under it) over; `photos` is the folder of
     real photos the best colorizer is scored on ('auto': kodak-dev beside the data when present);
-    `frontier` adds the frontier study (CAE against PCA, cae/studies/frontier.toml).
+    `frontier` adds the frontier study (CAE against PCA, cae/studies/frontier.toml); `hints` makes
+    the hints step the full hint study (HINTS_SIZES); `guided` is the guided colorizer it scores
+    ('shipped': cae/weights/guided, left out with a note while none is shipped; a run folder; None).
     """
     if epochs is not None and epochs < 1:
         raise CaeError(f"--epochs must be at least 1, got {epochs}")
@@ -136,9 +167,19 @@ def reproduce(out: str | Path, quick: bool = False, epochs: int | None = None, d
         state = _load_state(out, settings, force)
         if frontier and state["steps"]["frontier"].get("status") != "done":
             state["steps"]["report"]["status"] = "pending"  # the report gains the frontier's section
-        pipe = _Pipeline(out, settings, data_dir, force, log, state, photos, frontier)
+        size = hints_size(quick, hints)
+        if state["steps"]["hints"].get("status") == "done" and hints and state["steps"]["hints"].get("size") != size:
+            state["steps"]["hints"]["status"] = "pending"  # the full study asked for after the smaller one
+        if state["steps"]["hints"].get("status") != "done":
+            state["steps"]["report"]["status"] = "pending"  # the report shows the hints step's study
+        pipe = _Pipeline(out, settings, data_dir, force, log, state, photos, frontier, hints, guided)
         pipe.run()
         return pipe.state
+
+
+def hints_size(quick: bool, full: bool) -> str:
+    """The key of HINTS_SIZES the hints step runs: quick mode's, else the full one if asked for."""
+    return "quick" if quick else "full" if full else "default"
 
 
 def quick_study(src: Path, dest: Path, keep: int = QUICK_VARIANTS) -> Path:
@@ -207,9 +248,12 @@ class _Pipeline:
     """Runs the steps in order, recording each one's status and wall time."""
 
     def __init__(self, out: Path, settings: Settings, data_dir: str | None, force: bool, log: Log,
-                 state: dict[str, Any], photos: str | Path | None = "auto", frontier: bool = False):
+                 state: dict[str, Any], photos: str | Path | None = "auto", frontier: bool = False,
+                 hints: bool = False, guided: str | Path | None = "shipped"):
         self.out, self.settings, self.data_dir, self.force, self.log = out, settings, data_dir, force, log
         self.frontier = frontier  # run the optional frontier step
+        self.hints = hints_size(settings.quick, hints)  # the hint study's size (HINTS_SIZES)
+        self.guided = guided  # the guided colorizer of the hint study ('shipped', a run folder, None)
         self.state = state
         self.t0 = time.perf_counter()
         self._data = None
@@ -232,6 +276,8 @@ class _Pipeline:
             return 0.0
         if self.settings.quick:
             return step.quick_cost
+        if step.full_option and self.hints == "full":
+            return step.full_cost
         # the full costs are of the files' 10-epoch runs; --epochs N scales the training in them
         if not (self.settings.epochs and step.trains):
             return step.cost
@@ -401,6 +447,38 @@ class _Pipeline:
         # pooled them): what is left is their evaluation, the tables and the photos
         run_colorization_study(self.out / "colorize", epochs=self._epochs(), limit=self.settings.limit,
                                data=self.data(), data_dir=self.data_dir, log=self.log, photos=self.photos)
+
+    def step_hints(self) -> None:
+        """The hint study into OUT/hints/ at this run's size, on the colorize step's photo folder
+        and the CIFAR-10 test split, with the shipped colorizer and guided colorizer."""
+        from cae.experiments.hint_study import CIFAR_LIMIT, DRAWS, cifar_test_images, run_hint_study
+        from cae.experiments.photos import default_photos_dir
+
+        size = HINTS_SIZES[self.hints]
+        photos = default_photos_dir() if self.photos == "auto" else self.photos
+        cifar = cifar_test_images(limit=CIFAR_LIMIT if size.cifar is None else size.cifar, data=self.data())
+        self.log(f"hint study ({self.hints}): {len(cifar)} CIFAR-10 test images"
+                 + (f" and {'all' if not size.photos else f'the first {size.photos}'} photos of {photos}"
+                    if photos else " (no photo folder)"))
+        draws = DRAWS if size.draws is None else size.draws
+        # one thread: the study's work comes in small pieces (a 32x32 prediction, a photo's sparse
+        # solve in scipy) that a second thread cannot split, and that spins on a busy machine
+        with torch_threads(1):
+            run_hint_study(self.out / "hints", photos=photos, cifar=cifar, draws=draws,
+                           model_dir=runs.shipped_run("colorizer"), guided_dir=self._guided_dir(), log=self.log,
+                           photo_limit=size.photos, photo_names=size.photo_methods)
+        self.state["steps"]["hints"]["size"] = self.hints  # saved with the step's "done"
+
+    def _guided_dir(self) -> Path | None:
+        """The guided colorizer the hint study scores: the shipped one while it exists, else none."""
+        if self.guided != "shipped":
+            return None if self.guided is None else Path(self.guided)
+        try:
+            return runs.shipped_run(GUIDED_WEIGHTS)
+        except CaeError:
+            self.log("hint study: no guided colorizer is shipped (cae/weights/guided), so it scores the baselines "
+                     "and the automatic colorizer only")
+            return None
 
     def step_report(self) -> None:
         from cae.report import write_report

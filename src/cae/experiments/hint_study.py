@@ -31,6 +31,8 @@ PATCH = 7
 DRAWS = 2
 SEED = 0
 CIFAR_LIMIT = 1000  # test images scored (the first of the test split; 0 = all 10,000)
+PLOT = "hint_study.png"
+SET_TITLES = {"photos": "photos", "cifar10-test": "CIFAR-10 test images"}
 AUTOMATIC = "automatic"  # the learned colorizer without hints, at 0 hints
 GUIDED = "guided"  # the learned guided colorizer (color.hints), at every count from 0
 
@@ -101,11 +103,12 @@ def _methods(names: Sequence[str], model_dir: str | Path | None, working_size: i
 
 def study_photos(photos: str | Path, names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS,
                  draws: int = DRAWS, seed: int = SEED, model_dir: str | Path | None = None,
-                 working_size: int = 256, log: Log = print, guided_dir: str | Path | None = None) -> list[dict]:
-    """Per-image rows of the study on every photo of a folder."""
+                 working_size: int = 256, log: Log = print, guided_dir: str | Path | None = None,
+                 limit: int = 0) -> list[dict]:
+    """Per-image rows of the study on every photo of a folder (the first `limit`, by name; 0: all)."""
     methods = _methods(names, model_dir, working_size, guided_dir)
     rows = []
-    for i, p in enumerate(photo_paths(photos)):
+    for i, p in enumerate(photo_paths(photos)[:limit or None]):
         rgb = read_image(p)
         for d in range(draws):
             hints = draw_hints(rgb, i, d, seed, max(counts))
@@ -147,13 +150,15 @@ def cifar_psnr(rows: list[dict]) -> list[dict]:
     return out
 
 
-def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIMIT) -> torch.Tensor:
+def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIMIT,
+                      data=None) -> torch.Tensor:  # noqa: ANN001 - a Cifar10
     """The first `limit` (0: all) images (N,3,32,32) uint8 of the CIFAR-10 test split the runs use
-    (`split_indices` at the default split seed: a seeded, class-balanced sample of the 60,000)."""
+    (`split_indices` at the default split seed: a seeded, class-balanced sample of the 60,000);
+    `data`: the dataset already loaded (a `cae.core.data.Cifar10`), else it is read from `data_dir`."""
     from cae.core.config import DataConfig
     from cae.core.data import load_cifar10, split_indices
 
-    data = load_cifar10(data_dir)
+    data = data if data is not None else load_cifar10(data_dir)
     test = split_indices(data.labels, DataConfig().seed)["test"]
     return data.images[test[:limit] if limit > 0 else test]
 
@@ -161,10 +166,12 @@ def cifar_test_images(data_dir: str | Path | None = None, limit: int = CIFAR_LIM
 def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: torch.Tensor | None = None,
                    names: Sequence[str] = tuple(METHODS), counts: Sequence[int] = HINT_COUNTS, draws: int = DRAWS,
                    seed: int = SEED, model_dir: str | Path | None = None, log: Log = print,
-                   guided_dir: str | Path | None = None) -> dict:
-    """The study on a photo folder and/or CIFAR-10 test images: writes hint_study.csv (a row per
-    image, draw, method and count) and hint_study.json (settings and the summary per set, method
-    and count). Returns the JSON's content."""
+                   guided_dir: str | Path | None = None, photo_limit: int = 0,
+                   photo_names: Sequence[str] | None = None) -> dict:
+    """The study on a photo folder (its first `photo_limit` photos, 0: all; there the baselines
+    `photo_names`, None: `names`) and/or CIFAR-10 test images: writes hint_study.csv (a row per
+    image, draw, method and count), hint_study.json (settings and the summary per set, method and
+    count) and hint_study.png (`plot_hint_study`). Returns the JSON's content."""
     from cae.core.runs import write_csv, write_json
 
     if photos is None and cifar is None:
@@ -173,18 +180,78 @@ def run_hint_study(out: str | Path, photos: str | Path | None = None, cifar: tor
         raise CaeError(f"hint counts must be >= 0 and draws >= 1, got {list(counts)} and {draws}")
     rows, summary = [], {}
     if photos is not None:
-        rows += (r := study_photos(photos, names, counts, draws, seed, model_dir, log=log, guided_dir=guided_dir))
+        rows += (r := study_photos(photos, names if photo_names is None else photo_names, counts, draws, seed,
+                                   model_dir, log=log, guided_dir=guided_dir, limit=photo_limit))
         summary["photos"] = summarize(r)
     if cifar is not None:
         rows += (r := study_cifar(cifar, names, counts, draws, seed, model_dir, log=log, guided_dir=guided_dir))
         summary["cifar10-test"] = cifar_psnr(r)
-    result = {"photos": None if photos is None else str(photos), "cifar_images": 0 if cifar is None else len(cifar),
+    result = {"photos": None if photos is None else str(photos), "photo_images": len({r["name"] for r in rows
+                                                                                      if r["set"] == "photos"}),
+              "cifar_images": 0 if cifar is None else len(cifar),
               "counts": list(counts), "draws": draws, "seed": seed, "patch": PATCH, "summary": summary}
     write_csv(Path(out) / "hint_study.csv", rows, list(rows[0]))
     write_json(Path(out) / "hint_study.json", result)
+    plot_hint_study(summary, Path(out) / PLOT)
     for name, table in summary.items():
-        for s in table:  # CIFAR-10: the gain of the mean MSE (a near-gray image's own gain is unbounded)
-            gain = s.get("gain_of_mean_mse_db", s["mean_gain_db"])
-            log(f"{name}: {s['method']:>9} {s['hints']:>3} hints: {gain:+.2f} dB over gray, "
+        for s in table:
+            log(f"{name}: {s['method']:>9} {s['hints']:>3} hints: {plotted_gain(s):+.2f} dB over gray, "
                 f"colorfulness {s['colorfulness_ratio']:.0%}")
     return result
+
+
+def plotted_gain(s: dict) -> float:
+    """The gain a summary row is plotted and tabled by: on CIFAR-10 the gain of the mean MSE (a
+    near-gray 32x32 image's own gain is unbounded), elsewhere the mean of the images' gains."""
+    return s.get("gain_of_mean_mse_db", s["mean_gain_db"])
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    """A method's place in the study's fixed order: the baselines, the automatic colorizer, the
+    guided one (then any other by name); its colour in the plot, its column in the report."""
+    order = [*METHODS, AUTOMATIC, GUIDED]
+    return (order.index(method) if method in order else len(order), method)
+
+
+def ordered_sets(summary: dict[str, list[dict]]) -> list[tuple[str, list[dict]]]:
+    """The summary's sets in SET_TITLES' order (the photos first), whatever order a file kept."""
+    order = list(SET_TITLES)
+    return sorted(summary.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]))
+
+
+def gain_curves(table: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """A set's summary as (hints, gain) points per method, by hints; methods in their fixed order."""
+    names = sorted({s["method"] for s in table}, key=method_rank)
+    return {m: sorted((s["hints"], plotted_gain(s)) for s in table if s["method"] == m) for m in names}
+
+
+def plot_hint_study(summary: dict[str, list[dict]], path: Path):  # noqa: ANN201 - matplotlib Figure
+    """hint_study.png: the gain over gray against the number of hints, one panel per set and one
+    line per method (the automatic colorizer, scored at 0 hints only, as a level across the
+    panel); a symmetric-log x axis, so 0 hints shows beside 1 and 50. Returns the figure."""
+    from cae.core.plots import figure, palette, save_figure
+
+    fig = figure(figsize=(5 * len(summary), 4))
+    axes = fig.subplots(1, len(summary), squeeze=False)[0]
+    everyone = sorted({s["method"] for table in summary.values() for s in table}, key=method_rank)
+    for ax, (name, table) in zip(axes, ordered_sets(summary)):
+        curves = gain_curves(table)
+        counts = sorted({n for pts in curves.values() for n, _ in pts})
+        for method, pts in curves.items():
+            xs, ys = zip(*pts)
+            style = {"color": palette()(everyone.index(method)), "label": method, "gid": method, "ms": 5}
+            if len(pts) == 1 and counts[-1] > xs[0]:  # one count (automatic): its level across the counts
+                ax.plot((xs[0], counts[-1]), (ys[0], ys[0]), ":", marker="o", markevery=[0], **style)
+            else:
+                ax.plot(xs, ys, "-o", **style)
+        ax.axhline(0, color="0.5", lw=0.8)  # the gray copy
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.3, counts[-1] * 1.15)  # symlog would leave room for negative counts
+        ax.set_xticks(counts, [str(n) for n in counts])
+        ax.set_xlabel("hints (random points, each the colour of its 7x7 patch)")
+        ax.set_ylabel("PSNR gain over gray, dB" + (" (of the mean MSE)" if name == "cifar10-test" else ""))
+        ax.set_title(SET_TITLES.get(name, name))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    save_figure(fig, path)
+    return fig
