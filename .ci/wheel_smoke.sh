@@ -3,7 +3,7 @@
 # file, the shipped weights): the tests run from the source tree and cannot see a missing
 # package-data entry. Builds the wheel, installs it after the CPU torch into a fresh venv, and
 # from an empty folder outside the checkout runs `cae info --config colorize-best`, `cae reproduce
-# --quick` and `cae colorize`.
+# --quick` and `cae colorize` (with and without hints).
 #
 #   CAE_DATA_DIR  the CIFAR-10 binary folder (default: ../shared/datasets/cifar-10-batches-bin)
 #   PYTHON        the interpreter for the venv (default: python3)
@@ -95,6 +95,14 @@ Image.fromarray(np.stack([gray] * 3, axis=-1)).save("photo.png")'
   "$VENV/bin/cae" colorize photo.png --out colored/ || fail "cae colorize exited $?"
   [[ -s colored/photo.png ]] || fail "cae colorize wrote no colored/photo.png"
   say "cae colorize with the shipped weights wrote colored/photo.png"
+  echo '{"version": 1, "hints": [{"x": 20, "y": 24, "color": "#c02020"}]}' > hints.json
+  "$VENV/bin/cae" colorize photo.png --hints hints.json --out guided/ || fail "cae colorize --hints exited $?"
+  "$VENV/bin/python" -c '
+import numpy as np
+from PIL import Image
+r, g, b = np.asarray(Image.open("guided/photo.png")).astype(int)[24, 20]
+assert r > b + 20, (r, g, b)' || fail "cae colorize --hints did not turn the hinted point red (guided weights missing?)"
+  say "cae colorize --hints with the shipped guided colorizer turned the hinted point red"
 }
 
 [[ -f "$CAE_DATA_DIR/data_batch_1.bin" ]] || fail "CIFAR-10 not found: no $CAE_DATA_DIR/data_batch_1.bin"
