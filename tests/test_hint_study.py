@@ -13,6 +13,7 @@ from PIL import Image
 from cae.core.photo import hint_maps
 from cae.errors import CaeError
 from cae.experiments.hint_study import draw_hints, random_hints, run_hint_study
+from helpers import hint_summary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,26 +104,13 @@ def test_the_guided_colorizer_is_scored_at_every_count_and_hints_raise_its_psnr(
         run_hint_study(tmp_path / "x", cifar=cifar, names=[], guided_dir=shipped_run("colorizer"))
 
 
-def summary_of(gains: dict[str, dict[int, float]], cifar: bool = False) -> list[dict]:
-    """A study summary whose gains are the chosen numbers (as hint_study.json holds them)."""
-    rows = []
-    for method, by_count in gains.items():
-        for n, g in by_count.items():
-            row = {"method": method, "hints": n, "items": 4, "mean_gain_db": g, "std_gain_db": 0.5,
-                   "worst_gain_db": g - 1, "colorfulness_ratio": 0.8}
-            if cifar:  # the gain that is plotted on CIFAR-10 is the mean MSE's, not the mean gain
-                row.update(mean_gain_db=g + 100, psnr=22.0 + g, psnr_gray=22.0, gain_of_mean_mse_db=g)
-            rows.append(row)
-    return rows
-
-
 def test_the_plot_has_a_panel_per_set_and_a_line_per_method(tmp_path) -> None:
     from cae.experiments.hint_study import plot_hint_study
 
     photos = {"levin": {0: 0.0, 1: 0.4, 50: 3.1}, "idw": {0: 0.0, 1: 0.3, 50: 2.2}, "automatic": {0: -0.6},
               "guided": {0: -0.5, 1: 0.9, 50: 2.7}}
     cifar = {"levin": {0: 0.0, 5: 1.5}, "guided": {0: 0.2, 5: 2.5}}
-    fig = plot_hint_study({"cifar10-test": summary_of(cifar, cifar=True), "photos": summary_of(photos)},
+    fig = plot_hint_study({"cifar10-test": hint_summary(cifar, cifar=True), "photos": hint_summary(photos)},
                           tmp_path / "hint_study.png")  # as hint_study.json keeps them (sorted keys)
     assert (tmp_path / "hint_study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     panels = fig.get_axes()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import QuickRun, run_cae
+from helpers import hint_summary
 
 from cae.core.device import torch_threads
 from cae.core.spec import trace
@@ -410,18 +411,6 @@ def test_the_speed_check_times_a_study_step_and_leaves_no_trace() -> None:
 
 
 # ----------------------------------------------------------------------------- the hint study
-def _hint_rows(gains: dict[str, dict[int, float]], cifar: bool = False) -> list[dict]:
-    """hint_study.json's summary rows with the chosen gains (CIFAR-10: PSNR = 20 dB + gain)."""
-    rows = []
-    for method, by_count in gains.items():
-        for n, g in by_count.items():
-            row = {"method": method, "hints": n, "items": 6, "mean_gain_db": g, "std_gain_db": 0.4,
-                   "worst_gain_db": g - 2, "colorfulness_ratio": 0.7}
-            rows.append({**row, "mean_gain_db": g + 50, "psnr": 20 + g, "psnr_gray": 20.0,
-                         "gain_of_mean_mse_db": g} if cifar else row)
-    return rows
-
-
 def _hints_section(md: str) -> str:
     return md[md.index("## 6 Guided colorization"):md.index("## 7 Reproducibility")]
 
@@ -437,7 +426,7 @@ def test_report_shows_the_hint_study_read_from_its_file(tmp_path: Path) -> None:
              "guided": {0: 0.36, 1: 0.73, 5: 1.47, 50: 3.02}}
     write_json(tmp_path / "hints" / "hint_study.json", {
         "photos": "/data/kodak-dev", "photo_images": 12, "cifar_images": 300, "counts": [0, 1, 5, 50], "draws": 1,
-        "seed": 0, "patch": 7, "summary": {"photos": _hint_rows(photos), "cifar10-test": _hint_rows(cifar, True)}})
+        "seed": 0, "patch": 7, "summary": {"photos": hint_summary(photos), "cifar10-test": hint_summary(cifar, True)}})
     section = _hints_section(write_report(tmp_path)[1].read_text())
     assert "| hints | idw: photos, gain dB | levin: photos, gain dB | automatic: photos, gain dB |" in section
     assert "| 5 | +0.52 | +0.93 | — | +1.21 | 20.44 | 20.61 | 21.47 | 20.00 |" in section
@@ -457,7 +446,7 @@ def test_report_without_a_guided_model_compares_the_baselines(tmp_path: Path) ->
     photos = {"idw": {0: 0.0, 2: 0.31, 10: 1.02}, "levin": {0: 0.0, 2: 0.25, 10: 1.4}}
     write_json(tmp_path / "hints" / "hint_study.json", {
         "photos": "kodak", "photo_images": 2, "cifar_images": 0, "counts": [0, 2, 10], "draws": 2, "seed": 0,
-        "patch": 7, "summary": {"photos": _hint_rows(photos)}})
+        "patch": 7, "summary": {"photos": hint_summary(photos)}})
     section = _hints_section(write_report(tmp_path)[1].read_text())
     assert "No guided model was scored" in section and "CIFAR-10 PSNR" not in section
     assert ("On the photos, Levin beats inverse distance at 10 hints (by up to 0.38 dB, at 10); inverse distance is "
@@ -474,7 +463,7 @@ def test_report_names_a_method_left_out_of_a_set_and_compares_with_the_others(tm
     cifar = {"idw": {0: 0.0, 5: 0.3}, "levin": {0: 0.0, 5: 0.9}, "guided": {0: 0.2, 5: 1.1}}
     write_json(tmp_path / "hints" / "hint_study.json", {
         "photos": "kodak", "photo_images": 12, "cifar_images": 200, "counts": [0, 5], "draws": 1, "seed": 0,
-        "patch": 7, "summary": {"photos": _hint_rows(photos), "cifar10-test": _hint_rows(cifar, True)}})
+        "patch": 7, "summary": {"photos": hint_summary(photos), "cifar10-test": hint_summary(cifar, True)}})
     section = _hints_section(write_report(tmp_path)[1].read_text())
     assert "Not scored on the photos: `levin`" in section and "Not scored on CIFAR-10" not in section
     assert ("On the photos, the guided model beats inverse distance at 0 hints (by up to 0.12 dB, at 0); inverse "
