@@ -54,6 +54,11 @@ class Hint:
         return d if self.radius is None else {**d, "radius": self.radius}
 
 
+def hex_color(rgb: Iterable[float]) -> str:
+    """"#rrggbb" of an (r, g, b) in [0, 1] (clipped, rounded to 8 bits): what `Hint.rgb` reads back."""
+    return "#" + "".join(f"{round(min(1.0, max(0.0, v)) * 255):02x}" for v in rgb)
+
+
 def _shown(value: Any) -> str:
     """A value as the file wrote it, cut short (an error line stays one short line)."""
     text = json.dumps(value) if not isinstance(value, Hint) else repr(value)

@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cae.core.color import chroma, merge_chroma
 from cae.core.data import luma
-from cae.core.hints import Hint, check_inside, hints_of
+from cae.core.hints import Hint, check_inside, hex_color, hints_of
 from cae.core.tasks import guide_of
 from cae.core.text import first_line
 from cae.errors import CaeError
@@ -313,8 +313,9 @@ class Colorizer(PhotoColorizer):
         """A one-line CaeError if there are hints and this colorizer was trained without them."""
         if hints and not self.guided:
             raise CaeError(f"this colorizer ({self.cfg.arch}, trained without hints) cannot follow hints; "
-                           "use the guided colorizer (cae colorize --model guided), or a baseline that spreads "
-                           "them: cae colorize --method levin (or idw), or cae.GuidedBaseline('levin') in Python")
+                           "use the guided colorizer (cae colorize --hints without --model), or a baseline "
+                           "that spreads them: cae colorize --method levin (or idw), or "
+                           "cae.GuidedBaseline('levin') in Python")
 
     def suggest(self, image: torch.Tensor | Image.Image | np.ndarray | str | Path, x: float, y: float, k: int = 5,
                 hints=None) -> list[dict]:  # noqa: ANN001 - see hints_of
@@ -478,13 +479,12 @@ def suggest_colors(model: torch.nn.Module, task, rgb: torch.Tensor, hints: Seque
     x_in = _pad(small.expand(-1, 3, -1, -1), 0, ph, 0, pw).to(device)
     with torch.inference_mode():
         logits = model.raw(task.network_input(x_in, F.pad(guide, (0, pw, 0, ph)))).float()
-    cx, cy = (min(n - 1, math.floor((v + 0.5) * n / big)) for v, n, big in ((point[0], sw, w), (point[1], sh, h)))
+    cx, cy = working_pixel(point[0], sw / w, sw), working_pixel(point[1], sh / h, sh)
     probs = torch.softmax(logits[0, :, cy // CLASS_POOL, cx // CLASS_POOL], dim=0).cpu()
     top = probs.topk(min(k, len(probs)))
     lum = y[0, 0, min(h - 1, int(point[1])), min(w - 1, int(point[0]))].expand(len(top.indices)).reshape(-1, 1, 1, 1)
     colours = merge_chroma(lum, model.centres.cpu()[top.indices].view(-1, 2, 1, 1), "ycbcr").clamp(0, 1)
-    return [{"color": "#" + "".join(f"{round(v * 255):02x}" for v in c.flatten().tolist()), "probability": float(p)}
-            for c, p in zip(colours, top.values)]
+    return [{"color": hex_color(c.flatten().tolist()), "probability": float(p)} for c, p in zip(colours, top.values)]
 
 
 def photo_guide(task, hints: Sequence[Hint], size: tuple[int, int], work: tuple[int, int]):  # noqa: ANN001, ANN201
@@ -540,7 +540,7 @@ def hint_maps(hints: Sequence[Hint], size: tuple[int, int], work: tuple[int, int
     colors = chroma(torch.tensor([hint.rgb for hint in hints]).view(-1, 3, 1, 1))[:, :, 0, 0]
     sx, sy = w / big_w, h / big_h
     for hint, c in zip(hints, colors):
-        cx, cy = (min(n - 1, math.floor((v + 0.5) * s)) for v, s, n in ((hint.x, sx, w), (hint.y, sy, h)))
+        cx, cy = working_pixel(hint.x, sx, w), working_pixel(hint.y, sy, h)
         cmap[0, :, cy, cx], mask[0, 0, cy, cx] = c, 1.0
         if hint.radius:
             cols, dx = _span(hint.x, hint.radius, sx, w)
@@ -549,6 +549,12 @@ def hint_maps(hints: Sequence[Hint], size: tuple[int, int], work: tuple[int, int
             cmap[0, :, rows, cols] = torch.where(inside, c.view(2, 1, 1), cmap[0, :, rows, cols])
             mask[0, 0, rows, cols] = torch.where(inside, 1.0, mask[0, 0, rows, cols])
     return cmap, mask
+
+
+def working_pixel(v: float, scale: float, n: int) -> int:
+    """The working pixel (of n along an axis shrunk by `scale`) that shows the photo's coordinate v
+    (its pixel v spans [v, v + 1)), as the photo's own resampling maps it (`hint_maps`)."""
+    return min(n - 1, math.floor((v + 0.5) * scale))
 
 
 def _span(v: float, r: float, scale: float, n: int) -> tuple[slice, torch.Tensor]:

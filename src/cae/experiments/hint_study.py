@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from cae.core.hints import Hint
+from cae.core.hints import Hint, hex_color
 from cae.core.metrics import psnr_from_mse
 from cae.core.photo import photo_paths, read_image
 from cae.core.text import Log
@@ -46,7 +46,7 @@ def random_hints(rgb: torch.Tensor, n: int, gen: torch.Generator, patch: int = P
     hints = []
     for x, y in zip(xs, ys):
         mean = rgb[:, max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].mean(dim=(1, 2))
-        hints.append(Hint(x, y, "#" + "".join(f"{round(v * 255):02x}" for v in mean.clamp(0, 1).tolist())))
+        hints.append(Hint(x, y, hex_color(mean.tolist())))
     return hints
 
 
