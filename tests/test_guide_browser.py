@@ -166,7 +166,9 @@ def test_a_malformed_hints_file_is_one_line_and_the_page_keeps_working(page) -> 
     assert error.inner_text() == 'mine.json: hints[1].color must be a hex colour "#rrggbb", got "red"'
     page.set_input_files("#guide-hints-file", files=[{"name": "junk.json", "mimeType": "application/json",
                                                       "buffer": b"{oops"}])
-    page.wait_for_function("document.getElementById('guide-error').textContent.startsWith('junk.json: not JSON')")
+    # a function, not a bare expression: Playwright polls an expression with eval, which the page's CSP forbids
+    page.wait_for_function("() => document.getElementById('guide-error').textContent.startsWith('junk.json: not JSON')",
+                           timeout=SLOW)
     assert saved_hints(page)["hints"] == []  # nothing of the bad files was taken
     click_at(page, 0.4, 0.4)
     page.wait_for_function("(b) => document.getElementById('guide-result').src !== b", arg=before, timeout=SLOW)
