@@ -91,6 +91,36 @@ def test_group_norm_unet_is_independent_of_the_batch_and_classifier_decodes():
     assert y.shape == (4, 2, 16, 16) and y.min() >= BIN_RANGE[0] - 1e-6 and y.max() <= BIN_RANGE[1] + 1e-6
 
 
+def test_spread_widens_each_image_around_its_own_mean_colour(tmp_path):
+    """color.spread scales each image's chroma deviations from that image's mean (not the batch's),
+    keeps the mean, reaches the calibration's curve, and comes from the run's config on load;
+    photos decode without it."""
+    from cae import Colorizer
+    from cae.core.decoding import decoding_curve
+    from cae.core.train import load_run
+
+    torch.manual_seed(0)
+    m = UNet(1, 25, 8).eval()
+    torch.nn.init.normal_(m.head[1].weight)  # opinions, so the chroma varies within an image
+    logits = m.raw(torch.rand(3, 1, 16, 16))
+    plain = m.decode(logits)
+    m.spread.fill_(1.5)
+    wide = m.decode(logits)
+    mean = plain.mean(dim=(2, 3), keepdim=True)
+    assert torch.allclose(wide.mean(dim=(2, 3), keepdim=True), mean, atol=1e-6)
+    assert torch.allclose(wide - mean, 1.5 * (plain - mean), atol=1e-6)
+    assert torch.allclose(m.decode(logits[1:2]), wide[1:2], atol=1e-6)  # one image alone: the same
+
+    run = _run(tmp_path / "r", ColorConfig(decoder="classes", decode_rebalance=0.1, spread=1.5, photo_boost=0.0))
+    model, cfg, task = load_run(run)
+    assert model.spread.item() == 1.5 and "spread" not in runs.load_torch(run / runs.BEST)
+    assert Colorizer.load(run, "cpu").model.spread.item() == 1.0
+    images = _tiny_data(8).images
+    wide_curve = decoding_curve(model, images, task, "boost", (0.0,))
+    model.spread.fill_(1.0)
+    assert wide_curve[0]["colorfulness"] > decoding_curve(model, images, task, "boost", (0.0,))[0]["colorfulness"]
+
+
 def _tiny_data(n: int = 100) -> Cifar10:
     g = torch.Generator().manual_seed(0)
     imgs = (torch.rand(n, 3, 32, 32, generator=g) * 255).to(torch.uint8)

@@ -96,6 +96,8 @@ def test_int_accepted_for_float(tmp_path: Path) -> None:
     (lambda c: setattr(c.color, "rebalance", 0.5), "color.rebalance.*classes"),
     (lambda c: setattr(c.color, "decode_rebalance", 0.1), "color.decode_rebalance.*classes"),
     (lambda c: setattr(c.color, "photo_boost", 0.5), "color.photo_boost.*classes"),
+    (lambda c: setattr(c.color, "spread", 1.2), "color.spread.*classes"),
+    (lambda c: setattr(c.color, "spread", 0.0), r"color.spread must be in \(0, 3\]"),
 ])
 def test_validate_refusals(change, match: str) -> None:  # noqa: ANN001
     cfg = RunConfig()
@@ -108,9 +110,10 @@ def test_every_setting_the_checks_allow_builds_a_working_colorizer() -> None:
     """The settings left allowed are those a run uses: a calibrated U-Net classifier of chroma."""
     cfg = RunConfig(task="colorize", target="ycbcr", arch="unet4")
     cfg.color.decoder, cfg.color.rebalance, cfg.color.decode_rebalance = "classes", 0.5, 0.1
-    cfg.color.calibrate, cfg.color.photo_boost = True, 0.25
+    cfg.color.calibrate, cfg.color.photo_boost, cfg.color.spread = True, 0.25, 1.2
     cfg.validate()
     cfg.color.decoder, cfg.color.rebalance, cfg.color.decode_rebalance, cfg.color.photo_boost = "regression", 0, 0, -1
+    cfg.color.spread = 1.0
     cfg.validate()  # a regression U-Net calibrates its chroma gain
 
 

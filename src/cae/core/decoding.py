@@ -65,13 +65,10 @@ def _decoded(model: torch.nn.Module, images_u8: torch.Tensor, task, param: str, 
 
 def _decode(model: torch.nn.Module, raw: torch.Tensor, param: str, v: float, rgb: torch.Tensor) -> torch.Tensor:
     """The chroma of the head's output `raw` decoded at strength `v` of `param`."""
-    from cae.core.unet import annealed_mean
-
     if param == "chroma_gain":
         return 0.5 + v * (raw - 0.5)
-    t = v if param == "temperature" else model.temperature.item()
-    shift = v * model.log_weights.view(1, -1, 1, 1) if param == "boost" else 0.0
-    return _upsample(annealed_mean(raw + shift, model.centres, t), rgb)
+    strengths = {"boost": v} if param == "boost" else {"temperature": v, "boost": 0.0}  # a temperature alone
+    return _upsample(model.decode(raw, **strengths), rgb)
 
 
 def _upsample(c: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -203,12 +203,15 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
 
 def decode_for_photos(model: torch.nn.Module, color, boost: float | None = None) -> None:  # noqa: ANN001
     """Set a classifier colorizer's decoding for photos: `boost` if given, else the run's
-    `color.photo_boost` unless that is -1 (keep the calibrated boost). Other colorizers: no-op."""
+    `color.photo_boost` unless that is -1 (keep the calibrated boost), and no `color.spread`.
+    Other colorizers: no-op."""
     if boost is not None and boost < 0:
         raise CaeError(f"the boost must be >= 0 (0 = the predicted mean colour), got {boost}")
     value = color.photo_boost if boost is None else boost
     if hasattr(model, "boost") and value >= 0:
         model.boost.fill_(value)
+    if hasattr(model, "spread"):  # a whole-image statistic: a tiled photo's tiles would each have their own
+        model.spread.fill_(1.0)
 
 
 def load_for_photos(model_dir: str | Path, device: str = "auto", boost: float | None = None):  # noqa: ANN201

@@ -145,8 +145,15 @@ def make_model(cfg: RunConfig, task: Task, device: torch.device, accelerate: Acc
     """The run's model, initialised from the run's seed, on its device (made faster by
     `accelerate`, which keeps its parameters and state_dict)."""
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.arch, task.in_channels, task.out_channels).to(device)
+    model = with_spread(build_model(cfg.arch, task.in_channels, task.out_channels), cfg).to(device)
     return accelerate(model) if accelerate else model
+
+
+def with_spread(model: nn.Module, cfg: RunConfig) -> nn.Module:
+    """`model` decoding at the run's color.spread (a classifier's; a setting, not in the weights)."""
+    if hasattr(model, "spread"):
+        model.spread.fill_(cfg.color.spread)
+    return model
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Adam:
@@ -576,7 +583,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, RunCo
         stats = runs.read_json(run_dir / NORMALIZATION, ("mean", "std"))
         mean, std = stats["mean"], stats["std"]
     task = Task.from_config(cfg, mean, std)
-    model = build_model(cfg.arch, task.in_channels, task.out_channels)
+    model = with_spread(build_model(cfg.arch, task.in_channels, task.out_channels), cfg)
     try:
         model.load_state_dict(runs.load_torch(run_dir / runs.BEST, dev))
     except RuntimeError as e:

@@ -16,7 +16,8 @@ the K x K chroma bins of `cae.color.chroma_bins`, trained with cross-entropy. In
 distribution's mean; smaller T moves towards its mode). Before that, `boost` * `log_weights` may
 be added to the logits: the predicted distribution reweighted by Zhang et al.'s class-rebalancing
 weights at decoding time (a prior correction: rare, saturated bins gain in proportion to the
-probability the net already gives them, so unsure pixels stay near the mean).
+probability the net already gives them, so unsure pixels stay near the mean). Last, `spread`
+(color.spread) may widen each image's chroma around its own mean colour.
 
 Not an autoencoder in the strict sense: the skip connections carry full-resolution features
 from the encoder straight to the decoder, bypassing the bottleneck, so the bottleneck does not
@@ -83,18 +84,30 @@ class UNet(nn.Module):
             # decoding-time rebalancing: logits + boost * log_weights (set by the calibration)
             self.register_buffer("log_weights", torch.zeros(out_channels))
             self.register_buffer("boost", torch.zeros(()))
+            # color.spread: a setting of the run's config (set on load), not saved with the weights
+            self.register_buffer("spread", torch.ones(()), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.raw(x)
         if hasattr(self, "centres"):
             if self.training:
                 return y  # logits, for the cross-entropy loss
-            if self.boost.item():
-                y = y.float() + self.boost * self.log_weights.view(1, -1, 1, 1)
-            y = nn.functional.interpolate(annealed_mean(y, self.centres, self.temperature.item()),
-                                          scale_factor=CLASS_POOL, mode="bilinear", align_corners=False)
+            y = nn.functional.interpolate(self.decode(y), scale_factor=CLASS_POOL, mode="bilinear",
+                                          align_corners=False)
         # fixed saturation gain around 0.5 (gray chroma); exactly the head's output while it is 1
         return y if self.chroma_gain.item() == 1.0 else 0.5 + self.chroma_gain.to(y.dtype) * (y - 0.5)
+
+    def decode(self, logits: torch.Tensor, boost: float | None = None, temperature: float | None = None) -> torch.Tensor:
+        """A classifier's chroma (N,2,h,w) at the logits' resolution: the annealed mean of the
+        logits rebalanced by `boost` at `temperature` (default: the buffers'), then each image's
+        chroma spread around its own mean by the `spread` buffer."""
+        boost = self.boost.item() if boost is None else boost
+        y = logits.float() + boost * self.log_weights.view(1, -1, 1, 1) if boost else logits
+        c = annealed_mean(y, self.centres, self.temperature.item() if temperature is None else temperature)
+        if self.spread.item() == 1.0:
+            return c
+        mean = c.mean(dim=(2, 3), keepdim=True)
+        return mean + self.spread * (c - mean)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The head's output before any decoding: a classifier's logits, else the sigmoid's chroma."""
