@@ -45,7 +45,7 @@ def model_card(model_dir: Path, results: Path) -> str:
              f"_Generated from this folder's config.toml and {runs.TEST_METRICS}"
              + (" and the recorded kodak-dev results" if photos else "")
              + "; regenerated with the README's results table, not edited by hand._",
-             _purpose(cfg, t), _training(cfg, t, model_dir), _metrics(t, photos),
+             _purpose(cfg, t), _training(cfg, t, model_dir), _metrics(cfg, t, photos),
              _failures(cfg, t, photos), _licence()]
     return "\n\n".join(p.strip() for p in parts if p) + "\n"
 
@@ -110,12 +110,15 @@ def _training(cfg: RunConfig, t: dict, model_dir: Path) -> str:
     ])
 
 
-def _metrics(t: dict, photos: dict | None) -> str:
+def _metrics(cfg: RunConfig, t: dict, photos: dict | None) -> str:
     rows = [("test MSE (pixels in [0, 1])", number(t["mse"], "mse")), ("test PSNR, dB", number(t["psnr"], "psnr")),
             ("test SSIM", number(t["ssim"], "ssim"))]
     if "colorfulness" in t and t.get("colorfulness_truth"):
         rows += [("test chroma MSE", number(t.get("chroma_mse"), "mse")),
                  ("test colorfulness / truth's", f"{t['colorfulness'] / t['colorfulness_truth']:.0%}")]
+    if "boost" in t:  # how the figures above were decoded (docs/colorization.md)
+        rows.append(("decoding (calibrated on the validation split)", f"boost {t['boost']:g}"
+                     + (f", spread {cfg.color.spread:g}" if cfg.color.spread != 1 else "")))
     if "default_mse" in t:
         rows.append(("test MSE without the calibrated decoding (boost 0)", number(t["default_mse"], "mse")))
     lines = ["## Metrics", "", "| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
