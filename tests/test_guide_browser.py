@@ -204,3 +204,35 @@ def test_drag_recolour_from_a_suggestion_and_reset(page) -> None:  # noqa: ANN00
     page.click("#guide-undo")
     assert saved_hints(page)["hints"][0]["color"] == color
     shown(page)
+
+
+def test_a_photo_the_server_let_go_is_sent_again_without_losing_the_hints(page) -> None:  # noqa: ANN001
+    """The server keeps MAX_PHOTOS guided photos: after that many other uploads it has dropped the
+    page's photo (404), and the next change sends the photo again and shows its image, no error."""
+    from cae.apps.serve.guide import MAX_PHOTOS
+
+    open_photo(page, PHOTO)
+    click_at(page, 0.3, 0.5)
+    shown(page)
+    old = page.evaluate("() => guide.photo.id")
+    other = base64.b64encode(PHOTO.read_bytes()).decode()
+    page.evaluate("""async ([data, n]) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        for (let i = 0; i < n; i++) {
+          const form = new FormData();
+          form.append("model", guide.model);
+          form.append("file", new Blob([bytes], { type: "image/png" }), `other-${i}.png`);
+          const r = await fetch("/api/guide/photo", { method: "POST", body: form });
+          if (!r.ok) throw new Error(`upload ${i}: ${r.status}`);
+        }
+        const gone = await fetch(`/api/guide/${guide.photo.id}`, { method: "POST",
+          headers: { "Content-Type": "application/json" }, body: JSON.stringify({ version: 1, hints: [] }) });
+        if (gone.status !== 404) throw new Error(`the page's photo is still kept: ${gone.status}`);
+    }""", [other, MAX_PHOTOS])
+    click_at(page, 0.7, 0.5)
+    shown(page)
+    assert page.evaluate("() => guide.photo.id") != old
+    assert page.locator("#guide-error").is_hidden()
+    assert len(saved_hints(page)["hints"]) == 2
+    page.click("#guide-undo")
+    shown(page)  # the one-hint state, from the page's cache

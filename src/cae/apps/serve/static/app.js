@@ -27,7 +27,11 @@ async function answerOf(response) {
   } catch (e) {
     body = { error: `the server answered ${response.status} without details` };
   }
-  if (!response.ok) throw new Error(body.error || `the server answered ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(body.error || `the server answered ${response.status}`);
+    error.status = response.status;
+    throw error;
+  }
   return body;
 }
 
@@ -114,7 +118,7 @@ function setUpDrop() {
 const MARK = 7; // CSS pixels: a hint marker's radius, and how near a click must be to grab one
 const CACHE_STATES = 64; // previews kept on the page, the oldest dropped first
 const guide = {
-  photo: null, file: null, hints: [], history: [[]], at: 0, selected: -1,
+  photo: null, file: null, model: "", hints: [], history: [[]], at: 0, selected: -1,
   cache: new Map(), drag: null, wanted: "",
 };
 
@@ -134,6 +138,21 @@ async function postJSON(url, body) {
   }));
 }
 
+// A request about the guided photo (`path`: "", "/suggest" or "/render"). The server keeps a few
+// photos, least recently used first out, and for an hour: one it has let go (404) is sent again
+// and the request repeated, so a page left open keeps its hints and history.
+async function guidePost(path, body) {
+  try {
+    return await postJSON(`/api/guide/${guide.photo.id}${path}`, body);
+  } catch (e) {
+    if (e.status !== 404 || !guide.file) throw e;
+    const photo = guide.photo;
+    const answer = await postForm("/api/guide/photo", { model: guide.model, file: guide.file });
+    photo.id = answer.id; // the same photo and model: its sizes and previews are unchanged
+    return postJSON(`/api/guide/${photo.id}${path}`, body);
+  }
+}
+
 function setMode(mode) {
   $("colorize-auto").hidden = mode !== "auto";
   $("guide").hidden = mode !== "guide";
@@ -145,9 +164,10 @@ async function guidePhoto(file) {
   guide.file = file;
   $("guide-status").textContent = `Reading ${file.name}…`;
   try {
-    const answer = await postForm("/api/guide/photo", { model: $("guide-model").value, file });
+    const model = $("guide-model").value;
+    const answer = await postForm("/api/guide/photo", { model, file });
     if (file !== guide.file) return;
-    Object.assign(guide, { photo: answer, hints: [], history: [[]], at: 0, selected: -1, cache: new Map() });
+    Object.assign(guide, { photo: answer, model, hints: [], history: [[]], at: 0, selected: -1, cache: new Map() });
     remember([], answer.result);
     // the stage's width keeps the whole photo within the window's height (style.css)
     document.querySelector(".stage").style.setProperty("--aspect", String(answer.width / answer.height));
@@ -202,7 +222,7 @@ async function showState() {
   let src = guide.cache.get(key);
   if (src === undefined) {
     try {
-      const answer = await postJSON(`/api/guide/${guide.photo.id}`, hintsDoc(guide.hints));
+      const answer = await guidePost("", hintsDoc(guide.hints));
       src = answer.result;
       remember(guide.hints, src);
     } catch (e) {
@@ -400,7 +420,7 @@ async function suggest() {
   const h = guide.hints[i];
   const others = guide.hints.filter((_, j) => j !== i);
   try {
-    const answer = await postJSON(`/api/guide/${guide.photo.id}/suggest`, { x: h.x, y: h.y, hints: others });
+    const answer = await guidePost("/suggest", { x: h.x, y: h.y, hints: others });
     if (guide.hints[guide.selected] !== h) return; // another hint, or a newer state, meanwhile
     box.replaceChildren(...answer.suggestions.map((s) => swatch(s)));
     box.dataset.point = `${h.x},${h.y}`; // which hint they are for (the browser tests wait for it)
@@ -433,7 +453,7 @@ function saveBlob(blob, name) {
 async function downloadGuided() {
   $("guide-status").textContent = `Colorizing the full ${guide.photo.width}×${guide.photo.height} photo…`;
   try {
-    const answer = await postJSON(`/api/guide/${guide.photo.id}/render`, hintsDoc(guide.hints));
+    const answer = await guidePost("/render", hintsDoc(guide.hints));
     const a = document.createElement("a");
     a.href = answer.download;
     a.download = answer.filename;
@@ -460,7 +480,7 @@ async function loadHints(file) {
     return;
   }
   try {
-    const answer = await postJSON(`/api/guide/${guide.photo.id}`, doc);
+    const answer = await guidePost("", doc);
     const hints = answer.hints.hints.map(plainHint);
     remember(hints, answer.result);
     showError("guide-error", "");
