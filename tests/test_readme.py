@@ -26,6 +26,18 @@ def test_readme_table_is_the_snapshot_of_the_latest_full_run() -> None:
     assert "--quick" not in repro["command"], "the README's figures come from a full run"
 
 
+def test_the_colorizer_row_is_the_shipped_weights_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shipped = runs.shipped_run("colorizer")
+    block = results_block(ROOT / SNAPSHOT)
+    recorded = runs.read_json(shipped / runs.TEST_METRICS)
+    assert f"| {recorded['mse']:.5f} | colorfulness {recorded['colorfulness'] / recorded['colorfulness_truth']:.0%}" in block
+    other = tmp_path / "colorizer"
+    other.mkdir()
+    runs.write_json(other / runs.TEST_METRICS, {**recorded, "mse": 0.0123456, "colorfulness": recorded["colorfulness_truth"] / 2})
+    monkeypatch.setattr(runs, "shipped_run", lambda name: other if name == "colorizer" else shipped)
+    assert "| 0.01235 | colorfulness 50% of the truth's |" in results_block(ROOT / SNAPSHOT)
+
+
 def _copy(src: Path, dest: Path) -> Path:
     for name in FILES + OPTIONAL:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
