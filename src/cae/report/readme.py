@@ -30,21 +30,22 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _colorize_row(color: list[dict[str, str]], name: str, label: str) -> list[str]:
-    # a calibrated run's row is named with its decoding, "best (boost 0.50)"; the first such row
-    row = next((r for r in color if r["name"] == name or r["name"].startswith(f"{name} (")), None)
-    if row is None:
-        return []
-    return [f"| {label} | | {number(row['mse'], 'mse')} | "
-            f"colorfulness {float(row['colorfulness_ratio']):.0%} of the truth's |"]
+def _error_row(label: str, mse: float, colorfulness_ratio: float) -> list[str]:
+    return [f"| {label} | | {number(mse, 'mse')} | colorfulness {colorfulness_ratio:.0%} of the truth's |"]
 
 
 def _shipped_colorizer_row() -> list[str]:
     # from the shipped weights' own record, not the run's copy: a full run only measures these
     # weights again on the same split (to ~1e-6), and a new decoding of them needs no new full run
     t = runs.read_json(runs.shipped_run("colorizer") / runs.TEST_METRICS, ("mse", "colorfulness", "colorfulness_truth"))
-    return [f"| the shipped colorizer (config `colorize-best`), RGB error; its recorded test figures | | "
-            f"{number(t['mse'], 'mse')} | colorfulness {t['colorfulness'] / t['colorfulness_truth']:.0%} of the truth's |"]
+    return _error_row("the shipped colorizer (config `colorize-best`), RGB error; its recorded test figures",
+                      t["mse"], t["colorfulness"] / t["colorfulness_truth"])
+
+
+def _gray_row(color: list[dict[str, str]]) -> list[str]:
+    row = next((r for r in color if r["name"] == "baseline (a) gray"), None)
+    return [] if row is None else _error_row("the gray image (baseline)", float(row["mse"]),
+                                             float(row["colorfulness_ratio"]))
 
 
 def without_out(command: str) -> str:
@@ -80,7 +81,7 @@ def results_block(root: Path) -> str:
               f"{number(r['latent_size'])} | {number(r['test_mse'], 'mse')} | |"
               for r in study if r["kind"] == "pca" and int(r["latent_size"]) in (64, 256, 1024)]
     lines += _shipped_colorizer_row()
-    lines += _colorize_row(color, "baseline (a) gray", "the gray image (baseline)")
+    lines += _gray_row(color)
     scored = runs.read_json(root / "colorize/photos/photos.json")
     photos = scored["summary"]
     lines += [f"| the colorizer on {photos['photos']} real photos ({Path(scored['folder']).name}), PSNR gain over "
