@@ -149,3 +149,42 @@ def test_a_smaller_study_scores_the_first_photos_with_the_baselines_asked_for(tm
     names = {r.split(",")[1] for r in (tmp_path / "out" / "hint_study.csv").read_text().splitlines()[1:]
              if r.startswith("photos,")}
     assert names == {"a.png"}
+
+
+def _example(name: str):  # noqa: ANN202 - a module of examples/
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_hint_reach_table_groups_pixels_by_distance_and_its_oracle_picks_the_closest_hint(
+        tmp_path, monkeypatch, capsys) -> None:
+    """examples/hint_reach.py: distances are to the nearest hint; the oracle takes, at each pixel,
+    the hint colour nearest the truth, so on a photo of two flat colours hinted in both it is exact."""
+    reach = _example("hint_reach")
+    from cae.core.hints import Hint
+
+    dist, colours = reach.nearest_hint([Hint(0, 0, "#ff0000"), Hint(9, 3, "#0000ff")], 4, 10)
+    assert dist[0, 0] == 0 and dist[3, 9] == 0 and dist[0, 9] == pytest.approx(3.0)
+    assert dist[3, 0] == pytest.approx(3.0) and dist[1, 5] == pytest.approx(min(26, 20) ** 0.5)
+    halves = torch.zeros(3, 64, 96)
+    halves[0, :, :48], halves[2, :, 48:] = 0.8, 0.8  # red | blue
+    from cae.core.color import chroma
+
+    truth = chroma(halves.unsqueeze(0))[0]
+    _, colours = reach.nearest_hint([Hint(10, 10, "#cc0000"), Hint(80, 50, "#0000cc")], 64, 96)
+    assert torch.allclose(reach.oracle(truth, colours), truth, atol=2e-3)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray((halves.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / "halves.png")
+    monkeypatch.setattr("sys.argv", ["hint_reach.py", "--photos", str(folder), "--hints", "20"])
+    reach.main()
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "%" in line]
+    assert len(rows) == len(reach.BANDS) and rows[-1][0] == "| all"
+    assert sum(float(r[1].rstrip("%")) for r in rows[:-1]) == pytest.approx(100, abs=0.5)
+    assert float(rows[-1][-1].rstrip(" |")) < 1e-4  # with 20 hints, both colours are among them
