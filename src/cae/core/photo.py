@@ -201,6 +201,15 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
     return F.pad(x, (left, right, top, bottom), mode=mode)
 
 
+def _padded_input(x: torch.Tensor, guide: torch.Tensor | None, margin: int, bottom: int,
+                  right: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An image (1,C,h,w) and its guide padded by `margin` on every side plus `bottom` and `right`:
+    the image mirrored, the guide with zeros (a mirrored hint would be a second one)."""
+    xp = _pad(x, margin, bottom + margin, margin, right + margin)
+    gp = None if guide is None else F.pad(guide.to(x.device), (margin, right + margin, margin, bottom + margin))
+    return xp, gp
+
+
 def decode_for_photos(model: torch.nn.Module, color, boost: float | None = None) -> None:  # noqa: ANN001
     """Set a classifier colorizer's decoding for photos: `boost` if given, else the run's
     `color.photo_boost` unless that is -1 (keep the calibrated boost), and no `color.spread`.
@@ -478,10 +487,9 @@ def suggest_colors(model: torch.nn.Module, task, rgb: torch.Tensor, hints: Seque
     small = downscale(y, working_size)
     sh, sw = small.shape[-2:]
     guide = photo_guide(task, hints, (h, w), (sh, sw))
-    ph, pw = -(-sh // stride) * stride - sh, -(-sw // stride) * stride - sw
-    x_in = _pad(small.expand(-1, 3, -1, -1), 0, ph, 0, pw).to(device)
+    x_in, g_in = _padded_input(small.expand(-1, 3, -1, -1).to(device), guide, 0, -sh % stride, -sw % stride)
     with torch.inference_mode():
-        logits = model.raw(task.network_input(x_in, F.pad(guide, (0, pw, 0, ph)))).float()
+        logits = model.raw(task.network_input(x_in, g_in)).float()
     cx, cy = working_pixel(point[0], sw / w, sw), working_pixel(point[1], sh / h, sh)
     probs = torch.softmax(logits[0, :, cy // CLASS_POOL, cx // CLASS_POOL], dim=0).cpu()
     top = probs.topk(min(k, len(probs)))
@@ -501,8 +509,8 @@ def photo_guide(task, hints: Sequence[Hint], size: tuple[int, int], work: tuple[
 def _network_output(model: torch.nn.Module, task, x: torch.Tensor, stride: int, tile: int,  # noqa: ANN001
                     overlap: int, guide: torch.Tensor | None = None) -> torch.Tensor:
     """The network's output (1,C,h,w) (RGB or chroma) for an image (1,3,h,w) and a guided
-    colorizer's `guide` (1,3,h,w): padded to the stride, in overlapping tiles when larger than
-    `tile`, cropped back. The guide is padded with zeros: a mirrored hint would be a second one."""
+    colorizer's `guide` (1,3,h,w): padded to the stride (`_padded_input`), in overlapping tiles
+    when larger than `tile`, cropped back."""
     _, _, h, w = x.shape
     device = x.device
     tile = max(stride, tile // stride * stride)
@@ -512,8 +520,7 @@ def _network_output(model: torch.nn.Module, task, x: torch.Tensor, stride: int, 
         (-(-h // stride) * stride, -(-w // stride) * stride)
     single = max(h, w) <= tile
     mm = 0 if single else m
-    xp = _pad(x, mm, th - h + mm, mm, tw - w + mm)
-    gp = None if guide is None else F.pad(guide.to(x.device), (mm, tw - w + mm, mm, th - h + mm))
+    xp, gp = _padded_input(x, guide, mm, th - h, tw - w)
     outs = torch.zeros(1, task.pred_channels, th, tw, device=device)
     with torch.inference_mode():
         step_h, step_w = (th, tw) if single else (tile, tile)
