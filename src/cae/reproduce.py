@@ -99,8 +99,8 @@ STEPS: tuple[Step, ...] = (
     Step("frontier", "frontier study", 50.0, 1.5, trains=True, option="--frontier"),
     # its runs are trained in the study step; the shipped colorizer is evaluated here
     Step("colorize", "colorization study", 0.3, 2.5),
-    # not timed in a pipeline run yet: its CPU seconds per image and method (docs/guided.md) added up
-    Step("hints", "hint study", 0.25, 0.15, full_option="--hints", full_cost=12.0),
+    # --hints: timed once as `cae hint-study` with the same defaults, 562 s wall (docs/guided.md)
+    Step("hints", "hint study", 0.25, 0.15, full_option="--hints", full_cost=5.6),
     Step("report", "report", 0.01, 0.05),
 )
 # Seconds per cost unit (a reference run's wall time), by quick mode, assumed until the finished steps
