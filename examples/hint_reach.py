@@ -25,7 +25,7 @@ import torch
 
 import cae
 from cae.core.color import chroma
-from cae.core.photo import photo_paths, read_image
+from cae.core.photo import photo_paths, read_image, working_shape
 from cae.experiments.hint_study import DRAWS, draw_hints
 
 BANDS = (0, 1, 2, 4, 8, 16, float("inf"))  # distance to the nearest hint, in working pixels
@@ -64,7 +64,7 @@ def main() -> None:
     for i, path in enumerate(photo_paths(a.photos)):
         rgb = read_image(path)
         _, h, w = rgb.shape
-        scale = guided.working_size / min(h, w)  # photo pixels to working pixels
+        scale = working_shape(h, w, guided.working_size)[0] / h  # photo pixels to working pixels
         truth = chroma(rgb.unsqueeze(0))[0]
         for draw in range(DRAWS):
             hints = draw_hints(rgb, i, draw)[:a.hints]
@@ -83,7 +83,7 @@ def main() -> None:
         hi = "" if BANDS[j + 1] == float("inf") else f"{BANDS[j + 1]:g}"
         row = " | ".join(f"{sums[k, j] / counts[j]:.5f}" if counts[j] else "" for k in range(len(names)))
         print(f"| {BANDS[j]:g}-{hi} | {counts[j] / counts.sum():.1%} | {row} |")
-    print(f"| all | 100% | " + " | ".join(f"{sums[k].sum() / counts.sum():.5f}" for k in range(len(names))) + " |")
+    print("| all | 100% | " + " | ".join(f"{sums[k].sum() / counts.sum():.5f}" for k in range(len(names))) + " |")
 
 
 if __name__ == "__main__":
