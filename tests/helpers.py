@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,12 @@ def hint_summary(gains: dict[str, dict[int, float]], cifar: bool = False) -> lis
             rows.append({**row, "mean_gain_db": g + 50, "psnr": 20 + g, "psnr_gray": 20.0,
                          "gain_of_mean_mse_db": g} if cifar else row)
     return rows
+
+
+def example_module(name: str):  # noqa: ANN201 - the module examples/<name>.py
+    """A script of examples/ imported as a module (its `main` is not run)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -13,7 +13,7 @@ from PIL import Image
 from cae.core.photo import hint_maps
 from cae.errors import CaeError
 from cae.experiments.hint_study import draw_hints, random_hints, run_hint_study
-from helpers import hint_summary
+from helpers import example_module, hint_summary
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,22 +151,11 @@ def test_a_smaller_study_scores_the_first_photos_with_the_baselines_asked_for(tm
     assert names == {"a.png"}
 
 
-def _example(name: str):  # noqa: ANN202 - a module of examples/
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_hint_reach_table_groups_pixels_by_distance_and_its_oracle_picks_the_closest_hint(
         tmp_path, monkeypatch, capsys) -> None:
     """examples/hint_reach.py: distances are to the nearest hint; the oracle takes, at each pixel,
     the hint colour nearest the truth, so on a photo of two flat colours hinted in both it is exact."""
-    reach = _example("hint_reach")
+    reach = example_module("hint_reach")
     from cae.core.hints import Hint
 
     dist, colours = reach.nearest_hint([Hint(0, 0, "#ff0000"), Hint(9, 3, "#0000ff")], 4, 10)

@@ -15,6 +15,7 @@ import pytest
 
 import cae
 from conftest import require
+from helpers import example_module
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -23,20 +24,13 @@ TIMEOUT = 900  # s for the whole notebook: generous for a busy 2-core machine
 KERNEL = "cae-tour-test"
 
 
-def load_builder():  # noqa: ANN201 - the module examples/build_tour.py
-    spec = importlib.util.spec_from_file_location("build_tour", EXAMPLES / "build_tour.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def code_cells(nb: dict) -> list[str]:
     return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
 
 
 def test_the_committed_notebook_is_built_from_tour_py_without_outputs() -> None:
     """Editing tour.py without rebuilding, or committing a notebook with outputs, fails here."""
-    builder = load_builder()
+    builder = example_module("build_tour")
     committed = NOTEBOOK.read_text()
     assert committed == builder.render((EXAMPLES / "tour.py").read_text()), \
         "examples/tour.ipynb is not what examples/tour.py gives: run python examples/build_tour.py"
@@ -46,7 +40,7 @@ def test_the_committed_notebook_is_built_from_tour_py_without_outputs() -> None:
 
 
 def test_the_builder_turns_percent_cells_into_notebook_cells() -> None:
-    builder = load_builder()
+    builder = example_module("build_tour")
     cells = builder.cells_of("# %% [markdown]\n# # Title\n#\n# text\n\n# %%\nx = 1\n\n# %%\nprint(x)\n")
     assert cells == [("markdown", "# Title\n\ntext"), ("code", "x = 1"), ("code", "print(x)")]
 
