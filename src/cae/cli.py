@@ -415,7 +415,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--frontier", action="store_true", help="also run the frontier study (CAE against PCA "
                    "over latent sizes 16-1024; about 1-1.5 hours on 2 cores), added to a finished folder if given later")
     r.add_argument("--hints", action="store_true", help=f"the full hint study (as cae hint-study: {CIFAR_LIMIT} "
-                   f"CIFAR-10 images, {DRAWS} draws, Levin on the photos too; about 20 minutes on 2 cores) instead of "
+                   f"CIFAR-10 images, {DRAWS} draws, Levin on the photos too; about 10 minutes on 2 cores) instead of "
                    "the smaller default (docs/guided.md), run on a finished folder if given later")
     r.add_argument("--force", action="store_true")
     r.set_defaults(func=cmd_reproduce)
