@@ -39,6 +39,20 @@ def test_draws_are_fixed_by_the_seed_distinct_between_images_and_draws() -> None
     assert draw_hints(rgb, 3, 1, seed=5) != draw_hints(rgb, 3, 1)
 
 
+def test_a_study_of_fewer_counts_scores_the_hints_the_full_study_gives_at_those_counts(tmp_path) -> None:
+    rgb = torch.rand(3, 30, 40, generator=torch.Generator().manual_seed(0))
+    assert draw_hints(rgb, 2, 1, most=10) == draw_hints(rgb, 2, 1)[:10]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(halves(48, 32, (200, 40, 40), (40, 60, 200))).save(photos / "a.png")
+    rows = {}
+    for counts in ((5,), (0, 5, 50)):
+        result = run_hint_study(tmp_path / str(len(counts)), photos=photos, counts=counts, draws=2,
+                                log=lambda _: None, photo_names=["idw"])
+        rows[counts] = {(s["method"], s["hints"]): s for s in result["summary"]["photos"]}
+    assert rows[(5,)]["idw", 5] == rows[(0, 5, 50)]["idw", 5]
+
+
 def halves(w: int, h: int, left: tuple, right: tuple) -> np.ndarray:
     a = np.zeros((h, w, 3), np.uint8)
     a[:, : w // 2], a[:, w // 2:] = left, right

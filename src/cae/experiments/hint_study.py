@@ -51,8 +51,11 @@ def random_hints(rgb: torch.Tensor, n: int, gen: torch.Generator, patch: int = P
 
 
 def draw_hints(rgb: torch.Tensor, index: int, draw: int, seed: int = SEED, most: int = HINT_COUNTS[-1]) -> list[Hint]:
-    """Image `index`'s draw `draw` of `most` hints, from a seed of its own (the first N: N hints)."""
-    return random_hints(rgb, most, torch.Generator().manual_seed(seed + 1_000_003 * draw + index))
+    """Image `index`'s draw `draw` of `most` hints, from a seed of its own (the first N: N hints).
+    At least the default counts' largest is drawn and cut to `most`, so that a study of fewer counts
+    (`--counts 10`) scores the very hints the full study gives at those counts."""
+    drawn = max(most, HINT_COUNTS[-1])
+    return random_hints(rgb, drawn, torch.Generator().manual_seed(seed + 1_000_003 * draw + index))[:most]
 
 
 def score_image(rgb: torch.Tensor, hints: list[Hint], counts: Sequence[int], methods: dict) -> list[dict]:
