@@ -220,7 +220,7 @@ def test_the_shipped_guided_colorizer_turns_a_region_towards_the_hinted_colour(t
     box = (slice(h // 4, h // 4 + 40), slice(w // 2 - 40, w // 2 + 40))
 
     def mean_cr(hint: str) -> float:
-        out = colorizer(torch.from_numpy(np.asarray(rgb)).permute(2, 0, 1).float() / 255,
+        out = colorizer(torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255,
                         [{"x": w // 2, "y": h // 4 + 20, "color": hint}])
         return chroma(out.unsqueeze(0))[0, 1][box].mean().item()
 
