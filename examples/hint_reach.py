@@ -67,7 +67,7 @@ def main() -> None:
         scale = working_shape(h, w, guided.working_size)[0] / h  # photo pixels to working pixels
         truth = chroma(rgb.unsqueeze(0))[0]
         for draw in range(DRAWS):
-            hints = draw_hints(rgb, i, draw)[:a.hints]
+            hints = draw_hints(rgb, i, draw, most=a.hints)
             dist, colours = nearest_hint(hints, h, w)
             band = torch.bucketize(dist * scale, torch.tensor(BANDS[1:-1]), right=True)
             preds = [chroma(guided(rgb, hints).unsqueeze(0))[0], chroma(guided(rgb).unsqueeze(0))[0],
