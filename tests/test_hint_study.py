@@ -175,16 +175,16 @@ def test_the_hint_reach_table_groups_pixels_by_distance_and_its_oracle_picks_the
     dist, colours = reach.nearest_hint([Hint(0, 0, "#ff0000"), Hint(9, 3, "#0000ff")], 4, 10)
     assert dist[0, 0] == 0 and dist[3, 9] == 0 and dist[0, 9] == pytest.approx(3.0)
     assert dist[3, 0] == pytest.approx(3.0) and dist[1, 5] == pytest.approx(min(26, 20) ** 0.5)
-    halves = torch.zeros(3, 64, 96)
-    halves[0, :, :48], halves[2, :, 48:] = 0.8, 0.8  # red | blue
+    two_colours = torch.zeros(3, 64, 96)
+    two_colours[0, :, :48], two_colours[2, :, 48:] = 0.8, 0.8  # red | blue
     from cae.core.color import chroma
 
-    truth = chroma(halves.unsqueeze(0))[0]
+    truth = chroma(two_colours.unsqueeze(0))[0]
     _, colours = reach.nearest_hint([Hint(10, 10, "#cc0000"), Hint(80, 50, "#0000cc")], 64, 96)
     assert torch.allclose(reach.oracle(truth, colours), truth, atol=2e-3)
     folder = tmp_path / "photos"
     folder.mkdir()
-    Image.fromarray((halves.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / "halves.png")
+    Image.fromarray((two_colours.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(folder / "halves.png")
     monkeypatch.setattr("sys.argv", ["hint_reach.py", "--photos", str(folder), "--hints", "20"])
     reach.main()
     rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "%" in line]
